@@ -1,0 +1,697 @@
+"""The training loop shared by ``experiments/{mnist,cifar10,imagenet}.py``.
+
+One function, :func:`run_experiment`, does: (DDP setup) -> seed -> build model -> optionally load FP32
+``--weights`` -> ``shiftcomp.convert`` (``--shift-depth != 0``) -> optimizer/scheduler -> optional ``--resume``
+-> train/evaluate epochs -> logs and checkpoints. Command-line flags are declared once in
+:func:`add_common_args`; each script adds only its ``--arch``/``--type`` and dataset defaults.
+
+Output folder (DeepShift convention, under ``--out-dir``, default ``./models``)::
+
+    <out>/<dataset>/<arch>/shift_<q|ps>_<depth|all>_wb_<b>[_ab_<I>_<F>][_<desc>]/   shift runs
+    <out>/<dataset>/<arch>/fp32[_<desc>]/                                         FP32 runs (-s 0)
+
+holding ``command_args.txt``, ``model_summary.txt``, ``train_log.csv``, ``test_log.csv``,
+``checkpoint.pth.tar`` (written atomically after every epoch: model, optimizer, scheduler, RNG states, best
+accuracy), ``model_best.pth.tar``, ``weights.pth`` (final ``state_dict``) and, for shift runs,
+``integer_weights.pth`` (``{layer: {"shift": int8, "sign": int8}}``). Only rank 0 writes.
+
+Resume (``--resume``): restores everything saved in the checkpoint and continues with the next epoch; the
+RNG states make the continued run bit-identical to an uninterrupted one (same seed, threads and data).
+Rows of the CSV logs newer than the checkpoint (an epoch killed after logging) are dropped first.
+
+PS runs: the ``shift``/``sign`` parameters get no optimizer weight decay; ``wd * 0.5 * sum((2**shift)**2)``
+over all PS ``shift`` parameters is added to the loss instead (as DeepShift).
+
+DDP: when launched by ``torchrun`` (``WORLD_SIZE`` set and > 1), ``init_process_group("gloo")``, a
+``DistributedSampler`` shards the training set, ``-b`` is the global batch (split evenly over ranks), test
+accuracy is summed over rank shards, and the model is wrapped in ``DistributedDataParallel``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import shlex
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = [
+    "OPTIMIZERS", "add_common_args", "DatasetDefaults", "run_dir_name", "shift_config_from_args", "shift_layer_types",
+    "ps_parameters", "ps_weight_decay", "build_optimizer", "build_scheduler", "load_weights", "atomic_save",
+    "train_epoch", "evaluate", "run_experiment", "DistInfo", "setup_distributed", "progress_enabled",
+]
+
+OPTIMIZERS = ("sgd", "adam", "adadelta", "adagrad", "rmsprop", "radam")
+CHECKPOINT = "checkpoint.pth.tar"
+BEST = "model_best.pth.tar"
+TRAIN_LOG = "train_log.csv"
+TEST_LOG = "test_log.csv"
+TRAIN_FIELDS = ["epoch", "lr", "train_loss", "train_acc1", "train_acc5", "time_s"]
+TEST_FIELDS = ["epoch", "test_loss", "test_acc1", "test_acc5", "best_acc1", "time_s"]
+
+
+# --------------------------------------------------------------------------------------------------- arguments
+
+
+@dataclass
+class DatasetDefaults:
+    """Per-script defaults for the common flags (the DeepShift values for that data set)."""
+
+    batch_size: int = 128
+    test_batch_size: int = 1000
+    lr: float = 0.1
+    momentum: float = 0.9
+    wd: float = 1e-4
+    epochs: int = 200
+    opt: str = "sgd"
+    lr_schedule: str = "multistep"          # used when --lr-step-size is not given
+    lr_milestones: list[int] = field(default_factory=lambda: [80, 120, 160, 180])
+    workers: int = 0
+
+
+def add_common_args(parser: argparse.ArgumentParser, defaults: DatasetDefaults | None = None) -> argparse.ArgumentParser:
+    """Add the flags shared by all experiment scripts (DeepShift names where sensible).
+
+    The script adds its own model selector (``-a/--arch`` or ``--type``) and ``--data`` semantics.
+    """
+    d = defaults or DatasetDefaults()
+    g = parser.add_argument_group("shift conversion")
+    g.add_argument("-s", "--shift-depth", "--shift_depth", dest="shift_depth", type=int, default=None,
+                   help="convert the first N Conv2d/Linear layers (module order) to shift layers; "
+                        "default: all; 0 = plain FP32 model")
+    g.add_argument("-st", "--shift-type", dest="shift_type", type=str.upper, choices=["Q", "PS"], default="Q",
+                   help="DeepShift-Q (float weights rounded to powers of 2) or DeepShift-PS (trained shift/sign)")
+    g.add_argument("-wb", "--weight-bits", dest="weight_bits", type=int, default=5,
+                   help="bits per shift weight incl. sign, 2..8 (default 5)")
+    g.add_argument("-ab", "--activation-bits", dest="activation_bits", type=int, nargs=2, metavar=("I", "F"),
+                   default=None, help="fixed-point activations Q(I,F): I integer bits incl. sign, F fraction bits; "
+                                      "default: float activations (DeepShift defaulted to 16 16)")
+    g.add_argument("--rounding", choices=["nearest", "floor"], default="nearest",
+                   help="activation rounding to fixed point (default nearest, ties to even; DeepShift: floor)")
+    g.add_argument("--shift-range", dest="shift_range", type=int, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="allowed shift range (default: the -wb default, e.g. [-15, 0] for Q 5 bit)")
+    g.add_argument("--freeze-sign", dest="freeze_sign", action="store_true", help="PS: do not train the signs")
+
+    g = parser.add_argument_group("optimisation")
+    g.add_argument("-opt", "--opt", "--optimizer", dest="opt", type=str.lower, choices=OPTIMIZERS, default=d.opt,
+                   help=f"optimizer (default {d.opt}; use radam for PS)")
+    g.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=d.lr, help=f"initial LR (default {d.lr})")
+    g.add_argument("--lr-schedule", dest="lr_schedule", choices=["step", "multistep", "none"], default=None,
+                   help=f"LR schedule; default: step if --lr-step-size is given, else {d.lr_schedule}")
+    g.add_argument("--lr-step-size", "--lr-step", dest="lr_step_size", type=int, default=None,
+                   help="step schedule: multiply the LR by --lr-gamma every N epochs")
+    g.add_argument("--lr-milestones", dest="lr_milestones", type=int, nargs="+", default=d.lr_milestones,
+                   help=f"multistep schedule epochs (default {' '.join(map(str, d.lr_milestones)) or 'none'})")
+    g.add_argument("--lr-gamma", dest="lr_gamma", type=float, default=0.1, help="LR decay factor (default 0.1)")
+    g.add_argument("--momentum", type=float, default=d.momentum, help=f"momentum for sgd/rmsprop (default {d.momentum})")
+    g.add_argument("--wd", "--weight-decay", dest="wd", type=float, default=d.wd, help=f"weight decay (default {d.wd})")
+    g.add_argument("--epochs", type=int, default=d.epochs, help=f"total epochs (default {d.epochs})")
+    g.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=d.batch_size,
+                   help=f"training batch size, global over DDP ranks (default {d.batch_size})")
+    g.add_argument("--test-batch-size", dest="test_batch_size", type=int, default=d.test_batch_size,
+                   help=f"evaluation batch size (default {d.test_batch_size})")
+
+    g = parser.add_argument_group("run")
+    g.add_argument("--data", type=str, default=None, help="data location (see the script's help)")
+    g.add_argument("-j", "--workers", type=int, default=d.workers, help=f"data loader workers (default {d.workers})")
+    g.add_argument("--weights", type=str, default=None,
+                   help="start from these weights (state_dict or checkpoint; FP32 weights are loaded, then converted)")
+    g.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
+                   help="continue a run; without a value: the run folder's checkpoint.pth.tar (fresh start if none)")
+    g.add_argument("-e", "--evaluate", action="store_true", help="only evaluate (use with --weights or --resume)")
+    g.add_argument("--eval-exact", dest="eval_exact", action="store_true",
+                   help="also evaluate the final model through the exact integer reference (needs -ab)")
+    g.add_argument("--desc", type=str, default=None, help="suffix for the run folder name")
+    g.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    g.add_argument("--out-dir", dest="out_dir", type=str, default="./models", help="root of run folders (default ./models)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice; under DDP: cores / local ranks)")
+    g.add_argument("--train-subset", dest="train_subset", type=int, default=None,
+                   help="use a fixed random subset of N training samples (quick runs)")
+    g.add_argument("--test-subset", dest="test_subset", type=int, default=None,
+                   help="use a fixed random subset of N test samples (quick runs)")
+    g.add_argument("--no-progress", dest="no_progress", action="store_true", help="disable tqdm progress bars")
+    return parser
+
+
+def run_dir_name(args: argparse.Namespace) -> str:
+    """Run folder name: ``fp32[_desc]`` or ``shift_<q|ps>_<depth|all>_wb_<b>[_ab_<I>_<F>][_desc]``."""
+    if args.shift_depth == 0:
+        name = "fp32"
+    else:
+        depth = "all" if args.shift_depth is None else str(args.shift_depth)
+        name = f"shift_{args.shift_type.lower()}_{depth}_wb_{args.weight_bits}"
+        if args.activation_bits:
+            name += "_ab_{}_{}".format(*args.activation_bits)
+    if args.desc:
+        name += f"_{args.desc}"
+    return name
+
+
+def shift_config_from_args(args: argparse.Namespace):
+    """The :class:`shiftcomp.ShiftConfig` the flags describe (None for FP32, ``-s 0``)."""
+    if args.shift_depth == 0:
+        return None
+    from shiftcomp.config import ShiftConfig
+
+    return ShiftConfig(
+        mode=args.shift_type,
+        weight_bits=args.weight_bits,
+        shift_range=tuple(args.shift_range) if args.shift_range else None,
+        act_bits=tuple(args.activation_bits) if args.activation_bits else None,
+        rounding=args.rounding,
+        depth=args.shift_depth,
+        freeze_sign=args.freeze_sign,
+    )
+
+
+# ------------------------------------------------------------------------------------------- shift parameters
+
+
+def shift_layer_types() -> tuple[type, ...]:
+    """``(LinearShift, Conv2dShift)`` from ``shiftcomp.nn``, or ``()`` while that module does not exist."""
+    try:
+        from shiftcomp.nn import Conv2dShift, LinearShift
+    except ImportError:
+        return ()
+    return (LinearShift, Conv2dShift)
+
+
+def ps_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """``(shift params, sign params)`` of all PS shift layers in ``model`` (empty lists for Q/FP32 models)."""
+    types = shift_layer_types()
+    shifts: list[nn.Parameter] = []
+    signs: list[nn.Parameter] = []
+    for m in model.modules():
+        if types and isinstance(m, types):
+            s = m._parameters.get("shift")
+            if isinstance(s, nn.Parameter):
+                shifts.append(s)
+            g = m._parameters.get("sign")
+            if isinstance(g, nn.Parameter):
+                signs.append(g)
+    return shifts, signs
+
+
+def ps_weight_decay(shifts: Iterable[torch.Tensor], wd: float) -> torch.Tensor | float:
+    """DeepShift's PS weight-decay term ``wd * 0.5 * sum((2**shift)**2)`` (differentiable in ``shift``)."""
+    shifts = list(shifts)
+    if wd == 0 or not shifts:
+        return 0.0
+    return wd * 0.5 * sum(torch.exp2(2.0 * s).sum() for s in shifts)
+
+
+# ------------------------------------------------------------------------------------ optimizer and schedule
+
+
+def build_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """Optimizer ``args.opt`` with LR ``args.lr``; weight decay ``args.wd`` except on PS shift/sign parameters."""
+    shifts, signs = ps_parameters(model)
+    no_wd = {id(p) for p in shifts + signs}
+    decay = [p for p in model.parameters() if p.requires_grad and id(p) not in no_wd]
+    plain = [p for p in model.parameters() if p.requires_grad and id(p) in no_wd]
+    groups = [{"params": decay, "weight_decay": args.wd}]
+    if plain:
+        groups.append({"params": plain, "weight_decay": 0.0})
+    opt, lr = args.opt, args.lr
+    if opt == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=args.momentum)
+    if opt == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    if opt == "adadelta":
+        return torch.optim.Adadelta(groups, lr=lr)
+    if opt == "adagrad":
+        return torch.optim.Adagrad(groups, lr=lr)
+    if opt == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=lr, momentum=args.momentum)
+    if opt == "radam":
+        return torch.optim.RAdam(groups, lr=lr)
+    raise ValueError(f"unknown optimizer {opt!r}; choose from {', '.join(OPTIMIZERS)}")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace,
+                    default: str = "multistep") -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Epoch-wise LR schedule: ``step`` (every ``--lr-step-size``), ``multistep`` (``--lr-milestones``) or none."""
+    kind = args.lr_schedule or ("step" if args.lr_step_size else default)
+    if kind == "step":
+        if not args.lr_step_size:
+            raise ValueError("--lr-schedule step needs --lr-step-size")
+        return torch.optim.lr_scheduler.StepLR(optimizer, args.lr_step_size, args.lr_gamma)
+    if kind == "multistep" and args.lr_milestones:
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_milestones, args.lr_gamma)
+    return None
+
+
+# -------------------------------------------------------------------------------------------------- file I/O
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path`` via a temporary file and ``os.replace`` (never leaves a torn file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in obj and isinstance(obj[key], (dict, nn.Module)):
+                return _extract_state_dict(obj[key])
+        return obj
+    raise TypeError(f"cannot find a state_dict in a {type(obj).__name__}")
+
+
+def _strip_module_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if sd and all(k.startswith("module.") for k in sd):
+        return {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load weights (a state_dict, a checkpoint with ``state_dict``, or a pickled module) into ``model``.
+
+    A ``module.`` prefix (DataParallel/DDP) is stripped. Loading is strict.
+    """
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(_strip_module_prefix(_extract_state_dict(obj)))
+
+
+def _is_ps_state_dict(sd: dict[str, torch.Tensor]) -> bool:
+    return any(k.endswith(".shift") for k in sd) and any(k.endswith(".sign") for k in sd)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _truncate_csv(path: Path, last_epoch: int) -> None:
+    """Keep only the rows of ``path`` with ``epoch <= last_epoch`` (the header stays)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+        fields = rows[0].keys() if rows else None
+    if fields is None:
+        return
+    keep = [r for r in rows if int(r["epoch"]) <= last_epoch]
+    if len(keep) != len(rows):
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(fields))
+            w.writeheader()
+            w.writerows(keep)
+        os.replace(tmp, path)
+
+
+def _append_csv(path: Path, fields: list[str], row: dict[str, Any]) -> None:
+    new = not path.is_file() or path.stat().st_size == 0
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            w.writeheader()
+        w.writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _model_summary(model: nn.Module, config: Any, input_shape: Sequence[int] | None) -> str:
+    lines = [repr(model), ""]
+    types = shift_layer_types()
+    total = sum(p.numel() for p in model.parameters())
+    lines.append(f"parameters: {total:,}")
+    n_float = sum(1 for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and not (types and isinstance(m, types)))
+    n_shift = sum(1 for m in model.modules() if types and isinstance(m, types))
+    lines.append(f"shift layers: {n_shift}; remaining float Conv2d/Linear: {n_float}")
+    if config is not None:
+        cfg = config.to_dict() if hasattr(config, "to_dict") else repr(config)
+        lines.append(f"shift config: {json.dumps(cfg, default=str)}")
+    if input_shape is not None:
+        lines.append(f"input shape per sample: {tuple(input_shape)}")
+    return "\n".join(lines) + "\n"
+
+
+# -------------------------------------------------------------------------------------------------- DDP
+
+
+@dataclass
+class DistInfo:
+    """Process-group facts: ``world_size`` 1 means no DDP."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> DistInfo:
+    """Initialise a gloo process group when launched by torchrun (``WORLD_SIZE`` > 1), else a no-op."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def progress_enabled(args: argparse.Namespace, dist_info: DistInfo) -> bool:
+    """tqdm bars only on rank 0, on a TTY, outside CI, and without ``--no-progress``."""
+    return (not getattr(args, "no_progress", False) and dist_info.is_main and sys.stderr.isatty()
+            and not os.environ.get("CI"))
+
+
+# --------------------------------------------------------------------------------------------- epochs
+
+
+def _topk_correct(output: torch.Tensor, target: torch.Tensor, ks: Sequence[int] = (1, 5)) -> list[int]:
+    maxk = min(max(ks), output.shape[1])
+    pred = output.topk(maxk, dim=1).indices
+    hit = pred.eq(target.view(-1, 1))
+    return [int(hit[:, :min(k, maxk)].any(dim=1).sum()) for k in ks]
+
+
+def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, *, ps_shifts: Sequence[torch.Tensor] = (),
+                wd: float = 0.0, device: torch.device | str = "cpu", progress: bool = False,
+                desc: str = "train") -> dict[str, float]:
+    """One training epoch with cross-entropy (+ the PS weight-decay term).
+
+    Returns:
+        ``{"loss": mean loss per sample, "acc1": top-1 %, "acc5": top-5 %, "n": samples}`` (this rank only).
+    """
+    from tqdm import tqdm
+
+    model.train()
+    total_loss, c1, c5, n = 0.0, 0, 0, 0
+    bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    for x, y in bar:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        out = model(x)
+        ce = F.cross_entropy(out, y)
+        loss = ce + ps_weight_decay(ps_shifts, wd)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        b = y.shape[0]
+        total_loss += float(ce.detach()) * b
+        k1, k5 = _topk_correct(out.detach(), y)
+        c1, c5, n = c1 + k1, c5 + k5, n + b
+        if progress:
+            bar.set_postfix(loss=f"{total_loss / n:.4f}", acc=f"{100.0 * c1 / n:.2f}")
+    n = max(n, 1)
+    return {"loss": total_loss / n, "acc1": 100.0 * c1 / n, "acc5": 100.0 * c5 / n, "n": n}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str = "cpu", progress: bool = False,
+             dist_info: DistInfo | None = None, desc: str = "test") -> dict[str, float]:
+    """Evaluate cross-entropy and top-1/top-5 accuracy (%), summed over DDP ranks when ``dist_info`` is enabled."""
+    from tqdm import tqdm
+
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64)  # loss, correct1, correct5, n
+    for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        x, y = x.to(device), y.to(device)
+        out = model(x)
+        k1, k5 = _topk_correct(out, y)
+        sums += torch.tensor([float(F.cross_entropy(out, y, reduction="sum")), k1, k5, y.shape[0]], dtype=torch.float64)
+    if dist_info is not None and dist_info.enabled:
+        import torch.distributed as dist
+
+        dist.all_reduce(sums)
+    n = max(sums[3].item(), 1.0)
+    return {"loss": sums[0].item() / n, "acc1": 100.0 * sums[1].item() / n, "acc5": 100.0 * sums[2].item() / n,
+            "n": int(sums[3].item())}
+
+
+# --------------------------------------------------------------------------------------------- experiment
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+
+
+def _integer_weights(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+    types = shift_layer_types()
+    out = {}
+    for name, m in model.named_modules():
+        if types and isinstance(m, types):
+            shift, sign = m.integer_weights()
+            out[name] = {"shift": shift.detach().cpu(), "sign": sign.detach().cpu()}
+    return out
+
+
+def _convert(model: nn.Module, config: Any) -> nn.Module:
+    import shiftcomp
+
+    out = shiftcomp.convert(model, config)
+    return out if isinstance(out, nn.Module) else model
+
+
+def run_experiment(args: argparse.Namespace, *, dataset: str, arch: str, build_model: Callable[[], nn.Module],
+                   build_data: Callable[[argparse.Namespace], tuple[Dataset, Dataset]],
+                   input_shape: Sequence[int] | None = None, default_schedule: str = "multistep",
+                   argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run one experiment as described by ``args`` (from :func:`add_common_args`).
+
+    Args:
+        args: parsed flags.
+        dataset: data set name for the folder (``mnist``, ``cifar10``, ``imagenet``).
+        arch: architecture name for the folder.
+        build_model: returns a fresh float model.
+        build_data: returns ``(train_dataset, test_dataset)`` given ``args``.
+        input_shape: per-sample input shape, for the summary only.
+        default_schedule: LR schedule used when neither ``--lr-schedule`` nor ``--lr-step-size`` is given.
+        argv: the command line, for ``command_args.txt`` (default ``sys.argv``).
+
+    Returns:
+        ``{"out_dir", "best_acc1", "final_acc1", "final_acc5", "epochs_run", "epoch", "sec_per_epoch"}``
+        (and ``"exact_acc1"`` with ``--eval-exact``).
+    """
+    dist_info = setup_distributed()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    elif dist_info.enabled:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", dist_info.world_size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+    device = torch.device("cuda", dist_info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    progress = progress_enabled(args, dist_info)
+    log = print if dist_info.is_main else (lambda *a, **k: None)
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+
+    # ---- model: build -> (FP32 weights) -> convert -> (shift weights)
+    model = build_model()
+    config = shift_config_from_args(args)
+    weights_sd = None
+    if args.weights:
+        weights_sd = _strip_module_prefix(_extract_state_dict(
+            torch.load(args.weights, map_location="cpu", weights_only=False)))
+        if config is None or not _is_ps_state_dict(weights_sd):
+            try:  # FP32 (or Q) weights: load into the float model, then convert
+                model.load_state_dict(weights_sd)
+                weights_sd = None
+            except RuntimeError:
+                if config is None:
+                    raise  # keep weights_sd otherwise: maybe weights of a converted model, loaded after convert
+    if config is None:
+        if args.activation_bits:
+            warnings.warn("-ab is ignored for FP32 runs (-s 0)", stacklevel=2)
+    else:
+        model = _convert(model, config)
+    if weights_sd is not None:  # weights of an already converted PS model
+        model.load_state_dict(weights_sd)
+    model.to(device)
+
+    out_dir = Path(args.out_dir) / dataset / arch / run_dir_name(args)
+    if dist_info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cmd = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv))
+        with open(out_dir / "command_args.txt", "w") as f:
+            f.write(cmd + "\n\n" + json.dumps(vars(args), indent=2, default=str) + "\n")
+        with open(out_dir / "model_summary.txt", "w") as f:
+            f.write(_model_summary(model, config, input_shape))
+
+    # ---- data
+    from shiftcomp.data import subset
+
+    train_ds, test_ds = build_data(args)
+    train_ds = subset(train_ds, args.train_subset, seed=args.seed)
+    test_ds = subset(test_ds, args.test_subset, seed=args.seed)
+    batch = args.batch_size
+    if dist_info.enabled:
+        from torch.utils.data import Subset
+        from torch.utils.data.distributed import DistributedSampler
+
+        batch = max(1, args.batch_size // dist_info.world_size)
+        train_sampler = DistributedSampler(train_ds, dist_info.world_size, dist_info.rank, shuffle=True, seed=args.seed)
+        test_ds = Subset(test_ds, list(range(dist_info.rank, len(test_ds), dist_info.world_size)))
+        train_loader = DataLoader(train_ds, batch, sampler=train_sampler, num_workers=args.workers,
+                                  pin_memory=device.type == "cuda")
+    else:
+        train_sampler = None
+        train_loader = DataLoader(train_ds, batch, shuffle=True, num_workers=args.workers,
+                                  pin_memory=device.type == "cuda")
+    test_loader = DataLoader(test_ds, args.test_batch_size, shuffle=False, num_workers=args.workers)
+
+    optimizer = build_optimizer(model, args)
+    scheduler = build_scheduler(optimizer, args, default_schedule)
+    ps_shifts, _ = ps_parameters(model)
+    if dist_info.enabled:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    # ---- resume
+    start_epoch, best_acc1 = 0, 0.0
+    if args.resume:
+        ckpt_path = out_dir / CHECKPOINT if args.resume == "auto" else Path(args.resume)
+        if ckpt_path.is_file():
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            _unwrap(model).load_state_dict(ckpt["state_dict"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if scheduler is not None and ckpt.get("scheduler") is not None:
+                scheduler.load_state_dict(ckpt["scheduler"])
+            start_epoch, best_acc1 = int(ckpt["epoch"]), float(ckpt["best_acc1"])
+            if ckpt.get("rng") is not None:
+                rng = ckpt["rng"]
+                _set_rng_state(rng[dist_info.rank % len(rng)] if isinstance(rng, list) else rng)
+            log(f"=> resumed {ckpt_path} after epoch {start_epoch} (best acc1 {best_acc1:.2f}%)")
+        elif args.resume == "auto":
+            log(f"=> no checkpoint in {out_dir}; starting from scratch")
+        else:
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+    if dist_info.is_main and not args.evaluate:
+        if start_epoch == 0:
+            for name in (TRAIN_LOG, TEST_LOG):
+                (out_dir / name).unlink(missing_ok=True)
+        else:
+            _truncate_csv(out_dir / TRAIN_LOG, start_epoch)
+            _truncate_csv(out_dir / TEST_LOG, start_epoch)
+
+    log(f"=> {dataset}/{arch} -> {out_dir}  ({len(train_ds)} train / {len(test_ds) * dist_info.world_size if dist_info.enabled else len(test_ds)} test, "
+        f"opt {args.opt} lr {args.lr}, {args.epochs} epochs, shift {config if config is not None else 'none (FP32)'})")
+
+    result: dict[str, Any] = {"out_dir": str(out_dir), "best_acc1": best_acc1, "epoch": start_epoch, "epochs_run": 0}
+    if args.evaluate:
+        t0 = time.time()
+        ev = evaluate(model, test_loader, device=device, progress=progress, dist_info=dist_info)
+        log(f"test: loss {ev['loss']:.4f}  acc1 {ev['acc1']:.2f}%  acc5 {ev['acc5']:.2f}%")
+        if dist_info.is_main:
+            with open(out_dir / TEST_LOG, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=TEST_FIELDS)
+                w.writeheader()
+                w.writerow({"epoch": start_epoch, "test_loss": ev["loss"], "test_acc1": ev["acc1"],
+                            "test_acc5": ev["acc5"], "best_acc1": best_acc1, "time_s": round(time.time() - t0, 3)})
+        result.update(final_acc1=ev["acc1"], final_acc5=ev["acc5"])
+        _maybe_exact(args, model, test_loader, device, dist_info, result, log)
+        return result
+
+    times = []
+    ev = None
+    for epoch in range(start_epoch, args.epochs):
+        if train_sampler is not None:
+            train_sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        t0 = time.time()
+        tr = train_epoch(model, train_loader, optimizer, ps_shifts=ps_shifts, wd=args.wd, device=device,
+                         progress=progress, desc=f"epoch {epoch + 1}/{args.epochs}")
+        t_train = time.time() - t0
+        if scheduler is not None:
+            scheduler.step()
+        t1 = time.time()
+        ev = evaluate(model, test_loader, device=device, progress=progress, dist_info=dist_info)
+        t_test = time.time() - t1
+        times.append(t_train)
+        is_best = ev["acc1"] > best_acc1
+        best_acc1 = max(best_acc1, ev["acc1"])
+        log(f"epoch {epoch + 1}/{args.epochs}  lr {lr:.3g}  train loss {tr['loss']:.4f} acc1 {tr['acc1']:.2f}%  |  "
+            f"test loss {ev['loss']:.4f} acc1 {ev['acc1']:.2f}% (best {best_acc1:.2f}%)  [{t_train:.1f}s + {t_test:.1f}s]",
+            flush=True)
+        rng = _rng_state()
+        if dist_info.enabled:
+            import torch.distributed as dist
+
+            rngs: list[Any] = [None] * dist_info.world_size
+            dist.all_gather_object(rngs, rng)
+            rng = rngs
+        if dist_info.is_main:
+            _append_csv(out_dir / TRAIN_LOG, TRAIN_FIELDS, {
+                "epoch": epoch + 1, "lr": lr, "train_loss": tr["loss"], "train_acc1": tr["acc1"],
+                "train_acc5": tr["acc5"], "time_s": round(t_train, 3)})
+            _append_csv(out_dir / TEST_LOG, TEST_FIELDS, {
+                "epoch": epoch + 1, "test_loss": ev["loss"], "test_acc1": ev["acc1"], "test_acc5": ev["acc5"],
+                "best_acc1": best_acc1, "time_s": round(t_test, 3)})
+            ckpt = {
+                "epoch": epoch + 1, "dataset": dataset, "arch": arch,
+                "state_dict": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "best_acc1": best_acc1, "acc1": ev["acc1"], "rng": rng, "args": vars(args),
+                "shift_config": config.to_dict() if config is not None and hasattr(config, "to_dict") else None,
+            }
+            atomic_save(ckpt, out_dir / CHECKPOINT)
+            if is_best:
+                tmp = out_dir / f".{BEST}.tmp{os.getpid()}"
+                shutil.copyfile(out_dir / CHECKPOINT, tmp)
+                os.replace(tmp, out_dir / BEST)
+        result["epochs_run"] += 1
+        result["epoch"] = epoch + 1
+
+    if ev is None:  # nothing left to train (resumed a finished run): report the current model
+        ev = evaluate(model, test_loader, device=device, progress=progress, dist_info=dist_info)
+    if dist_info.is_main:
+        atomic_save(_unwrap(model).state_dict(), out_dir / "weights.pth")
+        if config is not None:
+            atomic_save(_integer_weights(_unwrap(model)), out_dir / "integer_weights.pth")
+    result.update(best_acc1=best_acc1, final_acc1=ev["acc1"], final_acc5=ev["acc5"],
+                  sec_per_epoch=(sum(times) / len(times)) if times else math.nan)
+    _maybe_exact(args, model, test_loader, device, dist_info, result, log)
+    log(f"=> done: final acc1 {result['final_acc1']:.2f}%, best {best_acc1:.2f}%, {out_dir}")
+    return result
+
+
+def _maybe_exact(args, model, test_loader, device, dist_info, result, log) -> None:
+    if not getattr(args, "eval_exact", False):
+        return
+    from shiftcomp.reference import exact
+
+    with exact(_unwrap(model)):
+        ev = evaluate(model, test_loader, device=device, dist_info=dist_info, desc="test (exact)")
+    result["exact_acc1"] = ev["acc1"]
+    log(f"exact integer reference: acc1 {ev['acc1']:.2f}%")

@@ -1,0 +1,639 @@
+"""MetaSchedule autotuning for shiftcomp: tune, store per-target databases, apply them at compile time.
+
+Layout of a stored database (TVM's ``JSONDatabase``)::
+
+    schedules/<target_key>/database_workload.json        # one line per distinct PrimFunc (structural hash)
+    schedules/<target_key>/database_tuning_record.json   # one line per measured schedule trace
+    schedules/<target_key>/TUNING.md                      # budget + command that produced it (optional)
+
+``target_key`` names the hardware a record was measured on (e.g. ``llvm-rocketlake`` or
+``cuda-sm_90``); a database only applies to the target it was tuned for.
+
+Flow (the same for the shift build and the float baseline, so "equal tuning" is equal by construction):
+
+1. ``prepare_module(mod, target)``: the Relax module just before ``tvm.compile`` goes through
+   DecomposeOpsForInference, LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR
+   (= ``relax.get_pipeline("zero")`` without its database step). The fused PrimFuncs are the tasks.
+2. ``tune_module(mod, target, trials, work_dir)``: MetaSchedule over those tasks, ``trials`` measured
+   candidates **per task** (the global budget is ``trials * n_tasks``), LocalBuilder with the
+   ``fast_build`` fix (see TVM_0.27_NOTES section 6), LocalRunner or an RPCRunner.
+3. ``apply_database(mod, target, db_dir)``: runs step 1 and then ``MetaScheduleApplyDatabase``; every
+   PrimFunc with a record becomes ``tirx.is_scheduled``; the rest are left for the caller's default
+   schedules. Because both tune and apply run the identical ``prepare_module``, a database tuned on a
+   module is found again by the compile of the same module.
+
+Timing facts on the 2-core dev box (TVM_0.27_NOTES section 6): the first TuneContext in a process imports
+``tvm.s_tir.tensor_intrin`` (~60 s); after that a trial costs ~1-3 s (build + 3 runs).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import tvm
+from tvm import relax, tirx
+from tvm.ir import IRModule
+from tvm.target import Target
+
+log = logging.getLogger("shiftcomp.tune")
+
+#: Repository folder that holds the shipped databases, one sub-folder per target key.
+SCHEDULES_DIR: Path = Path(__file__).resolve().parent.parent / "schedules"
+WORKLOAD_FILE = "database_workload.json"
+RECORD_FILE = "database_tuning_record.json"
+
+
+# ------------------------------------------------------------------------------------------------
+# targets
+# ------------------------------------------------------------------------------------------------
+def physical_cores() -> int:
+    """Physical CPU cores of this host (psutil when available, else ``os.cpu_count()``)."""
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+        if n:
+            return int(n)
+    except Exception:  # pragma: no cover - psutil is a dependency
+        pass
+    return os.cpu_count() or 1
+
+
+def host_cpu() -> str:
+    """LLVM's name for this CPU (e.g. ``rocketlake``); never ``native`` (LLVM 22 drops AVX for it)."""
+    return str(tvm.get_global_func("target.llvm_get_system_cpu")())
+
+
+def resolve_target(target: str | Mapping[str, Any] | Target = "llvm", num_cores: int | None = None) -> Target:
+    """A :class:`tvm.target.Target` usable for MetaSchedule.
+
+    ``"llvm"`` means this host with its vector features (``mcpu`` from LLVM's host detection). Uses
+    ``schedules.target.resolve_target`` when helper-3's module exists. LLVM targets get ``num-cores``
+    (required by MetaSchedule; defaults to the physical core count); ``"cuda"`` without an arch gets the
+    arch of the local GPU if there is one, else ``sm_90``.
+    """
+    t: Target | None = None
+    try:  # the project's own resolver (owned by schedules/target.py) wins when present
+        from schedules.target import resolve_target as _rt  # type: ignore
+
+        t = _rt(target)
+    except Exception:
+        t = None
+    if t is None:
+        if isinstance(target, Target):
+            t = target
+        elif isinstance(target, str) and target in ("llvm", "cpu"):
+            t = Target({"kind": "llvm", "mcpu": host_cpu()})
+        elif isinstance(target, str) and target == "cuda":
+            arch = "sm_90"
+            try:
+                dev = tvm.cuda(0)
+                if dev.exist:
+                    arch = "sm_" + str(dev.compute_version).replace(".", "")
+            except Exception:
+                pass
+            t = Target({"kind": "cuda", "arch": arch}, host={"kind": "llvm", "mcpu": host_cpu()})
+        elif isinstance(target, Mapping):
+            t = Target(dict(target))
+        else:
+            t = Target(target)
+    if t.kind.name == "llvm" and "num-cores" not in dict(t.attrs):
+        cfg = dict(t.export())
+        cfg["num-cores"] = int(num_cores or physical_cores())
+        cfg.pop("keys", None)
+        cfg.pop("tag", None)
+        t = Target(cfg)
+    return t
+
+
+def target_key(target: str | Mapping[str, Any] | Target) -> str:
+    """Folder name for a target's databases: ``llvm-<mcpu>`` or ``cuda-<arch>`` (helper-3's if present)."""
+    try:
+        from schedules.target import target_key as _tk  # type: ignore
+
+        return str(_tk(target))
+    except Exception:
+        pass
+    t = target if isinstance(target, Target) else resolve_target(target)
+    attrs = dict(t.attrs)
+    if t.kind.name == "llvm":
+        return f"llvm-{attrs.get('mcpu', 'generic')}"
+    if t.kind.name == "cuda":
+        return f"cuda-{attrs.get('arch', 'unknown')}"
+    return t.kind.name
+
+
+def default_db_dir(target: str | Mapping[str, Any] | Target) -> Path:
+    """``schedules/<target_key>/`` of this repository."""
+    return SCHEDULES_DIR / target_key(target)
+
+
+def has_database(db_dir: str | os.PathLike | None) -> bool:
+    """Whether ``db_dir`` holds a non-empty JSONDatabase."""
+    if db_dir is None:
+        return False
+    p = Path(db_dir)
+    return (p / WORKLOAD_FILE).is_file() and (p / RECORD_FILE).is_file() and (p / RECORD_FILE).stat().st_size > 0
+
+
+def _is_cuda(target: Target) -> bool:
+    return target.kind.name == "cuda"
+
+
+def cuda_available() -> bool:
+    """True when a CUDA device is usable by the TVM runtime here."""
+    try:
+        return bool(tvm.runtime.enabled("cuda")) and bool(tvm.cuda(0).exist)
+    except Exception:
+        return False
+
+
+# ------------------------------------------------------------------------------------------------
+# builder / runner
+# ------------------------------------------------------------------------------------------------
+def fast_build(mod: IRModule, target: Target, _params: Any) -> tvm.runtime.Module:
+    """MetaSchedule's ``default_build`` without ``import tvm.s_tir.tensor_intrin``.
+
+    That import takes ~60 s on the 2-core dev box and LocalBuilder re-creates its worker pool per batch,
+    so with the default build every candidate times out (TVM_0.27_NOTES section 6). Our kernels use no
+    tensor intrinsics, so skipping it is safe.
+    """
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm_build(mod, target=target)
+
+
+def make_builder(max_workers: int | None = None, timeout_sec: float = 90.0):
+    """LocalBuilder with :func:`fast_build` (``max_workers`` defaults to the physical core count)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.builder.LocalBuilder(max_workers=max_workers or physical_cores(), timeout_sec=timeout_sec,
+                                   f_build=fast_build)
+
+
+@dataclass
+class RPCSpec:
+    """Where to measure: a TVM RPC tracker (``host:port``) and the device key registered with it."""
+
+    tracker_host: str = "127.0.0.1"
+    tracker_port: int = 9190
+    key: str = "local-cpu"
+    session_timeout_sec: int = 60
+    max_workers: int = 1
+
+
+def make_runner(rpc: RPCSpec | Any | None = None, number: int = 3, repeat: int = 1,
+                min_repeat_ms: int = 0, enable_cpu_cache_flush: bool = False):
+    """LocalRunner, or an RPCRunner when ``rpc`` is an :class:`RPCSpec` / ``ms.runner.RPCConfig``.
+
+    ``number`` runs per measurement, ``repeat`` measurements per candidate (MetaSchedule keeps the mean).
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    ev = ms.runner.EvaluatorConfig(number=number, repeat=repeat, min_repeat_ms=min_repeat_ms,
+                                   enable_cpu_cache_flush=enable_cpu_cache_flush)
+    if rpc is None:
+        return ms.runner.LocalRunner(evaluator_config=ev)
+    if isinstance(rpc, RPCSpec):
+        cfg = ms.runner.RPCConfig(tracker_host=rpc.tracker_host, tracker_port=rpc.tracker_port,
+                                  tracker_key=rpc.key, session_priority=1,
+                                  session_timeout_sec=rpc.session_timeout_sec)
+        return ms.runner.RPCRunner(rpc_config=cfg, evaluator_config=ev, max_workers=rpc.max_workers)
+    return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=ev, max_workers=1)
+
+
+class _NoDeviceRunner:
+    """Placeholder used for CUDA without a GPU: nothing is measured (see :func:`tune_module`)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# module preparation and task extraction
+# ------------------------------------------------------------------------------------------------
+def _has_relax_function(mod: IRModule) -> bool:
+    return any(isinstance(f, relax.Function) for _, f in mod.functions_items())
+
+
+def prepare_module(mod: IRModule, target: Target) -> IRModule:
+    """Legalize and fuse a Relax module exactly as tuning and apply_database both see it.
+
+    Passes: DecomposeOpsForInference, CanonicalizeBindings, LegalizeOps, AnnotateTIROpPattern,
+    FoldConstant, FuseOps, FuseTIR. Idempotent on an already fused module (the second run finds no new
+    fusion). A module of PrimFuncs only is returned unchanged.
+    """
+    if not _has_relax_function(mod):
+        return mod
+    seq = tvm.transform.Sequential([
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.CanonicalizeBindings(),
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ])
+    with target, tvm.transform.PassContext(opt_level=3):
+        return seq(mod)
+
+
+def _as_module(mod_or_prims: IRModule | tirx.PrimFunc | Mapping[str, tirx.PrimFunc]) -> IRModule:
+    if isinstance(mod_or_prims, tirx.PrimFunc):
+        return IRModule({"main": mod_or_prims})
+    if isinstance(mod_or_prims, IRModule):
+        return mod_or_prims
+    return IRModule({str(k): v for k, v in mod_or_prims.items()})
+
+
+@dataclass
+class Task:
+    """One tuning task: a PrimFunc and how often the model calls it."""
+
+    name: str
+    prim: tirx.PrimFunc
+    weight: float = 1.0
+
+
+def extract_tasks(mod: IRModule | tirx.PrimFunc, target: Target,
+                  name_filter: Sequence[str] | None = None) -> list[Task]:
+    """Tuning tasks of a Relax module (after :func:`prepare_module`) or of PrimFuncs.
+
+    Already scheduled PrimFuncs (``tirx.is_scheduled``) are skipped. ``name_filter``: keep only tasks
+    whose name contains one of the given substrings (e.g. ``["shift"]``).
+    """
+    mod = _as_module(mod)
+    tasks: list[Task] = []
+    if _has_relax_function(mod):
+        from tvm.s_tir import meta_schedule as ms
+
+        for t in ms.relax_integration.extract_tasks(prepare_module(mod, target), target):
+            prim = t.dispatched[0]["main"] if isinstance(t.dispatched[0], IRModule) else t.dispatched[0]
+            if prim.attrs is not None and prim.attrs.get("tirx.is_scheduled", False):
+                continue
+            tasks.append(Task(str(t.task_name), prim, float(t.weight)))
+    else:
+        for gv, f in mod.functions_items():
+            if isinstance(f, tirx.PrimFunc) and not (f.attrs is not None and f.attrs.get("tirx.is_scheduled", False)):
+                tasks.append(Task(gv.name_hint, f, 1.0))
+    if name_filter:
+        tasks = [t for t in tasks if any(s in t.name for s in name_filter)]
+    return tasks
+
+
+# ------------------------------------------------------------------------------------------------
+# tuning
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class TuneSummary:
+    """What a tuning run did. Times in seconds."""
+
+    work_dir: str
+    target_key: str
+    tasks: list[str]
+    trials_per_task: int
+    measured: int
+    seconds: float
+    measured_on: str                 # "local", "rpc://host:port/key" or "not measured (no GPU)"
+    best_ms: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _record_ok(rec: Any) -> bool:
+    secs = rec.run_secs
+    return bool(secs) and all(float(v) < 1e9 for v in secs)
+
+
+def _best_ms(db: Any, tasks: Sequence[Task]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for t in tasks:
+        try:
+            wl = db.commit_workload(_normalize(t.prim))
+            top = db.get_top_k(wl, 1)
+            if top and _record_ok(top[0]):
+                out[t.name] = 1e3 * sum(float(v) for v in top[0].run_secs) / len(top[0].run_secs)
+        except Exception:  # pragma: no cover - informational only
+            pass
+    return out
+
+
+def _normalize(prim: tirx.PrimFunc) -> IRModule:
+    from tvm.s_tir.meta_schedule.tir_integration import _normalize_mod
+
+    return _normalize_mod(prim)
+
+
+def _cuda_dry_run(tasks: Sequence[Task], target: Target, n_build: int = 2) -> int:
+    """No GPU: generate each task's design space and build ``n_build`` candidates (no measurement).
+
+    Returns the number of candidates built. Raises if space generation or the build fails, so a broken
+    CUDA path still shows up on a machine without a GPU.
+    """
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+
+    built = 0
+    builder = make_builder(max_workers=1)
+    for t in tasks:
+        ctx = ms.TuneContext(mod=_normalize(t.prim), target=target, space_generator="post-order-apply",
+                             search_strategy="evolutionary", task_name=t.name)
+        spaces = ctx.generate_design_space()
+        if not spaces:
+            raise RuntimeError(f"no design space for CUDA task {t.name}")
+        inputs = [BuilderInput(s.mod, target) for s in spaces[:n_build]]
+        for r in builder.build(inputs):
+            if r.error_msg:
+                raise RuntimeError(f"CUDA candidate build failed for {t.name}: {r.error_msg[:500]}")
+            built += 1
+    return built
+
+
+def tune_module(mod: IRModule | tirx.PrimFunc, target: str | Mapping[str, Any] | Target, trials: int,
+                work_dir: str | os.PathLike, rpc: RPCSpec | Any | None = None, *,
+                name_filter: Sequence[str] | None = None, num_trials_per_iter: int = 8,
+                seed: int | None = 0, cost_model: str = "xgb", runner_number: int = 3,
+                max_seconds: float | None = None) -> TuneSummary:
+    """Tune every (unscheduled) PrimFunc of ``mod`` with ``trials`` measured candidates per task.
+
+    Args:
+        mod: a Relax module (prepared with :func:`prepare_module` here) or PrimFunc(s).
+        target: anything :func:`resolve_target` accepts.
+        trials: measured candidates per task (global budget = trials * number of tasks).
+        work_dir: JSONDatabase folder; records are appended to an existing database.
+        rpc: measure through a TVM RPC tracker (:class:`RPCSpec` / ``ms.runner.RPCConfig``) instead of
+            in-process LocalRunner.
+        name_filter: tune only tasks whose name contains one of these substrings.
+        num_trials_per_iter: candidates per search iteration (= per build batch).
+        max_seconds: soft wall-clock budget: tasks are tuned one after the other and the remaining ones
+            are skipped (and logged) once it is exceeded.
+
+    For CUDA without a GPU nothing is measured: each task's design space is generated and two candidates
+    are built, and no record is written (``measured_on == "not measured (no GPU)"``).
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    tgt = resolve_target(target)
+    key = target_key(tgt)
+    tasks = extract_tasks(mod, tgt, name_filter)
+    wd = Path(work_dir)
+    wd.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    if _is_cuda(tgt) and rpc is None and not cuda_available():
+        built = _cuda_dry_run(tasks, tgt)
+        log.warning("CUDA target %s: no GPU here; %d tasks generated, %d candidates built, nothing measured",
+                    key, len(tasks), built)
+        return TuneSummary(str(wd), key, [t.name for t in tasks], trials, 0, time.time() - t0,
+                           "not measured (no GPU)", {})
+    if not tasks:
+        return TuneSummary(str(wd), key, [], trials, 0, 0.0, "local", {})
+    db = ms.database.JSONDatabase(work_dir=str(wd))
+    n_before = len(db)
+    builder = make_builder()
+    runner = make_runner(rpc, number=runner_number)
+    per_iter = max(1, min(num_trials_per_iter, trials))
+    # One task at a time: keeps a wall-clock budget enforceable and gives every task exactly `trials`.
+    for i, t in enumerate(tasks):
+        if max_seconds is not None and time.time() - t0 > max_seconds:
+            log.warning("tuning budget of %.0f s exhausted; skipped %d task(s): %s", max_seconds,
+                        len(tasks) - i, [x.name for x in tasks[i:]])
+            break
+        ms.tune_tir(mod=IRModule({t.name: t.prim}), target=tgt, work_dir=str(wd), max_trials_global=trials,
+                    num_trials_per_iter=per_iter, builder=builder, runner=runner, database=db,
+                    cost_model=cost_model, num_tuning_cores=physical_cores(), seed=seed)
+        log.info("tuned %s (%d/%d) after %.0f s", t.name, i + 1, len(tasks), time.time() - t0)
+    where = "local" if rpc is None else (
+        f"rpc://{rpc.tracker_host}:{rpc.tracker_port}/{rpc.key}" if isinstance(rpc, RPCSpec) else "rpc")
+    return TuneSummary(str(wd), key, [t.name for t in tasks], trials, len(db) - n_before, time.time() - t0,
+                       where, _best_ms(db, tasks))
+
+
+def float_twin(model: "Any") -> "Any":
+    """A float32 copy of a shift model: every shift layer replaced by ``nn.Conv2d``/``nn.Linear``
+    holding its power-of-two weights ``quantized_weight()`` (activation quantization dropped).
+
+    This is the multiply baseline of the same network (same architecture, same weight values).
+    """
+    import torch
+    from torch import nn
+
+    twin = copy.deepcopy(model).eval()
+
+    def convert(parent: nn.Module) -> None:
+        for name, child in list(parent.named_children()):
+            if hasattr(child, "integer_weights") and hasattr(child, "quantized_weight"):
+                with torch.no_grad():
+                    w = child.quantized_weight().detach().float().clone()
+                bias = getattr(child, "bias", None)
+                if hasattr(child, "kernel_size"):
+                    new: nn.Module = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size,
+                                               stride=child.stride, padding=child.padding,
+                                               dilation=child.dilation, groups=child.groups,
+                                               bias=bias is not None,
+                                               padding_mode=getattr(child, "padding_mode", "zeros"))
+                else:
+                    new = nn.Linear(child.in_features, child.out_features, bias=bias is not None)
+                with torch.no_grad():
+                    new.weight.copy_(w)
+                    if bias is not None:
+                        new.bias.copy_(bias.detach().float())
+                setattr(parent, name, new.eval())
+            else:
+                convert(child)
+
+    convert(twin)
+    return twin
+
+
+def import_float(model: "Any", example_inputs: Sequence[Any]) -> IRModule:
+    """Relax IRModule of a float torch model (``torch.export`` + ``from_exported_program``, params bound).
+
+    Shift layers are replaced by their float twins first (:func:`float_twin`), so this is "the same
+    network without the lowering pass".
+    """
+    import torch
+    from tvm.relax.frontend.torch import from_exported_program
+
+    m = float_twin(model)
+    with torch.no_grad():
+        ep = torch.export.export(m, tuple(example_inputs))
+    return from_exported_program(ep, keep_params_as_input=False, unwrap_unit_return_tuple=True)
+
+
+def lower_shift(model: "Any", example_inputs: Sequence[Any], target: Target) -> IRModule:
+    """The shift model's Relax module after shiftcomp's lowering pass, before any schedule/build.
+
+    Uses ``shiftcomp.compiler.lower`` (helper-4) when it exists; see the interface request in
+    BENCHMARKS.md ("Interface requests").
+    """
+    from shiftcomp import compiler  # type: ignore
+
+    for name in ("lower", "lower_to_relax", "to_relax"):
+        fn = getattr(compiler, name, None)
+        if fn is not None:
+            try:
+                return fn(model, tuple(example_inputs), target=target)
+            except TypeError:
+                return fn(model, tuple(example_inputs))
+    raise NotImplementedError("shiftcomp.compiler has no lower(model, example_inputs, target) -> IRModule yet")
+
+
+def tune(model_or_module: "Any", example_inputs: Sequence[Any] | None = None,
+         target: str | Mapping[str, Any] | Target = "llvm", trials: int = 32,
+         work_dir: str | os.PathLike | None = None, rpc: RPCSpec | Any | None = None, *,
+         include_float: bool = True, shift_only_filter: Sequence[str] | None = None,
+         max_seconds: float | None = None, seed: int | None = 0) -> dict[str, TuneSummary]:
+    """Tune a shift model (or an IRModule / PrimFunc) and store the records.
+
+    Args:
+        model_or_module: a torch ``nn.Module`` with shift layers, a Relax ``IRModule`` or PrimFunc(s).
+        example_inputs: torch tensors (needed for an ``nn.Module``).
+        target: ``"llvm"`` (this CPU), ``"cuda"``, a dict or a Target.
+        trials: measured candidates per task, the same for the shift build and the float baseline.
+        work_dir: database folder; default ``schedules/<target_key>/``.
+        rpc: measure through an RPC tracker (see :class:`RPCSpec`).
+        include_float: also tune the float twin (:func:`import_float`) with the same per-task budget, into
+            the same database (distinct workloads), so the TVM-float baseline is tuned equally.
+        shift_only_filter: restrict shift-side tasks to names containing these substrings.
+        max_seconds: soft wall-clock budget per side (shift / float).
+
+    Returns ``{"shift": TuneSummary, "float": TuneSummary}`` (``"float"`` only with include_float).
+    """
+    tgt = resolve_target(target)
+    wd = Path(work_dir) if work_dir is not None else default_db_dir(tgt)
+    out: dict[str, TuneSummary] = {}
+    try:
+        import torch
+
+        is_torch = isinstance(model_or_module, torch.nn.Module)
+    except Exception:  # pragma: no cover
+        is_torch = False
+    if is_torch:
+        if example_inputs is None:
+            raise ValueError("example_inputs are required to tune an nn.Module")
+        shift_mod = lower_shift(model_or_module, example_inputs, tgt)
+        out["shift"] = tune_module(shift_mod, tgt, trials, wd, rpc, name_filter=shift_only_filter,
+                                   max_seconds=max_seconds, seed=seed)
+        if include_float:
+            out["float"] = tune_module(import_float(model_or_module, example_inputs), tgt, trials, wd, rpc,
+                                       max_seconds=max_seconds, seed=seed)
+    else:
+        out["shift"] = tune_module(model_or_module, tgt, trials, wd, rpc, name_filter=shift_only_filter,
+                                   max_seconds=max_seconds, seed=seed)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# applying a database
+# ------------------------------------------------------------------------------------------------
+def open_database(db_dir: str | os.PathLike, module_equality: str = "structural"):
+    """Open an existing JSONDatabase read-mostly (``allow_missing=False``)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.database.JSONDatabase(work_dir=str(db_dir), allow_missing=False, module_equality=module_equality)
+
+
+def resolve_db_dir(target: Target, db_dir: str | os.PathLike | None | bool) -> Path | None:
+    """``None``/``True`` -> ``schedules/<target_key>/`` if it holds a database; ``False`` -> no database;
+    a path -> that path if it holds a database, else ``schedules/<target_key>/`` below it if that does."""
+    if db_dir is False:
+        return None
+    if db_dir is None or db_dir is True:
+        p = default_db_dir(target)
+        return p if has_database(p) else None
+    p = Path(db_dir)
+    if has_database(p):
+        return p
+    sub = p / target_key(target)
+    return sub if has_database(sub) else None
+
+
+def apply_database(mod_or_prims: IRModule | tirx.PrimFunc | Mapping[str, tirx.PrimFunc],
+                   target: str | Mapping[str, Any] | Target = "llvm",
+                   db_dir: str | os.PathLike | None | bool = None) -> IRModule:
+    """Schedule every PrimFunc that has a tuning record for ``target``; one call for the compiler.
+
+    Args:
+        mod_or_prims: the Relax module right before ``tvm.compile`` (its shift ops already lowered to
+            ``call_tir``, no manual schedules applied yet), or PrimFunc(s).
+        target: the compile target (the database folder is chosen by :func:`target_key`).
+        db_dir: database folder, a parent of ``<target_key>/`` folders, ``None`` for the shipped
+            ``schedules/<target_key>/``, or ``False`` to skip.
+
+    Returns the module after :func:`prepare_module` (Relax input) with tuned PrimFuncs replaced by
+    their best schedules and marked ``tirx.is_scheduled``; PrimFuncs without a record are unchanged (the
+    caller applies its default schedules to those). Without a database the prepared module is returned.
+    A PrimFunc input returns an IRModule of the scheduled PrimFunc(s) under the same names.
+    """
+    tgt = resolve_target(target)
+    mod = _as_module(mod_or_prims)
+    path = resolve_db_dir(tgt, db_dir)
+    if _has_relax_function(mod):
+        mod = prepare_module(mod, tgt)
+        if path is None:
+            return mod
+        db = open_database(path)
+        with tgt, db, tvm.transform.PassContext(opt_level=3):
+            return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+    if path is None:
+        return mod
+    db = open_database(path)
+    out = {}
+    for gv, f in mod.functions_items():
+        if isinstance(f, tirx.PrimFunc) and not (f.attrs is not None and f.attrs.get("tirx.is_scheduled", False)):
+            sch = db.query_schedule(_normalize(f), target=tgt, workload_name="main")
+            if sch is not None:
+                f = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+                if gv.name_hint != "main":
+                    f = f.with_attr("global_symbol", gv.name_hint)
+        out[gv.name_hint] = f
+    return IRModule(out)
+
+
+def scheduled_names(mod: IRModule) -> list[str]:
+    """Names of PrimFuncs marked ``tirx.is_scheduled`` (what :func:`apply_database` found)."""
+    return sorted(gv.name_hint for gv, f in mod.functions_items()
+                  if isinstance(f, tirx.PrimFunc) and f.attrs is not None and f.attrs.get("tirx.is_scheduled", False))
+
+
+def record_schedule(db_dir: str | os.PathLike, prim: tirx.PrimFunc, sch: Any, target: str | Mapping[str, Any] | Target,
+                    run_secs: Sequence[float] = (1e-3,)) -> None:
+    """Store a hand-made ``tvm.s_tir.Schedule`` of ``prim`` as a tuning record (no measurement).
+
+    Use it to seed a database with a manual schedule (tuning then only keeps candidates that beat it) or
+    to build a small database in tests without paying for MetaSchedule.
+    """
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    tgt = resolve_target(target)
+    Path(db_dir).mkdir(parents=True, exist_ok=True)
+    db = ms.database.JSONDatabase(work_dir=str(db_dir))
+    wl = db.commit_workload(_normalize(prim))
+    db.commit_tuning_record(ms.database.TuningRecord(sch.trace, wl, [float(s) for s in run_secs], tgt,
+                                                     ArgInfo.from_prim_func(prim)))
+
+
+def database_summary(db_dir: str | os.PathLike) -> dict[str, Any]:
+    """Counts of a stored database: workloads, records, measured records (run_secs < 1e9)."""
+    p = Path(db_dir)
+    n_wl = sum(1 for _ in open(p / WORKLOAD_FILE)) if (p / WORKLOAD_FILE).exists() else 0
+    n_rec = ok = 0
+    if (p / RECORD_FILE).exists():
+        for line in open(p / RECORD_FILE):
+            n_rec += 1
+            try:
+                rec = json.loads(line)
+                secs = rec[1][1]
+                ok += int(bool(secs) and all(float(v) < 1e9 for v in secs))
+            except Exception:
+                pass
+    return {"workloads": n_wl, "records": n_rec, "measured": ok}
