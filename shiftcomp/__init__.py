@@ -1,0 +1,29 @@
+"""shiftcomp: a compiler for multiplication-less (DeepShift) neural networks.
+
+PyTorch side (imported eagerly, no TVM)::
+
+    import shiftcomp as sc
+    cfg = sc.ShiftConfig(mode="Q", weight_bits=5, act_bits=(3, 5))
+    model = sc.convert(model, cfg)                 # nn.Conv2d / nn.Linear -> sc.nn.Conv2dShift / LinearShift
+    with sc.reference.exact(model.eval()):         # bit-exact integer reference forward
+        y = model(x)
+
+Modules: :mod:`shiftcomp.config` (``ShiftConfig``), :mod:`shiftcomp.quant` (quantizers),
+:mod:`shiftcomp.nn` (shift layers), :mod:`shiftcomp.convert` (``convert``), :mod:`shiftcomp.reference`
+(exact integer reference). Note: ``shiftcomp.convert`` is the *function*; import module-level helpers with
+``from shiftcomp.convert import convertible_layers``.
+"""
+from __future__ import annotations
+
+from shiftcomp import nn, quant, reference
+from shiftcomp.config import ShiftConfig
+from shiftcomp.convert import convert
+
+__all__ = ["ShiftConfig", "convert", "nn", "quant", "reference"]
+
+__version__ = "0.1.0"
+
+# ----------------------------------------------------------------------------------------------------------
+# Compiler API (compile, load, verify, ...) goes here. It imports TVM, which is slow (~5 s): keep it lazy
+# (import inside the functions or via a module-level __getattr__), never at `import shiftcomp` time.
+# ----------------------------------------------------------------------------------------------------------

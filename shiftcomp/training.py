@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, Dataset
 
 __all__ = [
     "OPTIMIZERS", "add_common_args", "DatasetDefaults", "run_dir_name", "shift_config_from_args", "shift_layer_types",
-    "ps_parameters", "ps_weight_decay", "build_optimizer", "build_scheduler", "load_weights", "atomic_save",
+    "ps_parameters", "ps_regularizer", "build_optimizer", "build_scheduler", "load_weights", "atomic_save",
     "train_epoch", "evaluate", "run_experiment", "DistInfo", "setup_distributed", "progress_enabled",
 ]
 
@@ -106,6 +106,8 @@ def add_common_args(parser: argparse.ArgumentParser, defaults: DatasetDefaults |
     g.add_argument("--shift-range", dest="shift_range", type=int, nargs=2, metavar=("LO", "HI"), default=None,
                    help="allowed shift range (default: the -wb default, e.g. [-15, 0] for Q 5 bit)")
     g.add_argument("--freeze-sign", dest="freeze_sign", action="store_true", help="PS: do not train the signs")
+    g.add_argument("--act-grad", dest="act_grad", choices=["clip", "identity"], default="clip",
+                   help="activation STE: zero outside the clamp range (clip) or everywhere identity (DeepShift)")
 
     g = parser.add_argument_group("optimisation")
     g.add_argument("-opt", "--opt", "--optimizer", dest="opt", type=str.lower, choices=OPTIMIZERS, default=d.opt,
@@ -177,6 +179,7 @@ def shift_config_from_args(args: argparse.Namespace):
         rounding=args.rounding,
         depth=args.shift_depth,
         freeze_sign=args.freeze_sign,
+        act_grad=getattr(args, "act_grad", "clip"),
     )
 
 
@@ -184,12 +187,12 @@ def shift_config_from_args(args: argparse.Namespace):
 
 
 def shift_layer_types() -> tuple[type, ...]:
-    """``(LinearShift, Conv2dShift)`` from ``shiftcomp.nn``, or ``()`` while that module does not exist."""
+    """``(shiftcomp.nn.ShiftLayer,)`` (base of LinearShift/Conv2dShift), or ``()`` if shiftcomp.nn is missing."""
     try:
-        from shiftcomp.nn import Conv2dShift, LinearShift
+        from shiftcomp.nn import ShiftLayer
     except ImportError:
         return ()
-    return (LinearShift, Conv2dShift)
+    return (ShiftLayer,)
 
 
 def ps_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -208,12 +211,15 @@ def ps_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramet
     return shifts, signs
 
 
-def ps_weight_decay(shifts: Iterable[torch.Tensor], wd: float) -> torch.Tensor | float:
-    """DeepShift's PS weight-decay term ``wd * 0.5 * sum((2**shift)**2)`` (differentiable in ``shift``)."""
-    shifts = list(shifts)
+def ps_regularizer(model: nn.Module, wd: float) -> Callable[[], torch.Tensor] | None:
+    """DeepShift's PS weight-decay term as a loss callable, ``wd * 0.5 * sum((2**shift_q)**2)``
+    (``shiftcomp.nn.shift_weight_decay``); None when ``wd == 0`` or the model has no PS layers."""
+    shifts, _ = ps_parameters(model)
     if wd == 0 or not shifts:
-        return 0.0
-    return wd * 0.5 * sum(torch.exp2(2.0 * s).sum() for s in shifts)
+        return None
+    from shiftcomp.nn import shift_weight_decay
+
+    return lambda: shift_weight_decay(model, wd)
 
 
 # ------------------------------------------------------------------------------------ optimizer and schedule
@@ -407,10 +413,10 @@ def _topk_correct(output: torch.Tensor, target: torch.Tensor, ks: Sequence[int] 
     return [int(hit[:, :min(k, maxk)].any(dim=1).sum()) for k in ks]
 
 
-def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, *, ps_shifts: Sequence[torch.Tensor] = (),
-                wd: float = 0.0, device: torch.device | str = "cpu", progress: bool = False,
-                desc: str = "train") -> dict[str, float]:
-    """One training epoch with cross-entropy (+ the PS weight-decay term).
+def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, *,
+                regularizer: Callable[[], torch.Tensor] | None = None, device: torch.device | str = "cpu",
+                progress: bool = False, desc: str = "train") -> dict[str, float]:
+    """One training epoch with cross-entropy (+ ``regularizer()``, e.g. the PS weight-decay term).
 
     Returns:
         ``{"loss": mean loss per sample, "acc1": top-1 %, "acc5": top-5 %, "n": samples}`` (this rank only).
@@ -424,7 +430,7 @@ def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optim
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         out = model(x)
         ce = F.cross_entropy(out, y)
-        loss = ce + ps_weight_decay(ps_shifts, wd)
+        loss = ce + regularizer() if regularizer is not None else ce
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -505,6 +511,20 @@ def run_experiment(args: argparse.Namespace, *, dataset: str, arch: str, build_m
         (and ``"exact_acc1"`` with ``--eval-exact``).
     """
     dist_info = setup_distributed()
+    try:
+        return _run(args, dist_info, dataset=dataset, arch=arch, build_model=build_model, build_data=build_data,
+                    input_shape=input_shape, default_schedule=default_schedule, argv=argv)
+    finally:
+        if dist_info.enabled:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _run(args: argparse.Namespace, dist_info: DistInfo, *, dataset: str, arch: str,
+         build_model: Callable[[], nn.Module], build_data: Callable[[argparse.Namespace], tuple[Dataset, Dataset]],
+         input_shape: Sequence[int] | None, default_schedule: str, argv: Sequence[str] | None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     elif dist_info.enabled:
@@ -549,6 +569,8 @@ def run_experiment(args: argparse.Namespace, *, dataset: str, arch: str, build_m
             f.write(cmd + "\n\n" + json.dumps(vars(args), indent=2, default=str) + "\n")
         with open(out_dir / "model_summary.txt", "w") as f:
             f.write(_model_summary(model, config, input_shape))
+        if config is not None and hasattr(config, "to_json"):
+            (out_dir / "shift_config.json").write_text(config.to_json() + "\n")
 
     # ---- data
     from shiftcomp.data import subset
@@ -574,7 +596,7 @@ def run_experiment(args: argparse.Namespace, *, dataset: str, arch: str, build_m
 
     optimizer = build_optimizer(model, args)
     scheduler = build_scheduler(optimizer, args, default_schedule)
-    ps_shifts, _ = ps_parameters(model)
+    regularizer = ps_regularizer(model, args.wd)
     if dist_info.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -630,7 +652,7 @@ def run_experiment(args: argparse.Namespace, *, dataset: str, arch: str, build_m
             train_sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         t0 = time.time()
-        tr = train_epoch(model, train_loader, optimizer, ps_shifts=ps_shifts, wd=args.wd, device=device,
+        tr = train_epoch(model, train_loader, optimizer, regularizer=regularizer, device=device,
                          progress=progress, desc=f"epoch {epoch + 1}/{args.epochs}")
         t_train = time.time() - t0
         if scheduler is not None:
@@ -682,6 +704,10 @@ def run_experiment(args: argparse.Namespace, *, dataset: str, arch: str, build_m
     result.update(best_acc1=best_acc1, final_acc1=ev["acc1"], final_acc5=ev["acc5"],
                   sec_per_epoch=(sum(times) / len(times)) if times else math.nan)
     _maybe_exact(args, model, test_loader, device, dist_info, result, log)
+    if dist_info.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()  # no rank leaves (and tears down gloo) while rank 0 still writes
     log(f"=> done: final acc1 {result['final_acc1']:.2f}%, best {best_acc1:.2f}%, {out_dir}")
     return result
 

@@ -101,10 +101,21 @@ def resolve_target(target: str | Mapping[str, Any] | Target = "llvm", num_cores:
             except Exception:
                 pass
             t = Target({"kind": "cuda", "arch": arch}, host={"kind": "llvm", "mcpu": host_cpu()})
+        elif isinstance(target, Mapping) and target.get("kind") == "cuda" and "host" not in target:
+            t = Target(dict(target), host={"kind": "llvm", "mcpu": host_cpu()})
         elif isinstance(target, Mapping):
             t = Target(dict(target))
         else:
             t = Target(target)
+    if t.kind.name == "cuda" and "max_threads_per_block" not in dict(t.attrs):
+        # MetaSchedule's GPU rules need these (the "nvidia/..." tags carry them; a bare arch does not)
+        cfg = dict(t.export())
+        cfg.update({"max_threads_per_block": 1024, "max_shared_memory_per_block": 49152,
+                    "thread_warp_size": 32})
+        cfg.pop("keys", None)
+        cfg.pop("tag", None)
+        host = cfg.pop("host", None)
+        t = Target(cfg, host=host) if host is not None else Target(cfg)
     if t.kind.name == "llvm" and "num-cores" not in dict(t.attrs):
         cfg = dict(t.export())
         cfg["num-cores"] = int(num_cores or physical_cores())
@@ -242,7 +253,23 @@ def prepare_module(mod: IRModule, target: Target) -> IRModule:
         relax.transform.FuseTIR(),
     ])
     with target, tvm.transform.PassContext(opt_level=3):
-        return seq(mod)
+        out = seq(mod)
+    return _strip_attrs(out, ("op_pattern",))
+
+
+def _strip_attrs(mod: IRModule, names: Sequence[str]) -> IRModule:
+    """Drop PrimFunc attrs that depend on how often the pipeline ran (``op_pattern``: AnnotateTIROpPattern
+    annotates the fused functions the second time round), so that workloads hash the same."""
+    upd = {}
+    for gv, f in mod.functions_items():
+        if isinstance(f, tirx.PrimFunc) and f.attrs is not None and any(n in f.attrs for n in names):
+            for n in names:
+                if n in f.attrs:
+                    f = f.without_attr(n)
+            upd[gv] = f
+    for gv, f in upd.items():          # `mod` is the fresh output of the pass sequence: update in place
+        mod[gv] = f
+    return mod
 
 
 def _as_module(mod_or_prims: IRModule | tirx.PrimFunc | Mapping[str, tirx.PrimFunc]) -> IRModule:

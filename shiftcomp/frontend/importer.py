@@ -167,7 +167,7 @@ class ShiftFXImporter(TorchFXImporter):
             xq = emit_quantize(bb, x, info.act_bits[0], info.act_bits[1], info.rounding)
         else:
             xq = x
-        fname = "shift_" + info.kind + "_" + re.sub(r"\W", "_", info.layer)
+        fname = "composite_" + info.kind + "_" + re.sub(r"\W", "_", info.layer)
         gv = bb.add_func(make_composite_function(info), fname)
         args = [xq, relax.const(data.shift, "int8"), relax.const(data.sign, "int8"),
                 relax.const(data.float_weight, "float32")]

@@ -1,0 +1,285 @@
+"""LowerShiftOps: replace calls to shift composites by ``call_tir`` of multiplication-free shift kernels.
+
+Declarative, tinygrad style: :data:`LOWERINGS` maps a composite name to the function that lowers one call.
+
+    shift_<kind>_<layer>(x_q, shift, sign, w, [bias])        # composite call (frontend)
+      ->  codes = <kind>_weight_codes(shift, sign, s0)        # int8 constant in the kernel's layout
+          y     = R.call_tir(shift_<kind>_<layer>_kernel, (x_q, codes, [bias]), out f32)
+
+* The integer weights are read from the call's constant arguments (never from the float ``w``).
+* The accumulator dtype comes from :func:`passes.accumulator.plan_accumulator` (int32 / int64 / error).
+* If ``x_q`` is produced by the frontend's plain-Relax quantise prologue, that chain is replaced by one
+  ``shiftcomp_quantize`` kernel (:mod:`passes.quantize_kernel`); the old bindings die in the DCE that follows.
+* Dense inputs with more than two dims are reshaped to ``(M, K)`` and back.
+* Float-activation layers use the exponent-add kernels (``shift_dense_float``/``shift_conv2d_float``) when
+  the schedules provide them; otherwise lowering raises :class:`LoweringError` -- never a silent multiply.
+* Kernel PrimFuncs carry ``{"shiftcomp.role": "shift", "shiftcomp.layer", "shiftcomp.kind",
+  "shiftcomp.acc_dtype"}`` (for the audit) and ``op_pattern = kOpaque`` so FuseOps leaves the scheduled
+  kernels alone.
+
+Results of a run (one :class:`LoweredLayer` per layer: spec, accumulator plan, kernel name, codes) are
+collected in a :class:`LoweringReport` you pass in.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.target import Target
+
+from shiftcomp.errors import LoweringError
+from shiftcomp.frontend.composite import (ARG_BIAS, ARG_SHIFT, ARG_SIGN, ARG_X, COMPOSITE_CONV2D,
+                                          COMPOSITE_DENSE, ShiftLayerInfo, composite_info)
+
+from .accumulator import AccumulatorPlan, plan_accumulator
+from .quantize_kernel import ROLE_ATTR, quantize_primfunc
+
+__all__ = ["LOWERINGS", "LowerShiftOps", "LoweringReport", "LoweredLayer", "lower_shift_ops",
+           "OP_PATTERN_OPAQUE"]
+
+OP_PATTERN_OPAQUE = 8  #: relax OpPatternKind.kOpaque: FuseOps never fuses such a call_tir
+
+
+@dataclasses.dataclass
+class LoweredLayer:
+    """One lowered shift layer.
+
+    Attributes:
+        info: the composite's layer info.
+        spec: the kernel spec (``schedules.compute.DenseSpec`` / ``Conv2dSpec``).
+        plan: accumulator plan (``None`` for float activations).
+        kernel: name of the kernel's GlobalVar in the lowered module.
+        codes: the int8 weight codes in the kernel's layout (what the kernel reads).
+        float_acts: whether the float-activation (exponent-add) kernel was used.
+    """
+
+    info: ShiftLayerInfo
+    spec: Any
+    plan: AccumulatorPlan | None
+    kernel: str
+    codes: np.ndarray
+    float_acts: bool = False
+
+
+@dataclasses.dataclass
+class LoweringReport:
+    """What :class:`LowerShiftOps` did, by layer name (filled in while the pass runs)."""
+
+    layers: dict[str, LoweredLayer] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class LowerContext:
+    """What a lowering function gets: the builder, the target and the function's bindings."""
+
+    builder: relax.BlockBuilder
+    target: Target
+    lookup: Callable[[relax.Var], relax.Expr | None]
+    report: LoweringReport
+
+
+# ---------------------------------------------------------------------------------------------- kernels
+def _build_kernel(kind: str, spec: Any, target: Target) -> tvm.tirx.PrimFunc:
+    """The scheduled kernel for ``kind`` in {"dense", "conv2d", "dense_float", "conv2d_float"}."""
+    import schedules
+
+    build = getattr(schedules, "build_shift_kernel", None)
+    if build is None:  # schedules package not complete: unscheduled compute (correct, slow)
+        from schedules import compute
+
+        fn = getattr(compute, "shift_" + kind, None)
+        if fn is None:
+            raise LoweringError(f"schedules provides no kernel for {kind!r}")
+        return fn(spec)
+    return build(kind, spec, target)
+
+
+def _const_array(e: relax.Expr, what: str, layer: str) -> np.ndarray:
+    if not isinstance(e, tvm.ir.expr.Constant):
+        raise LoweringError(f"shift layer {layer!r}: {what} must be a constant to be lowered, got {type(e).__name__}")
+    return e.value.numpy()
+
+
+def _quantize_input(ctx: LowerContext, x: relax.Expr, info: ShiftLayerInfo) -> relax.Expr:
+    """Replace the frontend's plain-Relax prologue chain feeding ``x`` by one quantize kernel, if present."""
+    if info.act_bits is None:
+        return x
+    chain = _match_prologue(ctx, x)
+    if chain is None:
+        return x
+    prim = quantize_primfunc(info.in_shape, info.act_bits[0], info.act_bits[1], info.rounding)
+    prim = prim.with_attr("shiftcomp.layer", info.layer)
+    gv = ctx.builder.add_func(prim, "shiftcomp_quantize")
+    return ctx.builder.emit(relax.call_tir(gv, [chain], relax.TensorType(info.in_shape, "int32")))
+
+
+def _op_name(e: relax.Expr) -> str | None:
+    if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op):
+        return str(e.op.name)
+    return None
+
+
+_PROLOGUE_CHAINS = (  # op names walking back from x_q to the multiply (frontend/quantize.py)
+    ("relax.astype", "relax.clip", "{round}", "relax.multiply"),
+    ("relax.astype", "relax.minimum", "relax.astype", "relax.clip", "{round}", "relax.multiply"),
+)
+
+
+def _match_prologue(ctx: LowerContext, x: relax.Expr) -> relax.Expr | None:
+    """The float input of the frontend's quantise chain ending in ``x``, or ``None`` if ``x`` is not one."""
+    e, names = x, []
+    for _ in range(6):
+        val = ctx.lookup(e) if isinstance(e, relax.Var) else None
+        name = _op_name(val)
+        if name is None:
+            return None
+        names.append("{round}" if name in ("relax.round", "relax.floor") else name)
+        if name == "relax.multiply":
+            return val.args[0] if tuple(names) in _PROLOGUE_CHAINS else None
+        e = val.args[0]
+    return None
+
+
+def _kernel_attrs(prim: tvm.tirx.PrimFunc, info: ShiftLayerInfo, kind: str, acc: str) -> tvm.tirx.PrimFunc:
+    prim = prim.without_attr("global_symbol")
+    for k, v in {ROLE_ATTR: "shift", "shiftcomp.layer": info.layer, "shiftcomp.kind": kind,
+                 "shiftcomp.acc_dtype": acc, "op_pattern": OP_PATTERN_OPAQUE}.items():
+        prim = prim.with_attr(k, v)
+    return prim
+
+
+def _emit_kernel(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo, kind: str, spec: Any,
+                 codes: np.ndarray, x: relax.Expr, plan: AccumulatorPlan | None) -> relax.Expr:
+    float_acts = info.act_bits is None
+    kkind = kind + ("_float" if float_acts else "")
+    try:
+        prim = _build_kernel(kkind, spec, ctx.target)
+    except LoweringError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        if float_acts:
+            raise LoweringError(
+                f"shift layer {info.layer!r} has float activations (act_bits=None) and the schedules "
+                f"cannot build a float-activation (exponent-add) {kind} kernel ({type(e).__name__}: {e}); "
+                f"set ShiftConfig.act_bits (fixed point) to compile it without multiplies") from e
+        raise
+    prim = _kernel_attrs(prim, info, kkind, "float32" if plan is None else plan.dtype)
+    name = "shift_" + kind + "_" + "".join(c if c.isalnum() else "_" for c in info.layer)
+    gv = ctx.builder.add_func(prim, name)
+    args = [x, relax.const(codes, "int8")]
+    if info.has_bias:
+        args.append(call.args[ARG_BIAS])
+    out_shape = tuple(int(d) for d in spec.out_shape)
+    y = ctx.builder.emit(relax.call_tir(gv, args, relax.TensorType(out_shape, "float32")))
+    ctx.report.layers[info.layer] = LoweredLayer(info=info, spec=spec, plan=plan, kernel=gv.name_hint, codes=codes,
+                                                 float_acts=float_acts)
+    return y
+
+
+def _weights(call: relax.Call, info: ShiftLayerInfo) -> tuple[np.ndarray, np.ndarray]:
+    shift = _const_array(call.args[ARG_SHIFT], "shift", info.layer).astype(np.int8)
+    sign = _const_array(call.args[ARG_SIGN], "sign", info.layer).astype(np.int8)
+    return shift, sign
+
+
+def _plan(info: ShiftLayerInfo, shift: np.ndarray, sign: np.ndarray) -> AccumulatorPlan | None:
+    if info.act_bits is None:
+        return None
+    return plan_accumulator(info.layer, shift, sign, info.act_bits, info.s0)
+
+
+# ---------------------------------------------------------------------------------------------- lowerings
+def lower_dense(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo) -> relax.Expr:
+    """Lower one ``shiftcomp.shift_dense`` call (see module doc)."""
+    from schedules.compute import DenseSpec, dense_weight_codes
+
+    shift, sign = _weights(call, info)
+    plan = _plan(info, shift, sign)
+    n_out, k = info.weight_shape
+    m = int(np.prod(info.in_shape[:-1], dtype=np.int64)) if len(info.in_shape) > 1 else 1
+    spec = DenseSpec(batch=m, in_features=k, out_features=n_out, frac_bits=info.frac_bits or 0, s0=info.s0,
+                     acc_dtype=plan.dtype if plan else "int32", has_bias=info.has_bias)
+    x = _quantize_input(ctx, call.args[ARG_X], info)
+    if tuple(info.in_shape) != (m, k):
+        x = ctx.builder.emit(relax.op.reshape(x, (m, k)))
+    codes = dense_weight_codes(shift, sign, info.s0)
+    y = _emit_kernel(ctx, call, info, "dense", spec, codes, x, plan)
+    if tuple(info.out_shape) != (m, n_out):
+        y = ctx.builder.emit(relax.op.reshape(y, info.out_shape))
+    return y
+
+
+def lower_conv2d(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo) -> relax.Expr:
+    """Lower one ``shiftcomp.shift_conv2d`` call (see module doc)."""
+    from schedules.compute import Conv2dSpec, conv2d_weight_codes
+
+    shift, sign = _weights(call, info)
+    plan = _plan(info, shift, sign)
+    n, c, h, w = info.in_shape
+    o, _, kh, kw = info.weight_shape
+    spec = Conv2dSpec(batch=n, in_channels=c, height=h, width=w, out_channels=o, kernel_h=kh, kernel_w=kw,
+                      stride=info.strides, padding=info.padding, dilation=info.dilation, groups=info.groups,
+                      frac_bits=info.frac_bits or 0, s0=info.s0, acc_dtype=plan.dtype if plan else "int32",
+                      has_bias=info.has_bias)
+    x = _quantize_input(ctx, call.args[ARG_X], info)
+    codes = conv2d_weight_codes(shift, sign, info.s0, info.groups)
+    return _emit_kernel(ctx, call, info, "conv2d", spec, codes, x, plan)
+
+
+#: composite name -> lowering function (the pattern table)
+LOWERINGS: dict[str, Callable[[LowerContext, relax.Call, ShiftLayerInfo], relax.Expr]] = {
+    COMPOSITE_DENSE: lower_dense,
+    COMPOSITE_CONV2D: lower_conv2d,
+}
+
+
+# ---------------------------------------------------------------------------------------------- the pass
+@relax.expr_functor.mutator
+class _Lowerer(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, target: Target, report: LoweringReport) -> None:
+        super().__init__(mod)
+        self.mod_ = mod
+        self.ctx = LowerContext(self.builder_, target, self._lookup, report)
+
+    def _lookup(self, var: relax.Var) -> relax.Expr | None:
+        try:
+            return self.lookup_binding(var)
+        except Exception:  # noqa: BLE001
+            return None
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: D102
+        call = self.visit_expr_post_order(call)
+        if not isinstance(call.op, tvm.ir.GlobalVar):
+            return call
+        info = composite_info(self.mod_[call.op]) if call.op in self.mod_.get_global_vars() else None
+        if info is None:
+            return call
+        fn = LOWERINGS.get(info.composite)
+        if fn is None:
+            raise LoweringError(f"no lowering registered for composite {info.composite!r} ({info.layer!r})")
+        return fn(self.ctx, call, info)
+
+    def run(self) -> tvm.IRModule:
+        for gv, func in self.mod_.functions_items():
+            if isinstance(func, relax.Function) and composite_info(func) is None:
+                self.builder_.update_func(gv, self.visit_expr(func))
+        return self.builder_.get()
+
+
+def lower_shift_ops(mod: tvm.IRModule, target: Target, report: LoweringReport | None = None) -> tvm.IRModule:
+    """Lower every shift composite call in ``mod`` (the composites themselves stay until DCE)."""
+    return _Lowerer(mod, target, report if report is not None else LoweringReport()).run()
+
+
+def LowerShiftOps(target: Target, report: LoweringReport | None = None) -> tvm.transform.Pass:  # noqa: N802
+    """The module pass form of :func:`lower_shift_ops` (fills ``report`` if given)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="LowerShiftOps")
+    def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        return lower_shift_ops(mod, target, report)
+
+    return _pass

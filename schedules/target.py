@@ -1,0 +1,102 @@
+"""Target helpers: turn the user's ``target`` argument into a concrete :class:`tvm.target.Target`.
+
+* ``"llvm"`` means *this host's CPU with its vector features*. TVM's ``mcpu: native`` is accepted by
+  ``Target()`` but LLVM 22 (the wheel's) rejects it at code generation and silently falls back to
+  ``generic`` (no AVX at all), so the CPU name is asked from LLVM instead
+  (``target.llvm_get_system_cpu``, e.g. ``"rocketlake"``), with ``num-cores = os.cpu_count()``
+  (MetaSchedule requires ``num-cores``).
+* ``"cuda"`` means the local GPU's architecture when a GPU is visible, else ``sm_80``; the host is the
+  ``"llvm"`` target above.
+* A dict or a :class:`~tvm.target.Target` is taken as given (cross compilation); a CUDA one without a
+  host gets the local LLVM host.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+from typing import Any, Mapping, Union
+
+import tvm
+from tvm.target import Target
+
+__all__ = ["resolve_target", "target_key", "host_cpu", "llvm_host_target", "TargetLike"]
+
+TargetLike = Union[str, Mapping[str, Any], Target]
+
+DEFAULT_CUDA_ARCH = "sm_80"
+
+
+@functools.lru_cache(maxsize=None)
+def host_cpu() -> str:
+    """LLVM's name for this machine's CPU (e.g. ``"rocketlake"``, ``"skylake-avx512"``); never ``native``."""
+    try:
+        cpu = str(tvm.get_global_func("target.llvm_get_system_cpu")())
+    except Exception:  # pragma: no cover - every LLVM-enabled wheel has it
+        cpu = ""
+    return cpu if cpu and cpu != "generic" else "x86-64-v2"
+
+
+def llvm_host_target() -> Target:
+    """The LLVM target for this host: detected ``mcpu`` and ``num-cores = os.cpu_count()``."""
+    return Target({"kind": "llvm", "mcpu": host_cpu(), "num-cores": int(os.cpu_count() or 1)})
+
+
+def _cuda_arch() -> str:
+    """``sm_XY`` of the local GPU 0, or :data:`DEFAULT_CUDA_ARCH` when there is no usable GPU."""
+    try:
+        dev = tvm.cuda(0)
+        if dev.exist:
+            return "sm_" + str(dev.compute_version).replace(".", "")
+    except Exception:
+        pass
+    return DEFAULT_CUDA_ARCH
+
+
+def resolve_target(target: TargetLike) -> Target:
+    """Resolve a user target into a concrete :class:`tvm.target.Target`.
+
+    Args:
+        target: ``"llvm"`` (this host's CPU, detected features), ``"cuda"`` (local GPU arch or
+            ``sm_80``, host = this CPU), any other target string TVM parses (e.g. a tag such as
+            ``"nvidia/nvidia-h100"``), a dict (``{"kind": "llvm", "mcpu": "skylake-avx512"}``), or a
+            ``Target`` (returned unchanged unless it is a host-less CUDA target).
+
+    Returns:
+        The Target. ``mcpu: native`` is replaced by the detected CPU name (see module docstring).
+    """
+    if isinstance(target, Target):
+        tgt = target
+    elif isinstance(target, str):
+        name = target.strip()
+        if name == "llvm":
+            return llvm_host_target()
+        if name == "cuda":
+            return Target({"kind": "cuda", "arch": _cuda_arch()}, host=llvm_host_target())
+        tgt = Target(name)
+    elif isinstance(target, Mapping):
+        cfg = dict(target)
+        if cfg.get("kind") == "llvm" and cfg.get("mcpu") == "native":
+            cfg["mcpu"] = host_cpu()
+        tgt = Target(cfg)
+    else:
+        raise TypeError(f"target must be a str, dict or tvm.target.Target, not {type(target).__name__}")
+    if tgt.kind.name == "cuda" and tgt.host is None:
+        tgt = Target(tgt, host=llvm_host_target())
+    return tgt
+
+
+def target_key(target: TargetLike) -> str:
+    """A short file-system-safe key for per-target folders (tuning databases).
+
+    Examples: ``"llvm-rocketlake"``, ``"llvm-generic"`` (no ``mcpu``), ``"cuda-sm_90"``.
+    """
+    tgt = resolve_target(target)
+    kind = tgt.kind.name
+    if kind == "cuda":
+        detail = str(tgt.attrs.get("arch", "") or DEFAULT_CUDA_ARCH)
+    elif kind == "llvm":
+        detail = str(tgt.attrs.get("mcpu", "") or "generic")
+    else:
+        detail = str(tgt.attrs.get("mcpu", "") or tgt.attrs.get("arch", "") or "default")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{kind}-{detail}")

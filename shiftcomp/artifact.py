@@ -1,0 +1,376 @@
+"""The deployable artifact: one file holding the compiled library, the bit-packed weights and a manifest.
+
+File format, version 1 (all integers little-endian)::
+
+    offset  size  content
+    0       8     magic  b"\\x89SHFTCMP"
+    8       4     u32    format version (1)
+    12      8     u64    H = manifest length in bytes
+    20      H     manifest, UTF-8 JSON (below)
+    20+H    ...   payload: sections at the offsets the manifest gives (relative to the payload start)
+    end-32  32    SHA-256 of every byte before it
+
+Manifest keys: ``format`` ("shiftcomp-artifact"), ``version``, ``file_size`` (bytes, whole file),
+``tvm_version``, ``target`` (TVM target JSON), ``device`` ("cpu" | "cuda"), ``inputs`` / ``outputs``
+(``[{"shape": [...], "dtype": "float32"}]``), ``output_tuple`` (bool), ``num_input``,
+``lib`` (``{"offset", "size"}``: the ``export_library`` shared object of the Relax VM executable; it holds
+the kernels, the VM bytecode and the float constants (biases, BatchNorm, float layers), but no shift
+weights), ``weights`` (one entry per shift layer, in the order ``main`` takes them after the inputs:
+``{"name", "layer", "offset", "shape", "bits", "codebook", "nbytes", "count", "layout"}``: the codes
+``sign * (shift - s0 + 1)`` in PyTorch weight layout, bit-packed as in :mod:`passes.packing`, and the
+numpy steps ``layout = [["transpose", axes] | ["pad", widths] | ["reshape", shape], ...]`` that turn them
+into the kernel's (padded) layout), ``layers`` (informational: accumulator dtype and bound per layer),
+``stats`` (``packed_weight_bytes``, ``float32_weight_bytes``, ``lib_bytes``).
+
+Loading checks, in order, each failure an :class:`ArtifactError` naming the file: the magic (a foreign
+file), the lengths (a truncated file), the checksum (a corrupted file), the format/version. Then the
+library is written to a private temporary file, loaded with ``tvm.runtime.load_module`` (the file is
+removed right after; the mapping stays), the weight codes are unpacked with numpy and kept on the
+device, and ``main(*inputs, *weight_codes)`` is called per inference. Only ``tvm.runtime``, numpy and
+torch are needed (``TVM_USE_RUNTIME_LIB=1`` works when nothing else imports ``tvm.relax``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from passes.packing import PackedCodes, pack_codes, unpack_codes
+from shiftcomp.errors import ArtifactError, SignatureError
+
+__all__ = ["MAGIC", "VERSION", "ArtifactInfo", "LoadedModel", "ModelRunner", "export", "load", "read_manifest"]
+
+MAGIC = b"\x89SHFTCMP"
+VERSION = 1
+_PREFIX = struct.Struct("<8sIQ")  # magic, version, manifest length
+_DIGEST = 32
+
+
+# ---------------------------------------------------------------------------------------------- running
+class ModelRunner:
+    """Calls a Relax VM ``main(*inputs, *weights)`` with torch tensors (shared by compiled and loaded models).
+
+    Attributes:
+        input_info: ``[(shape, dtype), ...]`` of the model inputs (static).
+        output_info: ``[(shape, dtype), ...]`` of the outputs.
+        output_tuple: whether ``main`` returns a tuple (else one tensor).
+        device_type: ``"cpu"`` or ``"cuda"``.
+    """
+
+    input_info: list[tuple[tuple[int, ...], str]]
+    output_info: list[tuple[tuple[int, ...], str]]
+    output_tuple: bool
+    device_type: str
+
+    def _init_runner(self, lib: Any, weights: Sequence[np.ndarray], device_type: str) -> None:
+        import tvm
+        from tvm.runtime.vm import VirtualMachine
+
+        self.device_type = device_type
+        self._dev = tvm.cuda(0) if device_type == "cuda" else tvm.cpu(0)
+        self._vm = VirtualMachine(lib, self._dev)
+        self._main = self._vm["main"]
+        self._weights = [tvm.runtime.tensor(np.ascontiguousarray(w), self._dev) for w in weights]
+
+    def _check_inputs(self, xs: Sequence[Any]) -> list[np.ndarray]:
+        if len(xs) != len(self.input_info):
+            raise SignatureError(f"expected {len(self.input_info)} input(s) "
+                                 f"{[list(s) for s, _ in self.input_info]}, got {len(xs)}")
+        arrays = []
+        for i, (x, (shape, dtype)) in enumerate(zip(xs, self.input_info)):
+            if isinstance(x, torch.Tensor):
+                t = x.detach()
+                got_dtype = str(t.dtype).replace("torch.", "")
+                if tuple(t.shape) != tuple(shape) or got_dtype != dtype:
+                    raise SignatureError(f"input {i}: expected shape {list(shape)} dtype {dtype}, got shape "
+                                         f"{list(t.shape)} dtype {got_dtype} (the model was compiled for "
+                                         f"static shapes; compile again for other shapes)")
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    raise ValueError(f"input {i} contains NaN or inf; the compiled model needs finite inputs")
+                arrays.append(np.ascontiguousarray(t.cpu().numpy()))
+            elif isinstance(x, np.ndarray):
+                if tuple(x.shape) != tuple(shape) or str(x.dtype) != dtype:
+                    raise SignatureError(f"input {i}: expected shape {list(shape)} dtype {dtype}, got shape "
+                                         f"{list(x.shape)} dtype {x.dtype}")
+                if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+                    raise ValueError(f"input {i} contains NaN or inf; the compiled model needs finite inputs")
+                arrays.append(np.ascontiguousarray(x))
+            else:
+                raise SignatureError(f"input {i}: expected a torch.Tensor, got {type(x).__name__}")
+        return arrays
+
+    def run_tvm(self, *tvm_inputs: Any) -> Any:
+        """Run ``main`` on TVM tensors already on the device (no checks, no copies): the raw VM result."""
+        return self._main(*tvm_inputs, *self._weights)
+
+    def vm_runner(self, *inputs: torch.Tensor):
+        """A zero-argument callable running one inference on pre-converted inputs (for timing)."""
+        import tvm
+
+        args = [tvm.runtime.tensor(a, self._dev) for a in self._check_inputs(inputs)] + self._weights
+        main = self._main
+        return lambda: main(*args)
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Run one inference: torch tensors in (checked against the compiled signature), torch tensors out.
+
+        Raises:
+            SignatureError (a ValueError): wrong number, shape or dtype of inputs.
+            ValueError: an input contains NaN or inf.
+        """
+        import tvm
+
+        args = [tvm.runtime.tensor(a, self._dev) for a in self._check_inputs(inputs)]
+        out = self._main(*args, *self._weights)
+        if self.output_tuple:
+            return tuple(torch.from_numpy(o.numpy().copy()) for o in out)
+        return torch.from_numpy(out.numpy().copy())
+
+
+# ---------------------------------------------------------------------------------------------- export
+@dataclasses.dataclass(frozen=True)
+class ArtifactInfo:
+    """What :func:`export` wrote.
+
+    Attributes:
+        path: the file.
+        file_bytes: its size.
+        lib_bytes: size of the embedded shared library.
+        packed_weight_bytes: shift weights as stored (bit streams + codebooks).
+        float32_weight_bytes: the same weights as float32 (4 bytes each).
+        bits: bits per weight, by layer.
+    """
+
+    path: Path
+    file_bytes: int
+    lib_bytes: int
+    packed_weight_bytes: int
+    float32_weight_bytes: int
+    bits: dict[str, int]
+
+    @property
+    def weight_ratio(self) -> float:
+        """``packed_weight_bytes / float32_weight_bytes`` (0 when there are no shift weights)."""
+        return self.packed_weight_bytes / self.float32_weight_bytes if self.float32_weight_bytes else 0.0
+
+
+def apply_layout(codes: np.ndarray, steps: Sequence[Sequence[Any]]) -> np.ndarray:
+    """Logical codes -> the kernel's code array by numpy steps ``[["transpose", axes] | ["pad", widths] |
+    ["reshape", shape], ...]`` (zero padding)."""
+    out = codes
+    for op, arg in steps:
+        if op == "transpose":
+            out = np.transpose(out, arg)
+        elif op == "pad":
+            out = np.pad(out, [tuple(p) for p in arg])
+        elif op == "reshape":
+            out = out.reshape(arg)
+        else:
+            raise ArtifactError(f"unknown weight layout step {op!r}")
+    return np.ascontiguousarray(out, dtype=np.int8)
+
+
+def _layout_steps(kind: str, logical_shape: tuple[int, ...], kernel_shape: tuple[int, ...],
+                  groups: int) -> list[list[Any]]:
+    """The steps from PyTorch-layout codes to the kernel layout of ``schedules.compute`` (ARCHITECTURE §5):
+    dense ``(N, K) -> (NBLK, K, NB)`` column blocks, conv2d ``(O, Cg, KH, KW) -> (G, KH, KW, Cg, Og_pad)``."""
+    if kind == "dense":
+        n, k = logical_shape
+        nblk, _, nb = kernel_shape
+        return [["transpose", [1, 0]], ["pad", [[0, 0], [0, nblk * nb - n]]], ["reshape", [k, nblk, nb]],
+                ["transpose", [1, 0, 2]]]
+    o, cg, kh, kw = logical_shape
+    g = groups
+    return [["reshape", [g, o // g, cg, kh, kw]], ["transpose", [0, 3, 4, 2, 1]],
+            ["pad", [[0, 0]] * 4 + [[0, int(kernel_shape[-1]) - o // g]]]]
+
+
+def _logical_codes(compiled: Any, layer: str, kernel_codes: np.ndarray) -> tuple[np.ndarray, list[list[Any]]]:
+    """The layer's codes in PyTorch weight layout (what gets packed) and the steps back to ``kernel_codes``.
+
+    The kernels pad output channels with zero codes; packing the padded array would cost extra bytes and
+    (with a new zero symbol) possibly an extra bit. If the steps do not reproduce ``kernel_codes`` exactly
+    (a kernel layout this module does not know), the kernel layout itself is packed (no steps).
+    """
+    from schedules.compute import weight_codes
+
+    data = compiled.imported.layers[layer]
+    info = data.info
+    logical = weight_codes(data.shift, data.sign, info.s0)
+    try:
+        steps = _layout_steps(info.kind, logical.shape, kernel_codes.shape, info.groups)
+        ok = np.array_equal(apply_layout(logical, steps), kernel_codes)
+    except Exception:  # noqa: BLE001 - a layout the steps cannot express
+        ok = False
+    if not ok:
+        return kernel_codes, []
+    return logical, steps
+
+
+def export(compiled: Any, path: str | os.PathLike) -> ArtifactInfo:
+    """Write ``compiled`` (a :class:`shiftcomp.compiler.CompiledModel`) to one artifact file (format above)."""
+    import tvm
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="shiftcomp_export_") as tmp:
+        so = os.path.join(tmp, "lib.so")
+        compiled.executable.export_library(so)
+        lib = Path(so).read_bytes()
+    sections = [lib]
+    offset = len(lib)
+    weights_meta = []
+    packed_total = 0
+    float_total = 0
+    bits: dict[str, int] = {}
+    for name, layer, kernel_codes in zip(compiled.weights.names, compiled.weights.layers,
+                                         compiled.weights.arrays):
+        logical, steps = _logical_codes(compiled, layer, np.asarray(kernel_codes, dtype=np.int8))
+        packed = pack_codes(logical)
+        meta = packed.meta()
+        meta.update({"name": name, "layer": layer, "offset": offset, "count": packed.count, "layout": steps})
+        weights_meta.append(meta)
+        sections.append(packed.data)
+        offset += len(packed.data)
+        packed_total += packed.nbytes
+        float_total += 4 * compiled.layer_weight_count(layer)
+        bits[layer] = packed.bits
+    manifest: dict[str, Any] = {
+        "format": "shiftcomp-artifact", "version": VERSION, "tvm_version": tvm.__version__,
+        "target": _target_json(compiled.target), "device": compiled.device_type,
+        "inputs": [{"shape": list(s), "dtype": d} for s, d in compiled.input_info],
+        "outputs": [{"shape": list(s), "dtype": d} for s, d in compiled.output_info],
+        "output_tuple": bool(compiled.output_tuple), "num_input": len(compiled.input_info),
+        "lib": {"offset": 0, "size": len(lib)}, "weights": weights_meta,
+        "layers": compiled.layer_summary(),
+        "stats": {"packed_weight_bytes": packed_total, "float32_weight_bytes": float_total, "lib_bytes": len(lib)},
+    }
+    payload = b"".join(sections)
+    # file_size depends on the manifest length, which depends on file_size: iterate to a fixed point
+    size = 0
+    for _ in range(4):
+        manifest["file_size"] = size
+        head = json.dumps(manifest, sort_keys=True).encode("utf-8")
+        new = _PREFIX.size + len(head) + len(payload) + _DIGEST
+        if new == size:
+            break
+        size = new
+    body = _PREFIX.pack(MAGIC, VERSION, len(head)) + head + payload
+    data = body + hashlib.sha256(body).digest()
+    assert len(data) == size, (len(data), size)
+    tmp_path = path.with_name(path.name + ".tmp")
+    tmp_path.write_bytes(data)
+    os.replace(tmp_path, path)
+    return ArtifactInfo(path=path, file_bytes=len(data), lib_bytes=len(lib), packed_weight_bytes=packed_total,
+                        float32_weight_bytes=float_total, bits=bits)
+
+
+def _target_json(target: Any) -> Any:
+    try:
+        return json.loads(json.dumps(dict(target.export()), default=str))
+    except Exception:  # noqa: BLE001
+        return str(target)
+
+
+# ---------------------------------------------------------------------------------------------- load
+def _parse(data: bytes, where: str) -> tuple[dict[str, Any], bytes]:
+    """Validate a whole artifact's bytes; return (manifest, payload)."""
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        raise ArtifactError(f"{where} is not a shiftcomp artifact (bad magic header; expected a file written by "
+                            f"CompiledModel.export)")
+    if len(data) < _PREFIX.size + _DIGEST:
+        raise ArtifactError(f"{where} is truncated: {len(data)} bytes, too short to hold the header")
+    _, version, head_len = _PREFIX.unpack_from(data, 0)
+    if version != VERSION:
+        raise ArtifactError(f"{where} has artifact format version {version}; this shiftcomp reads version {VERSION}")
+    if _PREFIX.size + head_len + _DIGEST > len(data):
+        raise ArtifactError(f"{where} is truncated: the manifest alone needs {_PREFIX.size + head_len + _DIGEST} "
+                            f"bytes, the file has {len(data)}")
+    try:
+        manifest = json.loads(data[_PREFIX.size:_PREFIX.size + head_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{where} is corrupted: unreadable manifest ({e})") from None
+    expected = int(manifest.get("file_size", -1))
+    if expected != len(data):
+        kind = "truncated" if len(data) < expected else "corrupted (extra bytes)"
+        raise ArtifactError(f"{where} is {kind}: {len(data)} bytes, the manifest says {expected}")
+    if hashlib.sha256(data[:-_DIGEST]).digest() != data[-_DIGEST:]:
+        raise ArtifactError(f"{where} is corrupted: SHA-256 checksum mismatch")
+    if manifest.get("format") != "shiftcomp-artifact":
+        raise ArtifactError(f"{where}: unknown format {manifest.get('format')!r}")
+    return manifest, data[_PREFIX.size + head_len:-_DIGEST]
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The validated manifest of an artifact (see the module docstring)."""
+    p = Path(path)
+    return _parse(_read(p), str(p))[0]
+
+
+def _read(p: Path) -> bytes:
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{p}: no such artifact file") from None
+
+
+class LoadedModel(ModelRunner):
+    """A model loaded from an artifact: call it with torch tensors (see :class:`ModelRunner`).
+
+    Attributes:
+        path: the artifact file.
+        manifest: its manifest.
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any], lib: Any, weights: list[np.ndarray]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.input_info = [(tuple(i["shape"]), i["dtype"]) for i in manifest["inputs"]]
+        self.output_info = [(tuple(o["shape"]), o["dtype"]) for o in manifest["outputs"]]
+        self.output_tuple = bool(manifest["output_tuple"])
+        self._lib = lib
+        self._init_runner(lib, weights, manifest.get("device", "cpu"))
+
+    def __repr__(self) -> str:
+        return (f"LoadedModel({str(self.path)!r}, inputs={[list(s) for s, _ in self.input_info]}, "
+                f"{len(self.manifest['weights'])} shift layers)")
+
+
+def load(path: str | os.PathLike) -> LoadedModel:
+    """Load an artifact written by ``CompiledModel.export`` (no model Python code needed).
+
+    Raises:
+        ArtifactError: not an artifact, truncated, corrupted, or unsupported version.
+    """
+    import tvm
+
+    p = Path(path)
+    manifest, payload = _parse(_read(p), str(p))
+    lib_meta = manifest["lib"]
+    lib_bytes = payload[lib_meta["offset"]:lib_meta["offset"] + lib_meta["size"]]
+    weights = []
+    for w in manifest["weights"]:
+        off, n = int(w["offset"]), int(w["nbytes"])
+        packed = PackedCodes.from_meta(w, payload[off:off + n])
+        weights.append(apply_layout(unpack_codes(packed), w.get("layout") or []))
+    tmp = tempfile.mkdtemp(prefix="shiftcomp_load_")
+    so = os.path.join(tmp, "lib.so")
+    try:
+        with open(so, "wb") as f:
+            f.write(lib_bytes)
+        lib = tvm.runtime.load_module(so)
+    finally:
+        try:
+            os.remove(so)
+            os.rmdir(tmp)
+        except OSError:
+            pass
+    return LoadedModel(p, manifest, lib, weights)

@@ -1,0 +1,88 @@
+"""Benchmark harness: well-formed rows, CSV, markdown and chart on tiny cases (no timing assertions)."""
+import csv
+
+import pytest
+import torch
+
+from shiftcomp import bench
+
+TINY_CONV = bench.LayerCase("tiny_conv", "conv", 4, 4, hw=6, kernel=3, stride=1, padding=1)
+TINY_LIN = bench.LayerCase("tiny_lin", "linear", 16, 8, batch=2)
+
+
+def test_time_callable_fields():
+    t = bench.time_callable(lambda: sum(range(100)), warmup=1, repeats=3, min_repeat_ms=0.1)
+    assert t.repeats == 3 and t.number >= 1
+    assert 0 < t.min_ms <= t.median_ms
+    assert t.q1_ms <= t.median_ms <= t.q3_ms
+
+
+def test_layer_case_shapes_and_macs():
+    assert TINY_CONV.out_hw == 6
+    assert TINY_CONV.macs == 4 * 36 * 4 * 9
+    (x,) = TINY_CONV.example_inputs()
+    assert tuple(TINY_CONV.float_module()(x).shape) == (1, 4, 6, 6)
+    dw = bench.find_cases(["mbv2_dw32@32"])[0]
+    assert dw.macs == 32 * 32 * 32 * 9
+    with pytest.raises(KeyError):
+        bench.find_cases(["nope"])
+
+
+def test_layer_bench_torch_rows_csv_md_png(tmp_path):
+    rows = bench.run_layer_bench([TINY_CONV, TINY_LIN], backends=["torch"], threads=1, warmup=0, repeats=1,
+                                 min_repeat_ms=0.1, log=lambda s: None)
+    assert len(rows) == 2
+    for r in rows:
+        assert set(bench.ROW_FIELDS) <= set(r)
+        assert r["backend"] == "torch" and r["threads"] == 1 and r["median_ms"] > 0
+        assert r["rel_torch"] == pytest.approx(1.0)
+    paths = bench.write_outputs(rows, tmp_path, "t", meta={"command": "test"})
+    with open(paths["csv"]) as f:
+        got = list(csv.DictReader(f))
+    assert [g["case"] for g in got] == ["tiny_conv", "tiny_lin"]
+    back = bench.read_csv(paths["csv"])
+    assert back[0]["batch"] == 1 and isinstance(back[0]["median_ms"], float)
+    md = paths["md"].read_text()
+    assert "| case | batch | torch |" in md and "tiny_lin" in md and '"command": "test"' in md
+    if "png" in paths:
+        assert paths["png"].stat().st_size > 1000
+
+
+def test_markdown_ratios_and_deepshift_constant():
+    rows = []
+    for b, ms in (("torch", 2.0), ("shiftcomp", 1.0), ("tvm-float", 4.0), ("deepshift-cpu*", 100.0)):
+        r = {k: None for k in bench.ROW_FIELDS}
+        r.update(suite="layer", case="c", batch=1, backend=b, median_ms=ms, threads=1)
+        rows.append(r)
+    bench._add_ratios(rows)
+    sh = [r for r in rows if r["backend"] == "shiftcomp"][0]
+    assert sh["rel_torch"] == pytest.approx(0.5) and sh["speedup_vs_deepshift"] == pytest.approx(100.0)
+    md = bench.to_markdown(rows)
+    line = [l for l in md.splitlines() if l.startswith("| c |")][0]
+    assert "0.50×" in line and "0.25×" in line and "100×" in line
+
+
+def test_deepshift_constants_attached():
+    case = bench.find_cases(["linear64x512x10"])[0]
+    rows = bench.run_layer_bench([case], backends=["torch"], threads=1, warmup=0, repeats=1, min_repeat_ms=0.1,
+                                 log=lambda s: None)
+    ds = [r for r in rows if r["backend"] == "deepshift-cpu*"]
+    assert len(ds) == 1 and ds[0]["median_ms"] == bench.DEEPSHIFT_CPU_MS["linear64x512x10"]["deepshift_ms"]
+    assert "not run here" in ds[0]["note"]
+
+
+def test_weight_bytes_shift_model():
+    import shiftcomp as sc
+
+    m = torch.nn.Sequential(torch.nn.Linear(64, 32, bias=False))
+    sc.convert(m, sc.ShiftConfig(weight_bits=5, act_bits=(8, 8)))
+    wb = bench.weight_bytes(m, 5)
+    assert wb == {"packed": 64 * 32 * 5 // 8, "float32": 64 * 32 * 4}
+
+
+def test_tvm_float_backend_tiny():
+    pytest.importorskip("tvm")
+    rows = bench.run_layer_bench([TINY_LIN], backends=["tvm-float", "torch"], db_dir=False, threads=1, warmup=0,
+                                 repeats=1, min_repeat_ms=0.1, log=lambda s: None)
+    tv = [r for r in rows if r["backend"] == "tvm-float"][0]
+    assert tv["median_ms"] > 0 and tv["tuned"] is False and tv["build_s"] >= 0

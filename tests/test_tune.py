@@ -1,0 +1,129 @@
+"""Tuning driver and database lookup.
+
+Fast tests build a small database by hand (``record_schedule``: a schedule trace stored as a record,
+no MetaSchedule search) and check that ``apply_database`` finds it for PrimFuncs and Relax modules.
+The real MetaSchedule run (2 trials) is marked slow (~45-90 s: the first TuneContext imports
+tvm.s_tir.tensor_intrin).
+"""
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+from tvm import relax, te  # noqa: E402
+
+from shiftcomp import tune as T  # noqa: E402
+
+
+def _shift_dense(M=4, K=32, N=16):
+    X = te.placeholder((M, K), "int32", "X")
+    S = te.placeholder((K, N), "int8", "S")
+    k = te.reduce_axis((0, K), "k")
+    Y = te.compute((M, N), lambda i, j: te.sum(X[i, k] << S[k, j].astype("int32"), axis=k), name="Y")
+    return te.create_prim_func([X, S, Y], index_dtype_override="int64")
+
+
+def _manual_schedule(prim):
+    sch = tvm.s_tir.Schedule(prim)
+    blk = sch.get_sblock("Y")
+    i, j, k = sch.get_loops(blk)
+    jo, ji = sch.split(j, factors=[None, 16])
+    sch.reorder(i, jo, k, ji)
+    sch.vectorize(ji)
+    return sch
+
+
+def _relax_matmul(M=4, K=32, N=16):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((M, K), "float32"))
+    w = np.random.default_rng(0).standard_normal((K, N)).astype("float32")
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.relu(relax.op.matmul(x, relax.const(w))))
+        bb.emit_func_output(y)
+    return bb.get(), w
+
+
+def test_resolve_target_and_key():
+    t = T.resolve_target("llvm")
+    assert t.kind.name == "llvm" and int(dict(t.attrs)["num-cores"]) >= 1
+    assert dict(t.attrs)["mcpu"] != "native"
+    assert T.target_key(t).startswith("llvm-")
+    c = T.resolve_target({"kind": "cuda", "arch": "sm_90"})
+    assert "sm_90" in T.target_key(c)
+    assert T.default_db_dir(t).parent == T.SCHEDULES_DIR
+
+
+def test_apply_database_primfunc_lookup(tmp_path):
+    prim = _shift_dense()
+    tgt = T.resolve_target("llvm")
+    assert T.apply_database(prim, tgt, tmp_path / "none") is not None      # no database: unchanged
+    assert not T.has_database(tmp_path / "none")
+    T.record_schedule(tmp_path / "db", prim, _manual_schedule(prim), tgt, run_secs=[1e-4])
+    assert T.has_database(tmp_path / "db")
+    assert T.database_summary(tmp_path / "db") == {"workloads": 1, "records": 1, "measured": 1}
+    out = T.apply_database(prim, tgt, tmp_path / "db")
+    assert T.scheduled_names(out) == ["main"]
+    assert "vectorized" in out["main"].script()
+    # a differently shaped PrimFunc has no record
+    other = T.apply_database(_shift_dense(8, 32, 16), tgt, tmp_path / "db")
+    assert T.scheduled_names(other) == []
+    # the scheduled kernel computes the same thing
+    ex = tvm.compile(out, target=tgt)
+    rng = np.random.default_rng(0)
+    x = rng.integers(-100, 100, (4, 32)).astype("int32")
+    s = rng.integers(0, 8, (32, 16)).astype("int8")
+    y = tvm.runtime.tensor(np.zeros((4, 16), "int32"))
+    ex["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(s), y)
+    assert np.array_equal(y.numpy(), (x[:, :, None] << s[None].astype("int32")).sum(1))
+
+
+def test_apply_database_relax_module_and_parent_dir(tmp_path):
+    mod, w = _relax_matmul()
+    tgt = T.resolve_target("llvm")
+    tasks = T.extract_tasks(mod, tgt)
+    assert len(tasks) == 1                                    # matmul+relu fused into one task
+    db = tmp_path / T.target_key(tgt)                         # parent-dir form: <dir>/<target_key>/
+    for t in tasks:                                           # (an empty trace is ignored by the database)
+        sch = tvm.s_tir.Schedule(t.prim)
+        first = sch.get_child_blocks(sch.get_sblock("root"))[0]
+        sch.parallel(sch.get_loops(first)[0])
+        T.record_schedule(db, t.prim, sch, tgt)
+    untuned = T.apply_database(mod, tgt, False)
+    assert T.scheduled_names(untuned) == []
+    tuned = T.apply_database(mod, tgt, tmp_path)
+    assert len(T.scheduled_names(tuned)) == 1
+    # applying to an already prepared module finds the same workloads (prepare is idempotent)
+    assert len(T.scheduled_names(T.apply_database(T.prepare_module(mod, tgt), tgt, db))) == 1
+    vm = relax.VirtualMachine(tvm.compile(tuned, target=tgt), tvm.cpu())
+    x = np.random.default_rng(1).standard_normal((4, 32)).astype("float32")
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, np.maximum(x @ w, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_resolve_db_dir_rules(tmp_path):
+    tgt = T.resolve_target("llvm")
+    assert T.resolve_db_dir(tgt, False) is None
+    assert T.resolve_db_dir(tgt, tmp_path) is None
+    prim = _shift_dense()
+    T.record_schedule(tmp_path / "x", prim, _manual_schedule(prim), tgt)
+    assert T.resolve_db_dir(tgt, tmp_path / "x") == tmp_path / "x"
+
+
+@pytest.mark.slow
+def test_cuda_space_generation_and_build_without_gpu(tmp_path):
+    # slow: the first TuneContext in a process imports tvm.s_tir.tensor_intrin (~30-60 s here)
+    if T.cuda_available():
+        pytest.skip("a GPU is present; the measured path is covered by the slow tests")
+    tgt = T.resolve_target({"kind": "cuda", "arch": "sm_90"})
+    summ = T.tune_module(_shift_dense(), tgt, 2, tmp_path / "cuda")
+    assert summ.measured == 0 and summ.measured_on.startswith("not measured")
+    assert not T.has_database(tmp_path / "cuda")
+
+
+@pytest.mark.slow
+def test_tune_tiny_primfunc_writes_database(tmp_path):
+    prim = _shift_dense()
+    tgt = T.resolve_target("llvm")
+    summ = T.tune_module(prim, tgt, 2, tmp_path / "db", num_trials_per_iter=2)
+    assert summ.measured >= 1 and (tmp_path / "db" / T.RECORD_FILE).exists()
+    assert T.scheduled_names(T.apply_database(prim, tgt, tmp_path / "db")) == ["main"]
