@@ -52,12 +52,13 @@ def legalize_passes(target: Target) -> list[tvm.transform.Pass]:  # noqa: ARG001
     ]
 
 
-def fusion_passes(target: Target, fuse: bool = True) -> list[tvm.transform.Pass]:
+def fusion_passes(target: Target, fuse: bool = True, entry_functions: list[str] | None = None
+                  ) -> list[tvm.transform.Pass]:
     """Fuse the elementwise glue around the (opaque) shift kernels; DLight default schedules on GPUs."""
     passes: list[tvm.transform.Pass] = [relax.transform.FoldConstant()]
     if fuse:
         passes += [relax.transform.FuseOps(), relax.transform.FuseTIR()]
-    passes.append(relax.transform.DeadCodeElimination(["main"]))
+    passes.append(relax.transform.DeadCodeElimination(entry_functions or ["main"]))
     if target.kind.name == "cuda":
         from tvm.s_tir import dlight as dl
 

@@ -411,8 +411,9 @@ def _term_int(x: tirx.PrimExpr, code: tirx.PrimExpr, acc_dtype: str) -> tirx.Pri
     m = c >> tirx.const(bits - 1, acc_dtype)
     a = (c ^ m) - m
     s = (a - tirx.const(1, acc_dtype)) & tirx.const(bits - 1, acc_dtype)
-    v = x.astype(acc_dtype) << s
-    return tirx.Select(c != zero, (v ^ m) - m, zero)
+    nz = tirx.Select(c != zero, tirx.const(-1, acc_dtype), zero)       # all ones unless code == 0
+    v = (x.astype(acc_dtype) << s) & nz
+    return (v ^ m) - m
 
 
 def _term_float(x: tirx.PrimExpr, code: tirx.PrimExpr, s0: int) -> tirx.PrimExpr:

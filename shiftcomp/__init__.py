@@ -23,7 +23,23 @@ __all__ = ["ShiftConfig", "convert", "nn", "quant", "reference"]
 
 __version__ = "0.1.0"
 
-# ----------------------------------------------------------------------------------------------------------
-# Compiler API (compile, load, verify, ...) goes here. It imports TVM, which is slow (~5 s): keep it lazy
-# (import inside the functions or via a module-level __getattr__), never at `import shiftcomp` time.
-# ----------------------------------------------------------------------------------------------------------
+# Compiler API: imports TVM (~5 s), so it is loaded lazily on first use, never at `import shiftcomp` time.
+_LAZY = {
+    "compile": ("shiftcomp.compiler", "compile"),
+    "CompiledModel": ("shiftcomp.compiler", "CompiledModel"),
+    "load": ("shiftcomp.artifact", "load"),
+    "verify": ("shiftcomp.verify", "verify"),
+    "benchmark": ("shiftcomp.bench", "benchmark"),
+}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'shiftcomp' has no attribute {name!r}")

@@ -180,7 +180,7 @@ def _apply_database(mod: tvm.IRModule, tgt: Target, tuned: Any) -> tuple[tvm.IRM
 
 
 def compile(model: nn.Module, example_inputs: Any, target: Any = "llvm", *, tuned: Any = None,  # noqa: A001
-            fuse: bool = True, lower: bool = True) -> CompiledModel:
+            fuse: bool = True, lower: bool = True, probes: bool = False) -> CompiledModel:
     """Compile a PyTorch model (any traceable ``nn.Module``, a bare shift layer included).
 
     Args:
@@ -191,6 +191,8 @@ def compile(model: nn.Module, example_inputs: Any, target: Any = "llvm", *, tune
             (and any kernel without a manual schedule) from; ``None``: default schedules.
         fuse: fuse the elementwise glue (FuseOps/FuseTIR); shift kernels are never fused.
         lower: ``False`` builds the float multiply baseline (shift layers run their float fallback).
+        probes: also output every shift layer's input and output (names in ``compiled.imported.probes``;
+            used by :func:`shiftcomp.verify.verify` to locate differences).
 
     Raises:
         UnsupportedOpError / FrontendError: the model cannot be imported (the message says where).
@@ -201,7 +203,7 @@ def compile(model: nn.Module, example_inputs: Any, target: Any = "llvm", *, tune
     tgt = resolve_target(target)
     inputs = _as_inputs(example_inputs)
     with _eval(model), torch.no_grad():
-        imported = import_model(model, inputs)
+        imported = import_model(model, inputs, probes=probes)
     report = LoweringReport()
     mod = imported.mod
     if lower:

@@ -664,3 +664,232 @@ def database_summary(db_dir: str | os.PathLike) -> dict[str, Any]:
             except Exception:
                 pass
     return {"workloads": n_wl, "records": n_rec, "measured": ok}
+
+
+# ------------------------------------------------------------------------------------------------
+# shiftcomp models: shift kernels, glue kernels, float baseline
+# ------------------------------------------------------------------------------------------------
+def canonical_spec(spec: Any) -> Any:
+    """The spec a shift kernel's schedule is keyed by: ``s0`` and ``frac_bits`` zeroed.
+
+    They only change the constant of the per-output scale ``2**(s0 - F)`` in the epilogue, never the
+    loop nest, so one tuned schedule serves every layer of the same shape/accumulator (trained or not).
+    """
+    import dataclasses
+
+    kw = {f: 0 for f in ("s0", "frac_bits") if hasattr(spec, f)}
+    return dataclasses.replace(spec, **kw) if kw else spec
+
+
+def shift_kernel_prim(kind: str, spec: Any, canonical: bool = True) -> tirx.PrimFunc:
+    """Unscheduled compute PrimFunc of a shift kernel (``schedules.compute.shift_<kind>``).
+
+    ``kind`` in ``dense``, ``conv2d``, ``dense_float``, ``conv2d_float``. With ``canonical`` the spec goes
+    through :func:`canonical_spec` but keeps the real spec's epilogue form (exact ldexp or not).
+    """
+    from schedules import compute
+
+    fn = getattr(compute, "shift_" + kind)
+    if kind.endswith("_float"):
+        return fn(canonical_spec(spec) if canonical else spec)
+    exact = compute.needs_exact_scale(spec) if hasattr(compute, "needs_exact_scale") else None
+    return fn(canonical_spec(spec) if canonical else spec, exact_scale=exact)
+
+
+def _kernel_task_name(kind: str, spec: Any) -> str:
+    if hasattr(spec, "kernel_h"):
+        s = (f"shift_{kind}_n{spec.batch}_c{spec.in_channels}_{spec.height}x{spec.width}_o{spec.out_channels}"
+             f"_k{spec.kernel_h}x{spec.kernel_w}_s{spec.stride[0]}_g{spec.groups}_{spec.acc_dtype}")
+    else:
+        s = f"shift_{kind}_m{spec.batch}_k{spec.in_features}_n{spec.out_features}_{spec.acc_dtype}"
+    return s + ("_b" if getattr(spec, "has_bias", False) else "")
+
+
+def staged_module(model: Any, example_inputs: Sequence[Any], target: Any, lower: bool = True
+                  ) -> tuple[IRModule, Any]:
+    """``shiftcomp.compile``'s module right where it applies a database (after legalize + fusion).
+
+    Mirrors ``shiftcomp/compiler.py`` step for step (import, shift lowering, weight lifting,
+    ``legalize_passes``, ``fusion_passes``) so that the glue/float PrimFuncs tuned here are structurally
+    identical to the ones compile() looks up. Returns ``(fused_module, LoweringReport or None)``.
+    """
+    import torch
+    from passes.lift_weights import lift_shift_weights
+    from passes.lower_shift import LoweringReport
+    from passes.pipeline import fusion_passes, legalize_passes, run_passes, shift_lowering_passes
+    from shiftcomp.frontend import import_model
+
+    tgt = resolve_target(target)
+    was = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            imported = import_model(model, tuple(example_inputs))
+    finally:
+        for m, t in was.items():
+            m.training = t
+    mod = imported.mod
+    report = None
+    if lower:
+        report = LoweringReport()
+        mod = run_passes(mod, shift_lowering_passes(tgt, report), tgt)
+        mod, _ = lift_shift_weights(mod)
+    legal = run_passes(mod, legalize_passes(tgt), tgt)
+    return run_passes(legal, fusion_passes(tgt), tgt), report
+
+
+def _fused_tasks(mod: IRModule, target: Target) -> list[Task]:
+    """Unscheduled, non-shift PrimFuncs of a fused module as tasks (deduplicated, weighted by calls)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    out: list[Task] = []
+    for t in ms.relax_integration.extract_tasks(mod, target):
+        prim = t.dispatched[0]["main"] if isinstance(t.dispatched[0], IRModule) else t.dispatched[0]
+        attrs = prim.attrs if prim.attrs is not None else {}
+        if attrs.get("tirx.is_scheduled", False) or attrs.get("shiftcomp.role", "") == "shift":
+            continue
+        out.append(Task(str(t.task_name), prim, float(t.weight)))
+    return out
+
+
+def model_tasks(model: Any, example_inputs: Sequence[Any], target: Any, include_float: bool = True,
+                include_glue: bool = True) -> dict[str, list[Task]]:
+    """Tuning tasks of a shift model: ``shift_kernels`` (canonical unscheduled shift PrimFuncs, one per
+    distinct kind/spec), ``shift_glue`` (the fused float glue around them: BN, ReLU, quantize...), and
+    ``float`` (the float baseline's fused kernels, from the same import without the lowering pass)."""
+    tgt = resolve_target(target)
+    fused, report = staged_module(model, example_inputs, tgt, lower=True)
+    kernels: dict[str, Task] = {}
+    for low in report.layers.values():
+        kind = "dense" if hasattr(low.spec, "in_features") else "conv2d"
+        if getattr(low, "float_acts", False):
+            kind += "_float"
+        name = _kernel_task_name(kind, canonical_spec(low.spec))
+        if name in kernels:
+            kernels[name].weight += 1
+        else:
+            kernels[name] = Task(name, shift_kernel_prim(kind, low.spec), 1.0)
+    out = {"shift_kernels": list(kernels.values())}
+    if include_glue:
+        out["shift_glue"] = _fused_tasks(fused, tgt)
+    if include_float:
+        ffused, _ = staged_module(model, example_inputs, tgt, lower=False)
+        out["float"] = _fused_tasks(ffused, tgt)
+    return out
+
+
+def tune_tasks_list(tasks: Sequence[Task], target: Any, trials: int, work_dir: str | os.PathLike,
+                    rpc: RPCSpec | Any | None = None, **kw: Any) -> TuneSummary:
+    """:func:`tune_module` over an explicit task list (names kept)."""
+    mod = IRModule({t.name: t.prim for t in tasks})
+    return tune_module(mod, target, trials, work_dir, rpc, **kw)
+
+
+def tune_model(model: Any, example_inputs: Sequence[Any], target: Any = "llvm", trials: int = 16,
+               work_dir: str | os.PathLike | None = None, rpc: RPCSpec | Any | None = None, *,
+               sides: Sequence[str] = ("shift_kernels", "shift_glue", "float"),
+               max_seconds: float | None = None, seed: int | None = 0) -> dict[str, TuneSummary]:
+    """Tune a shift model's kernels and its float baseline with the same per-task budget.
+
+    ``sides`` picks task groups of :func:`model_tasks`. ``max_seconds`` is a soft budget per side.
+    Returns ``{side: TuneSummary}``; records go to ``work_dir`` (default ``schedules/<target_key>/``).
+    """
+    tgt = resolve_target(target)
+    wd = Path(work_dir) if work_dir is not None else default_db_dir(tgt)
+    groups = model_tasks(model, example_inputs, tgt, include_float="float" in sides,
+                         include_glue="shift_glue" in sides)
+    out = {}
+    for side in sides:
+        tasks = groups.get(side, [])
+        log.info("tuning %s: %d task(s) x %d trials", side, len(tasks), trials)
+        out[side] = tune_tasks_list(tasks, tgt, trials, wd, rpc, max_seconds=max_seconds, seed=seed)
+    return out
+
+
+def tuned_shift_kernel(kind: str, spec: Any, target: Any, db: Any) -> tirx.PrimFunc | None:
+    """The shift kernel for ``(kind, spec)`` scheduled with the database's best record, or None.
+
+    The record is looked up by the canonical kernel (:func:`shift_kernel_prim`) and its trace replayed on
+    the layer's real kernel (same loop nest, its own scale constant). Returns None when there is no record
+    or the trace does not apply.
+    """
+    from tvm.s_tir.meta_schedule.tir_integration import _normalize_mod
+
+    tgt = resolve_target(target)
+    canon = _normalize_mod(shift_kernel_prim(kind, spec, canonical=True))
+    rec = db.query_tuning_record(canon, tgt, "main")
+    if rec is None:
+        return None
+    real = _normalize_mod(shift_kernel_prim(kind, spec, canonical=False))
+    try:
+        sch = tvm.s_tir.Schedule(real)
+        rec.trace.apply_to_schedule(sch, remove_postproc=False)
+    except Exception as e:  # pragma: no cover - same loop nest, should not happen
+        log.warning("tuned trace does not apply to %s: %s", kind, e)
+        return None
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+class shift_kernel_database:
+    """Context manager: while active, shiftcomp's lowering takes tuned shift kernels from a database.
+
+    It wraps ``passes.lower_shift._build_kernel`` (the one place the lowering asks ``schedules`` for a
+    kernel): a record for the kernel's canonical PrimFunc wins, otherwise the manual schedule is used.
+    ``hits`` lists the kinds/specs served from the database. This is a stop-gap until ``compile()`` calls
+    :func:`tuned_shift_kernel` itself (see BENCHMARKS.md, "Interface requests").
+    """
+
+    def __init__(self, db_dir: str | os.PathLike | None, target: Any) -> None:
+        self.target = resolve_target(target)
+        self.path = resolve_db_dir(self.target, db_dir if db_dir is not None else None)
+        self.hits: list[str] = []
+        self._orig = None
+
+    def __enter__(self) -> "shift_kernel_database":
+        if self.path is None:
+            return self
+        import passes.lower_shift as ls
+
+        db = open_database(self.path)
+        orig = ls._build_kernel
+        self._orig = orig
+
+        def build(kind: str, spec: Any, target: Target) -> tirx.PrimFunc:
+            prim = tuned_shift_kernel(kind, spec, target, db)
+            if prim is not None:
+                self.hits.append(_kernel_task_name(kind, canonical_spec(spec)))
+                return prim
+            return orig(kind, spec, target)
+
+        ls._build_kernel = build
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._orig is not None:
+            import passes.lower_shift as ls
+
+            ls._build_kernel = self._orig
+            self._orig = None
+
+
+def compile_tuned(model: Any, example_inputs: Sequence[Any], target: Any = "llvm",
+                  db_dir: str | os.PathLike | None | bool = None, lower: bool = True) -> Any:
+    """``shiftcomp.compile`` with a database applied to shift kernels *and* glue/float kernels.
+
+    ``db_dir``: as in :func:`resolve_db_dir` (``None`` = the shipped ``schedules/<target_key>/``,
+    ``False`` = untuned). The returned CompiledModel's ``tuned_kernels`` lists every kernel served from
+    the database (glue names from compile, shift kernels as ``shift_<kind>_<shape>``).
+    """
+    from shiftcomp.compiler import compile as sc_compile
+
+    tgt = resolve_target(target)
+    path = resolve_db_dir(tgt, db_dir)
+    if path is None:
+        return sc_compile(model, tuple(example_inputs), tgt, lower=lower)
+    with shift_kernel_database(path, tgt) as hook:
+        compiled = sc_compile(model, tuple(example_inputs), tgt, tuned=str(path), lower=lower)
+    try:
+        compiled.tuned_kernels = list(compiled.tuned_kernels) + hook.hits
+    except Exception:  # pragma: no cover
+        pass
+    return compiled

@@ -10,13 +10,13 @@ quantize.py). Everything else goes through TVM's fx importer (with shiftcomp's f
 """
 from .composite import (COMPOSITE_CONV2D, COMPOSITE_DENSE, COMPOSITES, ShiftLayerInfo, composite_info,
                         make_composite_function)
-from .importer import (ImportedModel, ShiftFXImporter, check_supported, import_graph, import_model,
+from .importer import (ImportedModel, ShiftFXImporter, add_probes, check_supported, import_graph, import_model,
                        node_location, supported_ops)
 from .quantize import act_range, emit_quantize
 from .shift_layers import ShiftLayerData, read_shift_layer
 from .tracer import ShiftTracer, is_shift_layer, trace
 
 __all__ = ["COMPOSITE_CONV2D", "COMPOSITE_DENSE", "COMPOSITES", "ShiftLayerInfo", "composite_info",
-           "make_composite_function", "ImportedModel", "ShiftFXImporter", "check_supported", "import_graph",
+           "make_composite_function", "add_probes", "ImportedModel", "ShiftFXImporter", "check_supported", "import_graph",
            "import_model", "node_location", "supported_ops", "act_range", "emit_quantize", "ShiftLayerData",
            "read_shift_layer", "ShiftTracer", "is_shift_layer", "trace"]

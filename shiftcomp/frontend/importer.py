@@ -34,7 +34,7 @@ from .shift_layers import ShiftLayerData, read_shift_layer
 from .tracer import is_shift_layer, shift_layer_types, trace
 
 __all__ = ["ShiftFXImporter", "ImportedModel", "import_model", "import_graph", "node_location",
-           "check_supported"]
+           "check_supported", "add_probes", "supported_ops"]
 
 
 @dataclasses.dataclass
@@ -46,12 +46,14 @@ class ImportedModel:
         layers: shift layers by module path, in graph order.
         input_info: ``[(shape, dtype), ...]`` of ``main``'s inputs.
         graph_module: the traced fx graph (shift layers are leaves).
+        probes: names of the extra outputs when imported with ``probes=True`` (after the model's outputs).
     """
 
     mod: tvm.IRModule
     layers: dict[str, ShiftLayerData]
     input_info: list[tuple[tuple[int, ...], str]]
     graph_module: fx.GraphModule
+    probes: list[str] = dataclasses.field(default_factory=list)
 
 
 def _user_frame(stack_trace: str | None) -> str | None:
@@ -160,7 +162,10 @@ class ShiftFXImporter(TorchFXImporter):
         in_shape = tuple(int(d) for d in x.ty.shape)
         if x.ty.dtype != "float32":
             raise FrontendError(f"shift layer {node.target!r} needs a float32 input, got {x.ty.dtype}")
-        data = read_shift_layer(node.target, module, in_shape)
+        name, k = node.target, 1
+        while name in self.shift_layers:  # the same module called more than once
+            name, k = f"{node.target}#{k}", k + 1
+        data = read_shift_layer(name, module, in_shape)
         info = data.info
         self.shift_layers[info.layer] = data
         if info.act_bits is not None:
@@ -222,6 +227,30 @@ def supported_ops() -> list[str]:
     return sorted(k.__name__ if isinstance(k, type) else str(k) for k in keys)
 
 
+def add_probes(gm: fx.GraphModule) -> list[str]:
+    """Make ``gm`` also return every shift layer's input and output (after the original outputs, flattened).
+
+    Returns the probe names, in output order: ``"<layer>:in"``, ``"<layer>:out"`` per shift layer.
+    """
+    named = dict(gm.named_modules())
+    out_node = next(n for n in gm.graph.nodes if n.op == "output")
+    orig = out_node.args[0]
+    outs = list(orig) if isinstance(orig, (tuple, list)) else [orig]
+    names, probes = [], []
+    seen: dict[str, int] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module" and is_shift_layer(named[n.target]):
+            k = seen.get(n.target, 0)
+            seen[n.target] = k + 1
+            layer = n.target if k == 0 else f"{n.target}#{k}"
+            probes += [n.args[0], n]
+            names += [f"{layer}:in", f"{layer}:out"]
+    out_node.args = (tuple(outs + probes),)
+    gm.graph.lint()
+    gm.recompile()
+    return names
+
+
 def import_graph(gm: fx.GraphModule, input_info: Sequence[tuple[Sequence[int], str]]) -> ImportedModel:
     """Import a traced graph (from :func:`trace`) into Relax; see :func:`import_model`."""
     info = [(tuple(int(d) for d in shape), str(dtype)) for shape, dtype in input_info]
@@ -232,12 +261,15 @@ def import_graph(gm: fx.GraphModule, input_info: Sequence[tuple[Sequence[int], s
     return ImportedModel(mod=mod, layers=dict(importer.shift_layers), input_info=info, graph_module=gm)
 
 
-def import_model(model: nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tensor) -> ImportedModel:
+def import_model(model: nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tensor,
+                 probes: bool = False) -> ImportedModel:
     """Trace ``model`` (eval mode is the caller's job) and import it into Relax.
 
     Args:
         model: any traceable ``nn.Module`` (a bare shift layer included).
         example_inputs: one tensor or a sequence of tensors; only shapes and dtypes are used (static).
+        probes: also return every shift layer's input and output (see :func:`add_probes`); the names are
+            in ``ImportedModel.probes``.
 
     Raises:
         UnsupportedOpError: an operator has no converter (the message names it and where it is).
@@ -246,4 +278,8 @@ def import_model(model: nn.Module, example_inputs: Sequence[torch.Tensor] | torc
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     input_info = [(tuple(t.shape), str(t.dtype).replace("torch.", "")) for t in example_inputs]
-    return import_graph(trace(model), input_info)
+    gm = trace(model)
+    names = add_probes(gm) if probes else []
+    imported = import_graph(gm, input_info)
+    imported.probes = names
+    return imported

@@ -1,0 +1,275 @@
+"""``shiftcomp.verify``: bit-exactness of every compiled shift op, and whole-model agreement.
+
+    report = verify(compiled, model, inputs)
+    print(report)          # per shift op: bit-exact?  in-model ulp drift;  whole model: max abs/ulp, argmax
+    assert report.ok
+
+Per shift op (the SPEC's contract): the model runs through the exact reference (``reference.exact``) with
+forward hooks capturing every shift layer's float input and reference output. The *same* PrimFuncs the
+compiled model uses (its quantise prologue and shift kernel, taken from ``compiled.relax_module``) are
+built into one standalone module, one Relax function per layer, and run on the captured input with the
+compiled weight codes; the result must ``torch.equal`` the reference output.
+
+Whole model: ``compiled(*inputs)`` vs the model under ``reference.exact``: max abs difference, max ulp
+difference and argmax agreement. Float glue (BatchNorm, pooling, adds) is not bit-exact across
+frameworks, so with ``probes=True`` (default) a probed twin of the compiled model (same target, every
+shift layer's input and output as extra outputs) shows where drift enters: per layer, the max ulp
+difference of its in-model input and output vs the PyTorch values.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import tvm
+from torch import nn
+from tvm import relax
+
+from passes.pipeline import dataflow_lower_passes, finalize_passes, fusion_passes, legalize_passes, run_passes
+from passes.quantize_kernel import ROLE_ATTR
+
+__all__ = ["OpCheck", "VerifyReport", "verify", "ulp_diff", "standalone_ops"]
+
+
+def ulp_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Elementwise distance in float32 units in the last place (int64; 0 for equal values, +0 == -0)."""
+    def ordered(t: torch.Tensor) -> torch.Tensor:
+        i = t.detach().to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
+        return torch.where(i < 0, -(i & 0x7FFFFFFF), i)
+
+    return (ordered(a) - ordered(b)).abs()
+
+
+@dataclasses.dataclass
+class OpCheck:
+    """One shift layer's check.
+
+    Attributes:
+        layer: module path.
+        kind: ``"dense"`` or ``"conv2d"``.
+        acc_dtype: accumulator dtype of its kernel (``"float32"`` for float activations).
+        bit_exact: standalone compiled op == reference output (``torch.equal``).
+        mismatches: number of differing elements (standalone).
+        max_ulp: max ulp difference (standalone; 0 when bit exact).
+        in_model_in_ulp / in_model_out_ulp: max ulp difference of the layer's input / output inside the
+            compiled model vs PyTorch (``None`` without probes).
+    """
+
+    layer: str
+    kind: str
+    acc_dtype: str
+    bit_exact: bool
+    mismatches: int
+    max_ulp: int
+    in_model_in_ulp: int | None = None
+    in_model_out_ulp: int | None = None
+
+
+@dataclasses.dataclass
+class VerifyReport:
+    """Result of :func:`verify`.
+
+    Attributes:
+        ops: per shift op checks, in graph order.
+        max_abs: max abs difference of the model outputs (compiled vs exact PyTorch).
+        max_ulp: max ulp difference of the model outputs.
+        argmax_agreement: fraction of rows whose argmax agree (over the last dim of the first output).
+        rows: number of rows compared for the argmax.
+    """
+
+    ops: list[OpCheck]
+    max_abs: float
+    max_ulp: int
+    argmax_agreement: float
+    rows: int
+
+    @property
+    def ops_bit_exact(self) -> bool:
+        """Every shift op bit-exact."""
+        return all(o.bit_exact for o in self.ops)
+
+    @property
+    def argmax_identical(self) -> bool:
+        """Every row's argmax agrees."""
+        return self.argmax_agreement == 1.0
+
+    @property
+    def ok(self) -> bool:
+        """Every shift op bit-exact and every argmax identical."""
+        return self.ops_bit_exact and self.argmax_identical
+
+    def differing_ops(self) -> list[OpCheck]:
+        """Ops that are not bit-exact, or whose in-model input/output differs from PyTorch."""
+        return [o for o in self.ops if not o.bit_exact or (o.in_model_in_ulp or 0) > 0 or (o.in_model_out_ulp or 0) > 0]
+
+    def __str__(self) -> str:
+        head = f"{'shift op':<28} {'kind':<7} {'acc':<7} {'bit-exact':<9} {'mismatch':>8} {'ulp':>6} {'in-model in/out ulp':>20}"
+        lines = ["Verification (compiled vs shiftcomp.reference)", head, "-" * len(head)]
+        for o in self.ops:
+            im = "-" if o.in_model_in_ulp is None else f"{o.in_model_in_ulp}/{o.in_model_out_ulp}"
+            lines.append(f"{o.layer[:28]:<28} {o.kind:<7} {o.acc_dtype:<7} {str(o.bit_exact):<9} "
+                         f"{o.mismatches:>8} {o.max_ulp:>6} {im:>20}")
+        lines.append("-" * len(head))
+        lines.append(f"shift ops bit-exact: {sum(o.bit_exact for o in self.ops)}/{len(self.ops)}")
+        lines.append(f"model output: max abs diff {self.max_abs:.3g}, max ulp diff {self.max_ulp}, "
+                     f"argmax agreement {self.argmax_agreement:.2%} of {self.rows} rows")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- capture
+def _capture(model: nn.Module, layers: Sequence[str], inputs: Sequence[torch.Tensor]
+             ) -> tuple[Any, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Run ``model`` under the exact reference; return (outputs, {layer: (input, output)})."""
+    from shiftcomp.reference import exact
+
+    named = dict(model.named_modules())
+    seen: dict[str, int] = {}
+    captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    handles = []
+    wanted = {name.split("#")[0] for name in layers}
+
+    def hook(name: str):
+        def f(_m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            k = seen.get(name, 0)
+            seen[name] = k + 1
+            key = name if k == 0 else f"{name}#{k}"
+            captured[key] = (args[0].detach().clone(), out.detach().clone())
+        return f
+
+    for name in wanted:
+        handles.append(named[name].register_forward_hook(hook(name)))
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with exact(model), torch.no_grad():
+            out = model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, t in modes.items():
+            m.training = t
+    return out, captured
+
+
+# ---------------------------------------------------------------------------------------------- standalone ops
+def _find_prologue(mod: tvm.IRModule, layer: str) -> tvm.ir.GlobalVar | None:
+    for gv, f in mod.functions_items():
+        if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and ROLE_ATTR in f.attrs \
+                and str(f.attrs[ROLE_ATTR]) == "prologue" and str(f.attrs.get("shiftcomp.layer", "")) == layer:
+            return gv
+    return None
+
+
+def standalone_ops(compiled: Any) -> tuple[Any, dict[str, str]]:
+    """Build the compiled model's shift ops as standalone functions (one ``tvm.compile``).
+
+    Function ``op_<i>(x: float32 in_shape, codes: int8) -> float32 out_shape`` runs the layer's own
+    quantise PrimFunc and shift kernel PrimFunc, exactly as inside the compiled model. Returns
+    ``(executable, {layer: function name})``.
+    """
+    src = compiled.relax_module
+    bb = relax.BlockBuilder(src)
+    names: dict[str, str] = {}
+    codes_by_layer = dict(zip(compiled.weights.layers, compiled.weights.arrays))
+    for i, (layer, low) in enumerate(compiled.layers.items()):
+        info = low.info
+        data = compiled.imported.layers[layer]
+        kernel_gv = src.get_global_var(low.kernel)
+        codes = codes_by_layer[layer]
+        x = relax.Var("x", relax.TensorType(info.in_shape, "float32"))
+        w = relax.Var("codes", relax.TensorType(codes.shape, "int8"))
+        fname = f"op_{i}"
+        with bb.function(fname, [x, w]):
+            with bb.dataflow():
+                xq: relax.Expr = x
+                if info.act_bits is not None:
+                    q = _find_prologue(src, layer)
+                    if q is None:
+                        raise RuntimeError(f"no quantise prologue for layer {layer!r} in the compiled module")
+                    xq = bb.emit(relax.call_tir(q, [x], relax.TensorType(info.in_shape, "int32")))
+                spec_x = tuple(int(d) for d in low.spec.x_shape)
+                if tuple(info.in_shape) != spec_x:
+                    xq = bb.emit(relax.op.reshape(xq, spec_x))
+                args = [xq, w] + ([relax.const(data.bias, "float32")] if data.bias is not None else [])
+                spec_out = tuple(int(d) for d in low.spec.out_shape)
+                y = bb.emit(relax.call_tir(kernel_gv, args, relax.TensorType(spec_out, "float32")))
+                if spec_out != tuple(info.out_shape):
+                    y = bb.emit(relax.op.reshape(y, info.out_shape))
+                y = bb.emit_output(y)
+            bb.emit_func_output(y)
+        names[layer] = fname
+    mod = bb.get()
+    keep = set(names.values())
+    mod = tvm.IRModule({gv: f for gv, f in mod.functions_items()
+                        if not isinstance(f, relax.Function) or gv.name_hint in keep})
+    tgt = compiled.target
+    passes = (legalize_passes(tgt) + fusion_passes(tgt, fuse=False, entry_functions=sorted(keep))
+              + dataflow_lower_passes(tgt) + finalize_passes(tgt))
+    mod = run_passes(mod, passes, tgt)
+    return tvm.compile(mod, target=tgt, relax_pipeline=None), names
+
+
+# ---------------------------------------------------------------------------------------------- verify
+def verify(compiled: Any, model: nn.Module, inputs: Any, *, probes: bool = True) -> "VerifyReport":
+    """Check ``compiled`` against ``model`` run through ``shiftcomp.reference`` (see the module docstring).
+
+    Args:
+        compiled: a :class:`shiftcomp.compiler.CompiledModel` of ``model``.
+        model: the PyTorch model it was compiled from.
+        inputs: one input tensor or a sequence of them, matching the compiled signature.
+        probes: also compile a probed twin to report per-layer in-model ulp drift (one more compile).
+    """
+    from shiftcomp.compiler import compile as _compile
+
+    xs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+    layers = list(compiled.layers)
+    ref_out, captured = _capture(model, layers, xs)
+
+    # per-op, standalone, same PrimFuncs
+    ops: list[OpCheck] = []
+    if layers:
+        ex, fnames = standalone_ops(compiled)
+        dev = tvm.cuda(0) if compiled.device_type == "cuda" else tvm.cpu(0)
+        vm = relax.VirtualMachine(ex, dev)
+        codes_by_layer = dict(zip(compiled.weights.layers, compiled.weights.arrays))
+        for layer in layers:
+            low = compiled.layers[layer]
+            x_in, y_ref = captured[layer]
+            out = vm[fnames[layer]](tvm.runtime.tensor(x_in.contiguous().numpy(), dev),
+                                    tvm.runtime.tensor(codes_by_layer[layer], dev))
+            y = torch.from_numpy(out.numpy().copy())
+            diff = ulp_diff(y, y_ref)
+            ops.append(OpCheck(layer=layer, kind=low.info.kind, acc_dtype=low.plan.dtype if low.plan else "float32",
+                               bit_exact=torch.equal(y, y_ref), mismatches=int((diff > 0).sum()),
+                               max_ulp=int(diff.max()) if diff.numel() else 0))
+
+    # whole model
+    y = compiled(*xs)
+    ys = y if isinstance(y, tuple) else (y,)
+    rs = ref_out if isinstance(ref_out, (tuple, list)) else (ref_out,)
+    max_abs, max_ulp = 0.0, 0
+    for a, b in zip(ys, rs):
+        max_abs = max(max_abs, float((a - b.float()).abs().max()) if a.numel() else 0.0)
+        max_ulp = max(max_ulp, int(ulp_diff(a, b).max()) if a.numel() else 0)
+    a0, r0 = ys[0], rs[0]
+    if a0.dim() >= 1 and a0.numel():
+        am, rm = a0.reshape(-1, a0.shape[-1]).argmax(-1), r0.reshape(-1, r0.shape[-1]).argmax(-1)
+        rows, agree = int(am.numel()), float((am == rm).float().mean())
+    else:
+        rows, agree = 0, 1.0
+
+    if probes and layers:
+        twin = _compile(model, xs, target=compiled.target, probes=True)
+        outs = twin(*xs)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        n_out = len(outs) - len(twin.imported.probes)
+        values = dict(zip(twin.imported.probes, outs[n_out:]))
+        for o in ops:
+            if f"{o.layer}:in" in values and o.layer in captured:
+                x_in, y_ref = captured[o.layer]
+                o.in_model_in_ulp = int(ulp_diff(values[f"{o.layer}:in"], x_in).max())
+                o.in_model_out_ulp = int(ulp_diff(values[f"{o.layer}:out"], y_ref).max())
+    return VerifyReport(ops=ops, max_abs=max_abs, max_ulp=max_ulp, argmax_agreement=agree, rows=rows)
