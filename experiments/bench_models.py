@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--min-repeat-ms", type=float, default=50.0)
     ap.add_argument("--weight-bits", type=int, default=5)
-    ap.add_argument("--act-bits", type=int, nargs=2, default=[8, 8], metavar=("I", "F"))
+    ap.add_argument("--act-bits", type=int, nargs=2, default=[3, 5], metavar=("I", "F"))
     ap.add_argument("--out", default="runs/bench")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--no-energy", action="store_true")

@@ -23,6 +23,7 @@ collected in a :class:`LoweringReport` you pass in.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +32,7 @@ import tvm
 from tvm import relax
 from tvm.target import Target
 
-from shiftcomp.errors import LoweringError
+from shiftcomp.errors import LoweringError, ShiftCompError
 from shiftcomp.frontend.composite import (ARG_BIAS, ARG_SHIFT, ARG_SIGN, ARG_X, COMPOSITE_CONV2D,
                                           COMPOSITE_DENSE, ShiftLayerInfo, composite_info)
 
@@ -39,9 +40,10 @@ from .accumulator import AccumulatorPlan, plan_accumulator
 from .quantize_kernel import ROLE_ATTR, quantize_primfunc
 
 __all__ = ["LOWERINGS", "LowerShiftOps", "LoweringReport", "LoweredLayer", "lower_shift_ops",
-           "OP_PATTERN_OPAQUE"]
+           "OP_PATTERN_OPAQUE", "pop_pending_error"]
 
 OP_PATTERN_OPAQUE = 8  #: relax OpPatternKind.kOpaque: FuseOps never fuses such a call_tir
+_PENDING = threading.local()  # a ShiftCompError raised inside TVM's FFI (see pop_pending_error)
 
 
 @dataclasses.dataclass
@@ -259,9 +261,13 @@ class _Lowerer(relax.PyExprMutator):
         if info is None:
             return call
         fn = LOWERINGS.get(info.composite)
-        if fn is None:
-            raise LoweringError(f"no lowering registered for composite {info.composite!r} ({info.layer!r})")
-        return fn(self.ctx, call, info)
+        try:
+            if fn is None:
+                raise LoweringError(f"no lowering registered for composite {info.composite!r} ({info.layer!r})")
+            return fn(self.ctx, call, info)
+        except ShiftCompError as e:  # crosses TVM's FFI as a RuntimeError: keep the original
+            _PENDING.error = e
+            raise
 
     def run(self) -> tvm.IRModule:
         for gv, func in self.mod_.functions_items():
@@ -271,15 +277,43 @@ class _Lowerer(relax.PyExprMutator):
 
 
 def lower_shift_ops(mod: tvm.IRModule, target: Target, report: LoweringReport | None = None) -> tvm.IRModule:
-    """Lower every shift composite call in ``mod`` (the composites themselves stay until DCE)."""
-    return _Lowerer(mod, target, report if report is not None else LoweringReport()).run()
+    """Lower every shift composite call in ``mod`` (the composites themselves stay until DCE).
+
+    Raises the :class:`ShiftCompError` of a failing lowering (e.g. AccumulatorOverflowError) as is.
+    """
+    pop_pending_error()
+    try:
+        return _Lowerer(mod, target, report if report is not None else LoweringReport()).run()
+    except ShiftCompError:
+        raise
+    except Exception:
+        err = pop_pending_error()
+        if err is not None:
+            raise err from None
+        raise
+
+
+def pop_pending_error() -> ShiftCompError | None:
+    """The ShiftCompError a shiftcomp pass raised inside TVM's pass machinery (which re-raises every
+    Python exception as a plain RuntimeError), or None; cleared by the call."""
+    err = getattr(_PENDING, "error", None)
+    _PENDING.error = None
+    return err
 
 
 def LowerShiftOps(target: Target, report: LoweringReport | None = None) -> tvm.transform.Pass:  # noqa: N802
-    """The module pass form of :func:`lower_shift_ops` (fills ``report`` if given)."""
+    """The module pass form of :func:`lower_shift_ops` (fills ``report`` if given).
+
+    A :class:`ShiftCompError` raised inside is kept so that ``passes.pipeline.run_passes`` re-raises it
+    with its own type (TVM turns it into a RuntimeError on the way out).
+    """
 
     @tvm.transform.module_pass(opt_level=0, name="LowerShiftOps")
     def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        return lower_shift_ops(mod, target, report)
+        try:
+            return lower_shift_ops(mod, target, report)
+        except ShiftCompError as e:
+            _PENDING.error = e
+            raise
 
     return _pass

@@ -20,7 +20,7 @@ import tvm
 from tvm import relax
 from tvm.target import Target
 
-from .lower_shift import LoweringReport, LowerShiftOps
+from .lower_shift import LoweringReport, LowerShiftOps, pop_pending_error
 
 __all__ = ["shift_lowering_passes", "legalize_passes", "fusion_passes", "dataflow_lower_passes",
            "finalize_passes", "shift_pipeline", "run_passes"]
@@ -85,6 +85,16 @@ def shift_pipeline(target: Target, report: LoweringReport | None = None, *, fuse
 
 
 def run_passes(mod: tvm.IRModule, passes: list[tvm.transform.Pass], target: Target) -> tvm.IRModule:
-    """Run ``passes`` in order under ``target`` and ``PassContext(opt_level=3)``."""
-    with target, tvm.transform.PassContext(opt_level=3):
-        return tvm.transform.Sequential(passes)(mod)
+    """Run ``passes`` in order under ``target`` and ``PassContext(opt_level=3)``.
+
+    A shiftcomp error raised inside a pass comes out with its own type (not TVM's RuntimeError).
+    """
+    pop_pending_error()
+    try:
+        with target, tvm.transform.PassContext(opt_level=3):
+            return tvm.transform.Sequential(passes)(mod)
+    except Exception:
+        err = pop_pending_error()
+        if err is not None:
+            raise err from None
+        raise

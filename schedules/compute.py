@@ -22,11 +22,13 @@ occur with a term that would overflow the accumulator (the pass's accumulator bo
 with ``x_q == 0`` (then ``0 << anything == 0``). The zero code gives count 31/63, discarded by the select.
 
 Epilogue and FMA: LLVM (TVM sets ``AllowFPOpFusion=Fast``) and nvcc contract ``a * c + b`` into one
-fused multiply-add, which rounds once instead of twice. Because ``c = 2**e`` that is harmless whenever
-``float32(acc) * c`` is exact, i.e. for ``-126 <= e <= 128 - bits`` (``|float32(acc)|`` lies in
-``[1, 2**(bits-1)]``), or ``c`` is 0 / inf. For the other ``e`` with a bias the scaling is done by
-:func:`ldexp_f32_bits` (integer exponent arithmetic, correctly rounded into subnormals / to inf) so no
-FMA can form, and the kernel stays bit-exact. (``e = s0 - F``.)
+fused multiply-add, which rounds once instead of twice. That is harmless whenever ``float32(acc) * c`` is
+exact: ``float32(acc)`` is an integer with at most 24 significant bits and ``c = 2**e`` with
+``e = s0 - F >= -149`` (else ``c = 0``), so the product is always a multiple of ``2**-149`` that fits --
+exact -- unless it overflows, which needs ``e > 128 - bits`` (``|float32(acc)| <= 2**(bits-1)``). Only
+then (and only with a bias) the scaling is done by :func:`ldexp_f32_bits` (integer exponent arithmetic,
+overflow to inf) so that no FMA can form; e.g. ``acc = 2**62, e = 66, bias = -FLT_MAX`` gives inf like the
+reference, where an FMA would give ``2**104``.
 
 Layouts (all row-major / C order):
 
@@ -348,7 +350,7 @@ def ldexp_f32_bits(b: tirx.PrimExpr, e: tirx.PrimExpr) -> tirx.PrimExpr:
     ex = a >> _i32(23)
     man = a & _i32(0x7FFFFF)
     sig = tirx.Select(ex != _i32(0), man | _i32(0x800000), man)       # x = sig * 2**(max(ex,1) - 150)
-    lz = tirx.clz(sig | _i32(1)) - _i32(8)                              # 0..23 (normalise subnormals)
+    lz = tirx.clz(sig | _i32(1)) - _i32(8)                              # 0..23 (normalises subnormals)
     sig2 = sig << lz                                                    # in [2**23, 2**24) unless x == 0
     er = tirx.max(ex, _i32(1)) - lz + e                                 # biased exponent of the result
     normal = sign | ((er & _i32(255)) << _i32(23)) | (sig2 & _i32(0x7FFFFF))
@@ -374,21 +376,20 @@ def output_scale(spec: Union[DenseSpec, Conv2dSpec]) -> Tuple[int, float]:
 
 
 def needs_exact_scale(spec: Union[DenseSpec, Conv2dSpec]) -> bool:
-    """True when ``float32(acc) * 2**e + bias`` could differ between fused (FMA) and two-step rounding,
-    i.e. with a bias, ``c`` finite and nonzero, and ``e`` outside ``[-126, 128 - bits]``."""
+    """True when ``float32(acc) * 2**e + bias`` could differ between fused (FMA) and two-step rounding:
+    with a bias, ``c`` finite and ``float32(acc) * c`` able to overflow (``128 - bits < e <= 127``)."""
     if not spec.has_bias:
         return False
     e, c = output_scale(spec)
     if c == 0.0 or math.isinf(c):
         return False
     bits = 32 if spec.acc_dtype == "int32" else 64
-    return not (-126 <= e <= 128 - bits)
+    return e > 128 - bits
 
 
 def _f32_const(v: float) -> tirx.PrimExpr:
-    """A float32 constant built from its bit pattern (exact in every backend's source printing)."""
-    bits = int(np.array(v, np.float32).view(np.int32))
-    return tirx.reinterpret("float32", _i32(bits))
+    """A float32 constant (exact: LLVM takes the value, the CUDA codegen prints it as a hex float)."""
+    return tirx.const(float(np.float32(v)), "float32")
 
 
 def _epilogue(acc_val: tirx.PrimExpr, bias_val: Optional[tirx.PrimExpr], spec, exact: bool) -> tirx.PrimExpr:
@@ -398,6 +399,8 @@ def _epilogue(acc_val: tirx.PrimExpr, bias_val: Optional[tirx.PrimExpr], spec, e
         y = tirx.reinterpret("float32", ldexp_f32_bits(tirx.reinterpret("int32", f), _i32(e)))
     elif c == 1.0:
         y = f
+    elif c == 0.0:  # f * +0.0 == +-0 with the sign of f (TVM would fold `f * 0.0` to 0 and drop acc)
+        y = tirx.reinterpret("float32", tirx.reinterpret("int32", f) & _i32(_INT32_MIN))
     else:
         y = f * _f32_const(c)
     return y + bias_val if bias_val is not None else y
@@ -420,8 +423,7 @@ def _term_float(x: tirx.PrimExpr, code: tirx.PrimExpr, s0: int) -> tirx.PrimExpr
     """``sign * ldexp(x, s0 + |code| - 1)`` (0.0 for code 0) by integer ops on the float32 bits."""
     c = code.astype("int32")
     m = c >> _i32(31)
-    a = (c ^ m) - m
-    e = a + _i32(int(s0) - 1)
+    e = ((c ^ m) - m) + _i32(int(s0) - 1)
     r = ldexp_f32_bits(tirx.reinterpret("int32", x), e) ^ (m & _i32(_INT32_MIN))   # flip the sign bit
     return tirx.Select(c != _i32(0), tirx.reinterpret("float32", r), tirx.const(0.0, "float32"))
 

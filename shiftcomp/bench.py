@@ -156,7 +156,8 @@ def time_callable(fn: Callable[[], Any], warmup: int = 3, repeats: int = 15, min
 class LayerCase:
     """One layer shape. ``kind``: ``"conv"`` (incl. depthwise via ``groups``) or ``"linear"``.
 
-    conv: input ``(batch, in_ch, hw, hw)``, ``kernel x kernel`` weights, ``stride``, ``padding``.
+    conv: input ``(batch, in_ch, hw, hw)``, ``kernel x kernel`` weights, ``stride``, ``padding`` (the default
+    conv cases have no bias, as in the ResNets/MobileNetV2, so their kernels are the models' kernels).
     linear: input ``(batch, in_ch)`` -> ``(batch, out_ch)``.
     """
 
@@ -203,7 +204,7 @@ class LayerCase:
 
 def _conv(name: str, c: int, hw: int, o: int | None = None, groups: int = 1, stride: int = 1,
           key: str | None = None, batch: int = 1) -> LayerCase:
-    return LayerCase(name, "conv", c, o or c, hw, 3, stride, 1, groups, batch, True, key)
+    return LayerCase(name, "conv", c, o or c, hw, 3, stride, 1, groups, batch, False, key)
 
 
 #: Default per-layer cases (batch 1): ResNet-20 (CIFAR) and ResNet-18 convs, MobileNetV2 depthwise, linears.
@@ -243,8 +244,9 @@ def find_cases(names: Iterable[str] | None, cases: Sequence[LayerCase] = DEFAULT
 # ------------------------------------------------------------------------------------------------
 # model conversion (helper-1's API) and builds
 # ------------------------------------------------------------------------------------------------
-def default_shift_config(weight_bits: int = 5, act_bits: tuple[int, int] | None = (8, 8), mode: str = "Q") -> Any:
-    """The shift configuration the benchmarks use (documented in BENCHMARKS.md)."""
+def default_shift_config(weight_bits: int = 5, act_bits: tuple[int, int] | None = (3, 5), mode: str = "Q") -> Any:
+    """The shift configuration the benchmarks use: DeepShift-Q, 5-bit weights, 8-bit activations Q(3,5)
+    (DeepShift's ``-ab 3 5``; int32 accumulators on the zoo models). Documented in BENCHMARKS.md."""
     from shiftcomp.config import ShiftConfig
 
     return ShiftConfig(mode=mode, weight_bits=weight_bits, act_bits=act_bits)

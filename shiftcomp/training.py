@@ -10,10 +10,11 @@ Output folder (DeepShift convention, under ``--out-dir``, default ``./models``):
     <out>/<dataset>/<arch>/shift_<q|ps>_<depth|all>_wb_<b>[_ab_<I>_<F>][_<desc>]/   shift runs
     <out>/<dataset>/<arch>/fp32[_<desc>]/                                         FP32 runs (-s 0)
 
-holding ``command_args.txt``, ``model_summary.txt``, ``train_log.csv``, ``test_log.csv``,
-``checkpoint.pth.tar`` (written atomically after every epoch: model, optimizer, scheduler, RNG states, best
-accuracy), ``model_best.pth.tar``, ``weights.pth`` (final ``state_dict``) and, for shift runs,
-``integer_weights.pth`` (``{layer: {"shift": int8, "sign": int8}}``). Only rank 0 writes.
+holding ``command_args.txt``, ``model_summary.txt``, ``shift_config.json``, ``train_log.csv``,
+``test_log.csv``, ``eval_log.csv`` (``-e`` runs), ``checkpoint.pth.tar`` (written atomically after every
+epoch: model, optimizer, scheduler, RNG states, best accuracy), ``model_best.pth.tar``, ``weights.pth``
+(final ``state_dict``) and, for shift runs, ``integer_weights.pth`` (``{layer: {"shift": int8, "sign": int8}}``).
+Only rank 0 writes.
 
 Resume (``--resume``): restores everything saved in the checkpoint and continues with the next epoch; the
 RNG states make the continued run bit-identical to an uninterrupted one (same seed, threads and data).
@@ -61,6 +62,7 @@ CHECKPOINT = "checkpoint.pth.tar"
 BEST = "model_best.pth.tar"
 TRAIN_LOG = "train_log.csv"
 TEST_LOG = "test_log.csv"
+EVAL_LOG = "eval_log.csv"
 TRAIN_FIELDS = ["epoch", "lr", "train_loss", "train_acc1", "train_acc5", "time_s"]
 TEST_FIELDS = ["epoch", "test_loss", "test_acc1", "test_acc5", "best_acc1", "time_s"]
 
@@ -565,7 +567,7 @@ def _run(args: argparse.Namespace, dist_info: DistInfo, *, dataset: str, arch: s
     if dist_info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         cmd = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv))
-        with open(out_dir / "command_args.txt", "w") as f:
+        with open(out_dir / "command_args.txt", "a" if args.resume or args.evaluate else "w") as f:
             f.write(cmd + "\n\n" + json.dumps(vars(args), indent=2, default=str) + "\n")
         with open(out_dir / "model_summary.txt", "w") as f:
             f.write(_model_summary(model, config, input_shape))
@@ -602,6 +604,7 @@ def _run(args: argparse.Namespace, dist_info: DistInfo, *, dataset: str, arch: s
 
     # ---- resume
     start_epoch, best_acc1 = 0, 0.0
+    ckpt_path = None
     if args.resume:
         ckpt_path = out_dir / CHECKPOINT if args.resume == "auto" else Path(args.resume)
         if ckpt_path.is_file():
@@ -635,12 +638,11 @@ def _run(args: argparse.Namespace, dist_info: DistInfo, *, dataset: str, arch: s
         t0 = time.time()
         ev = evaluate(model, test_loader, device=device, progress=progress, dist_info=dist_info)
         log(f"test: loss {ev['loss']:.4f}  acc1 {ev['acc1']:.2f}%  acc5 {ev['acc5']:.2f}%")
-        if dist_info.is_main:
-            with open(out_dir / TEST_LOG, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=TEST_FIELDS)
-                w.writeheader()
-                w.writerow({"epoch": start_epoch, "test_loss": ev["loss"], "test_acc1": ev["acc1"],
-                            "test_acc5": ev["acc5"], "best_acc1": best_acc1, "time_s": round(time.time() - t0, 3)})
+        if dist_info.is_main:  # appended to eval_log.csv, so the training logs stay intact
+            _append_csv(out_dir / EVAL_LOG, ["weights"] + TEST_FIELDS, {
+                "weights": args.weights or (args.resume and str(ckpt_path)) or "init", "epoch": start_epoch,
+                "test_loss": ev["loss"], "test_acc1": ev["acc1"], "test_acc5": ev["acc5"], "best_acc1": best_acc1,
+                "time_s": round(time.time() - t0, 3)})
         result.update(final_acc1=ev["acc1"], final_acc5=ev["acc5"])
         _maybe_exact(args, model, test_loader, device, dist_info, result, log)
         return result

@@ -752,11 +752,24 @@ def _fused_tasks(mod: IRModule, target: Target) -> list[Task]:
     return out
 
 
+def _kernel_specs(model: Any, example_inputs: Sequence[Any], target: Any) -> list[tuple[str, Any, str]]:
+    """``(kind, spec, task_name)`` of the distinct shift kernels of a model."""
+    _, report = staged_module(model, example_inputs, target, lower=True)
+    seen: dict[str, tuple[str, Any, str]] = {}
+    for low in report.layers.values():
+        kind = ("dense" if hasattr(low.spec, "in_features") else "conv2d") + (
+            "_float" if getattr(low, "float_acts", False) else "")
+        name = _kernel_task_name(kind, canonical_spec(low.spec))
+        seen.setdefault(name, (kind, low.spec, name))
+    return list(seen.values())
+
+
 def model_tasks(model: Any, example_inputs: Sequence[Any], target: Any, include_float: bool = True,
                 include_glue: bool = True) -> dict[str, list[Task]]:
     """Tuning tasks of a shift model: ``shift_kernels`` (canonical unscheduled shift PrimFuncs, one per
     distinct kind/spec), ``shift_glue`` (the fused float glue around them: BN, ReLU, quantize...), and
-    ``float`` (the float baseline's fused kernels, from the same import without the lowering pass)."""
+    ``float`` (the float baseline's fused kernels: the float twin of the model through ``torch.export``,
+    :func:`import_float` + :func:`prepare_module`, as built by ``shiftcomp.bench``'s ``tvm-float``)."""
     tgt = resolve_target(target)
     fused, report = staged_module(model, example_inputs, tgt, lower=True)
     kernels: dict[str, Task] = {}
@@ -773,8 +786,81 @@ def model_tasks(model: Any, example_inputs: Sequence[Any], target: Any, include_
     if include_glue:
         out["shift_glue"] = _fused_tasks(fused, tgt)
     if include_float:
-        ffused, _ = staged_module(model, example_inputs, tgt, lower=False)
-        out["float"] = _fused_tasks(ffused, tgt)
+        out["float"] = _fused_tasks(prepare_module(import_float(model, example_inputs), tgt), tgt)
+    return out
+
+
+def _capture_manual_trace(kind: str, spec: Any, target: Target) -> Any:
+    """The manual x86 schedule of ``schedules/x86.py`` for the canonical kernel, as a Schedule with trace.
+
+    ``schedules.x86.schedule_<kind>(prim, spec, target)`` returns only the scheduled PrimFunc; the trace is
+    captured by handing the module a ``Schedule`` factory that remembers the instance it creates.
+    """
+    import schedules.x86 as x86
+
+    base = kind.replace("_float", "")
+    fn = getattr(x86, f"schedule_{base}", None)
+    if fn is None:
+        return None
+    real = x86.s_tir
+    made: list[Any] = []
+
+    class _Shim:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def Schedule(self, *a: Any, **k: Any) -> Any:  # noqa: N802
+            sch = real.Schedule(*a, **k)
+            made.append(sch)
+            return sch
+
+    x86.s_tir = _Shim()
+    try:
+        fn(_normalize(shift_kernel_prim(kind, spec, canonical=True))["main"], canonical_spec(spec), target)
+    finally:
+        x86.s_tir = real
+    return made[0] if made else None
+
+
+def seed_manual_schedules(kernel_tasks: Sequence[tuple[str, Any, str]], target: Any, work_dir: str | os.PathLike,
+                          number: int = 3, repeat: int = 3) -> dict[str, float]:
+    """Measure the manual (helper-3) x86 schedules of shift kernels and store them as tuning records.
+
+    ``kernel_tasks``: ``(kind, spec, task_name)``. The records live next to MetaSchedule's, so the
+    database's best record for a kernel is the faster of the manual and the tuned schedule (tuning can
+    then never make a kernel slower than the default). Returns ``{task_name: manual_ms}``.
+    """
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+    from tvm.s_tir.meta_schedule.runner import RunnerInput
+
+    tgt = resolve_target(target)
+    if tgt.kind.name != "llvm":
+        return {}
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    db = ms.database.JSONDatabase(work_dir=str(work_dir))
+    builder = make_builder()
+    runner = make_runner(None, number=number, repeat=repeat)
+    out: dict[str, float] = {}
+    for kind, spec, name in kernel_tasks:
+        sch = _capture_manual_trace(kind, spec, tgt)
+        if sch is None:
+            continue
+        (b,) = builder.build([BuilderInput(sch.mod, tgt)])
+        if b.error_msg:
+            log.warning("manual schedule of %s does not build: %s", name, b.error_msg[:300])
+            continue
+        prim = shift_kernel_prim(kind, spec, canonical=True)
+        (fut,) = runner.run([RunnerInput(b.artifact_path, "cpu", ArgInfo.from_prim_func(prim))])
+        r = fut.result()
+        if r.error_msg:
+            log.warning("manual schedule of %s does not run: %s", name, r.error_msg[:300])
+            continue
+        secs = [float(v) for v in r.run_secs]
+        wl = db.commit_workload(_normalize(prim))
+        db.commit_tuning_record(ms.database.TuningRecord(sch.trace, wl, secs, tgt, ArgInfo.from_prim_func(prim)))
+        out[name] = 1e3 * sum(secs) / len(secs)
     return out
 
 
@@ -788,8 +874,12 @@ def tune_tasks_list(tasks: Sequence[Task], target: Any, trials: int, work_dir: s
 def tune_model(model: Any, example_inputs: Sequence[Any], target: Any = "llvm", trials: int = 16,
                work_dir: str | os.PathLike | None = None, rpc: RPCSpec | Any | None = None, *,
                sides: Sequence[str] = ("shift_kernels", "shift_glue", "float"),
-               max_seconds: float | None = None, seed: int | None = 0) -> dict[str, TuneSummary]:
+               max_seconds: float | None = None, seed: int | None = 0, seed_manual: bool = True
+               ) -> dict[str, TuneSummary]:
     """Tune a shift model's kernels and its float baseline with the same per-task budget.
+
+    With ``seed_manual`` the manual x86 schedules of the shift kernels are measured and stored first
+    (:func:`seed_manual_schedules`), so the database never prefers a tuned kernel slower than the manual one.
 
     ``sides`` picks task groups of :func:`model_tasks`. ``max_seconds`` is a soft budget per side.
     Returns ``{side: TuneSummary}``; records go to ``work_dir`` (default ``schedules/<target_key>/``).
@@ -799,6 +889,9 @@ def tune_model(model: Any, example_inputs: Sequence[Any], target: Any = "llvm", 
     groups = model_tasks(model, example_inputs, tgt, include_float="float" in sides,
                          include_glue="shift_glue" in sides)
     out = {}
+    if "shift_kernels" in sides and seed_manual:
+        manual = seed_manual_schedules(_kernel_specs(model, example_inputs, tgt), tgt, wd)
+        log.info("manual schedules measured (ms): %s", manual)
     for side in sides:
         tasks = groups.get(side, [])
         log.info("tuning %s: %d task(s) x %d trials", side, len(tasks), trials)
@@ -893,3 +986,79 @@ def compile_tuned(model: Any, example_inputs: Sequence[Any], target: Any = "llvm
     except Exception:  # pragma: no cover
         pass
     return compiled
+
+
+# ------------------------------------------------------------------------------------------------
+# command line:  python -m shiftcomp.tune --models resnet20 --batches 1 --trials 16
+# ------------------------------------------------------------------------------------------------
+def _append_tuning_log(wd: Path, line: str) -> None:
+    p = wd / "TUNING.md"
+    if not p.exists():
+        p.write_text("# Tuning log of this database\n\nOne line per `python -m shiftcomp.tune` run "
+                     "(budget = measured candidates per task; the database keeps the best record per kernel; "
+                     "manual x86 shift-kernel schedules are stored as records too).\n\n")
+    with open(p, "a") as f:
+        f.write(line + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Tune zoo models (shift kernels, shift glue, float baseline) and/or the benchmark layer cases."""
+    import argparse
+    import sys
+
+    import torch
+
+    ap = argparse.ArgumentParser(prog="python -m shiftcomp.tune", description=main.__doc__)
+    ap.add_argument("--models", nargs="*", default=[], help="zoo model names (shiftcomp.models)")
+    ap.add_argument("--batches", nargs="*", type=int, default=[1])
+    ap.add_argument("--layers", nargs="*", default=None,
+                    help="benchmark layer cases to tune (names from shiftcomp.bench; 'all' for every case)")
+    ap.add_argument("--sides", nargs="*", default=["shift_kernels", "shift_glue", "float"])
+    ap.add_argument("--trials", type=int, default=16, help="measured candidates per task")
+    ap.add_argument("--target", default="llvm")
+    ap.add_argument("--work-dir", default=None, help="database folder (default schedules/<target_key>/)")
+    ap.add_argument("--max-seconds", type=float, default=None, help="soft wall-clock budget per side and model")
+    ap.add_argument("--weight-bits", type=int, default=5)
+    ap.add_argument("--act-bits", type=int, nargs=2, default=[3, 5])
+    ap.add_argument("--rpc", default=None, help="tracker host:port:key to measure through TVM RPC")
+    ap.add_argument("--no-seed-manual", action="store_true")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    from shiftcomp import bench
+    from shiftcomp.models import INPUT_SHAPES, get_model
+
+    tgt = resolve_target(a.target)
+    wd = Path(a.work_dir) if a.work_dir else default_db_dir(tgt)
+    wd.mkdir(parents=True, exist_ok=True)
+    rpc = None
+    if a.rpc:
+        h, p, k = a.rpc.split(":")
+        rpc = RPCSpec(h, int(p), k)
+    cfg = bench.default_shift_config(a.weight_bits, tuple(a.act_bits))
+    jobs: list[tuple[str, Any, tuple]] = []
+    for name in a.models:
+        torch.manual_seed(0)
+        sm = bench.to_shift(get_model(name).eval(), cfg)
+        for b in a.batches:
+            jobs.append((f"{name}/b{b}", sm, (torch.randn(b, *INPUT_SHAPES[name]),)))
+    if a.layers is not None:
+        cases = bench.find_cases(None if a.layers in ([], ["all"]) else a.layers)
+        for c in cases:
+            jobs.append((f"layer:{c.name}", bench.to_shift(c.float_module(), cfg), c.example_inputs()))
+    for label, sm, xs in jobs:
+        t0 = time.time()
+        res = tune_model(sm, xs, tgt, a.trials, wd, rpc, sides=a.sides, max_seconds=a.max_seconds,
+                         seed_manual=not a.no_seed_manual)
+        summ = {k: {"tasks": len(v.tasks), "measured": v.measured, "s": round(v.seconds)} for k, v in res.items()}
+        line = (f"- {time.strftime('%Y-%m-%d %H:%M')} `{label}` trials/task={a.trials} act_bits={tuple(a.act_bits)} "
+                f"w_bits={a.weight_bits} sides={summ} wall={time.time() - t0:.0f}s "
+                f"loadavg={tuple(round(v, 2) for v in os.getloadavg())} measured_on={res[a.sides[0]].measured_on}")
+        _append_tuning_log(wd, line)
+        print(line, flush=True)
+    print(database_summary(wd), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

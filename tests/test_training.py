@@ -51,6 +51,8 @@ def test_one_epoch_writes_run_folder(tmp_path):
     # evaluate-only from the saved weights reproduces the accuracy
     ev = _script("mnist").main(_tiny(tmp_path, "-s", "0", "-e", "--weights", str(run / "weights.pth"), "--desc", "ev"))
     assert ev["final_acc1"] == pytest.approx(res["final_acc1"])
+    ev_rows = _read(tmp_path / "mnist" / "simple_conv" / "fp32_ev" / "eval_log.csv")
+    assert float(ev_rows[0]["test_acc1"]) == pytest.approx(res["final_acc1"])
 
 
 def test_resume_after_interruption_is_identical(tmp_path, monkeypatch):
