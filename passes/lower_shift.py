@@ -182,6 +182,15 @@ def _emit_kernel(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo, kind
     return y
 
 
+def _codes(fn: Callable[..., np.ndarray], info: ShiftLayerInfo, *args: Any) -> np.ndarray:
+    """Kernel weight codes, a ValueError of the code helpers turned into a LoweringError naming the layer."""
+    try:
+        return fn(*args)
+    except ValueError as e:
+        raise LoweringError(f"shift layer {info.layer!r}: its weights cannot be encoded as int8 kernel codes "
+                            f"sign*(shift-s0+1): {e}") from e
+
+
 def _weights(call: relax.Call, info: ShiftLayerInfo) -> tuple[np.ndarray, np.ndarray]:
     shift = _const_array(call.args[ARG_SHIFT], "shift", info.layer).astype(np.int8)
     sign = _const_array(call.args[ARG_SIGN], "sign", info.layer).astype(np.int8)
@@ -208,7 +217,7 @@ def lower_dense(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo) -> re
     x = _quantize_input(ctx, call.args[ARG_X], info)
     if tuple(info.in_shape) != (m, k):
         x = ctx.builder.emit(relax.op.reshape(x, (m, k)))
-    codes = dense_weight_codes(shift, sign, info.s0)
+    codes = _codes(dense_weight_codes, info, shift, sign, info.s0)
     y = _emit_kernel(ctx, call, info, "dense", spec, codes, x, plan)
     if tuple(info.out_shape) != (m, n_out):
         y = ctx.builder.emit(relax.op.reshape(y, info.out_shape))
@@ -228,7 +237,7 @@ def lower_conv2d(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo) -> r
                       frac_bits=info.frac_bits or 0, s0=info.s0, acc_dtype=plan.dtype if plan else "int32",
                       has_bias=info.has_bias)
     x = _quantize_input(ctx, call.args[ARG_X], info)
-    codes = conv2d_weight_codes(shift, sign, info.s0, info.groups)
+    codes = _codes(conv2d_weight_codes, info, shift, sign, info.s0, info.groups)
     return _emit_kernel(ctx, call, info, "conv2d", spec, codes, x, plan)
 
 

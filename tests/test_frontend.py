@@ -62,7 +62,7 @@ class EveryOp(nn.Module):
         self.drop, self.drop2d = nn.Dropout(0.5), nn.Dropout2d(0.3)
         self.short = Shortcut()
         self.flatten = nn.Flatten(1)
-        self.fc = nn.Linear(8 + 8 * 4 * 4 // 4, 5)
+        self.fc = nn.Linear(8 + 4 * 2 * 2, 5)
         self.bn1d = nn.BatchNorm1d(5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -35,13 +35,13 @@ def emit_quantize(bb: relax.BlockBuilder, x: relax.Expr, int_bits: int, frac_bit
     Args:
         bb: the block builder (inside a dataflow block).
         x: float32 tensor expression.
-        int_bits: I, integer bits including the sign, ``I + F`` in ``2..32``.
+        int_bits: I, integer bits including the sign, ``I + F`` in ``1..32``.
         frac_bits: F, fraction bits (may be negative or zero).
         rounding: ``"nearest"`` (ties to even) or ``"floor"``.
     """
     n = int_bits + frac_bits
-    if not 2 <= n <= MAX_ACT_BITS:
-        raise ValueError(f"activation format Q({int_bits},{frac_bits}) has {n} bits; need 2..{MAX_ACT_BITS}")
+    if not 1 <= n <= MAX_ACT_BITS:
+        raise ValueError(f"activation format Q({int_bits},{frac_bits}) has {n} bits; need 1..{MAX_ACT_BITS}")
     if rounding not in ("nearest", "floor"):
         raise ValueError(f"unknown activation rounding {rounding!r} (expected 'nearest' or 'floor')")
     qmin, qmax = act_range(int_bits, frac_bits)

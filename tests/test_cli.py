@@ -1,0 +1,72 @@
+"""The ``shiftcomp`` command line: convert -> compile -> verify on a real (small) checkpoint, and bad input."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import shiftcomp as sc
+from shiftcomp.checkpoint import load_checkpoint
+from shiftcomp.cli import main
+from shiftcomp.models import get_model
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """simple_linear with FP32 weights saved, then converted by the CLI to a Q, 5-bit, Q(8,8) checkpoint."""
+    d = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    fp32 = get_model("simple_linear")
+    torch.save(fp32.state_dict(), d / "fp32.pth")
+    ckpt = d / "q.pth.tar"
+    assert main(["convert", "simple_linear", "--weights", str(d / "fp32.pth"), "--mode", "Q", "-wb", "5",
+                 "-ab", "8", "8", "-o", str(ckpt)]) == 0
+    return d, ckpt, fp32
+
+
+def test_convert_checkpoint_rebuilds_the_same_model(converted):
+    _, ckpt, fp32 = converted
+    ck = load_checkpoint(ckpt)
+    assert ck.arch == "simple_linear" and ck.config.act_bits == (8, 8) and ck.config.weight_bits == 5
+    expected = sc.convert(fp32, sc.ShiftConfig(mode="Q", weight_bits=5, act_bits=(8, 8))).eval()
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(ck.model(x), expected(x))
+
+
+def test_compile_then_verify_artifact(converted, capsys):
+    d, ckpt, _ = converted
+    so = d / "model.so"
+    assert main(["compile", str(ckpt), "--batch", "4", "-o", str(so), "--audit"]) == 0
+    assert so.is_file() and so.stat().st_size > 0
+    out = capsys.readouterr().out
+    assert "data" in out.lower()  # the audit table was printed
+    assert main(["verify", str(ckpt), "--batch", "4", "--artifact", str(so)]) == 0
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
+    assert main(["compile", str(tmp_path / "nope.pth.tar"), "-o", str(tmp_path / "m.so")]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_foreign_checkpoint_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.pth.tar"
+    bad.write_bytes(b"this is not a checkpoint")
+    assert main(["compile", str(bad), "-o", str(tmp_path / "m.so")]) == 2
+    assert "not a PyTorch checkpoint" in capsys.readouterr().err
+
+
+def test_console_script_help_runs():
+    r = subprocess.run([sys.executable, "-m", "shiftcomp.cli", "--help"], capture_output=True, text=True, check=True)
+    for cmd in ("train", "convert", "compile", "tune", "bench", "verify", "demo"):
+        assert cmd in r.stdout
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    from shiftcomp.demo import run_demo
+
+    result = run_demo(epochs=1, out_dir=tmp_path, progress=False)
+    assert result.ok and result.bit_exact_outputs
+    assert result.acc_compiled > 80.0
