@@ -4,7 +4,9 @@ Run on the module after ``legalize_passes`` (every Relax op is then one ``call_t
 fusion only merges those afterwards and does not change the arithmetic). For every PrimFunc reached from
 ``main`` (``call_tir``, also inside called Relax functions) it counts each arithmetic node of the TIR,
 weighted by the extents of the loops around it (= executions per call; block predicates of non-divisible
-splits are ignored, so a tail can be over-counted), times the number of calls per inference.
+splits are ignored, so a tail can be over-counted), times the number of calls per inference. A
+subexpression that occurs several times in one statement (TE inlining repeats them; LLVM computes them
+once) is counted once.
 
 Every operation lands in one bucket:
 
@@ -24,11 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
 import tvm
 import tvm.s_tir as s_tir
+import tvm_ffi
 import tvm.tirx as T
 from tvm import relax
 
@@ -164,8 +168,16 @@ class MultiplicationAudit:
         head = (f"{'kernel':<34} {'role':<8} {'calls':>5} {'data mul':>12} {'data add':>12} "
                 f"{'data shift':>12} {'epi mul':>10} {'index mul':>12}")
         lines = ["Multiplication audit (operation counts per inference)", head, "-" * len(head)]
-        order = {"shift": 0, "prologue": 1, "other": 2}
-        for k in sorted(self.kernels, key=lambda k: (order.get(k.role, 3), k.name)):
+        rows: list[KernelAudit] = sorted((k for k in self.kernels if k.role != "other"),
+                                         key=lambda k: (k.role != "shift", k.name))
+        groups: dict[str, KernelAudit] = {}  # other kernels, grouped by op name (tir_clip3 -> tir_clip)
+        for k in self.kernels:
+            if k.role == "other":
+                base = re.sub(r"\d+$", "", k.name)
+                g = groups.setdefault(base, KernelAudit(base, "other", None, 0, OpCounts(), OpCounts(), OpCounts()))
+                g.calls += k.calls
+                g.data, g.epilogue, g.index = g.data + k.data, g.epilogue + k.epilogue, g.index + k.index
+        for k in rows + sorted(groups.values(), key=lambda k: -k.data.total()):
             lines.append(f"{k.name[:34]:<34} {k.role:<8} {k.calls:>5} {k.data.mul:>12,} {k.data.add:>12,} "
                          f"{k.data.shift:>12,} {k.epilogue.mul:>10,} {k.index.mul:>12,}")
         lines.append("-" * len(head))
@@ -207,6 +219,7 @@ class _Counter:
         self.data_vars: set[Any] = set()
         self.loops: list[tuple[Any, int]] = []
         self.approximate = False
+        self.seen: dict[int, bool] = {}  # structural hash -> depends on data, within the current statement
 
     def _add(self, part: str, cls: str, w: int) -> None:
         c = self.parts[part]
@@ -216,6 +229,17 @@ class _Counter:
     def expr(self, e: Any, w: int, part: str) -> bool:
         if e is None or isinstance(e, (T.IntImm, T.FloatImm, int, float, str)) or type(e).__name__ == "StringImm":
             return False
+        if isinstance(e, T.Var):
+            return e in self.data_vars
+        # a subexpression repeated inside one statement (TE inlines, LLVM's CSE computes it once) counts once
+        key = tvm_ffi.structural_hash(e)
+        if key in self.seen:
+            return self.seen[key]
+        dep = self._expr(e, w, part)
+        self.seen[key] = dep
+        return dep
+
+    def _expr(self, e: Any, w: int, part: str) -> bool:
         if isinstance(e, _LOAD):
             for i in e.indices:
                 self.expr(i, w, "index")
@@ -287,6 +311,7 @@ class _Counter:
             for c in s.seq:
                 self.stmt(c, w, part)
         elif isinstance(s, T.For):
+            self.seen = {}
             self.expr(s.min, w, "index")
             self.expr(s.extent, w, "index")
             if isinstance(s.extent, T.IntImm):
@@ -297,6 +322,7 @@ class _Counter:
             self.stmt(s.body, w * ext, part)
             self.loops.pop()
         elif isinstance(s, s_tir.SBlockRealize):
+            self.seen = {}
             for v in s.iter_values:
                 self.expr(v, w, "index")
             self.expr(s.predicate, w, "index")
@@ -305,16 +331,19 @@ class _Counter:
             self.stmt(s.init, w, part)
             self.stmt(s.body, w, part)
         elif isinstance(s, T.BufferStore):
+            self.seen = {}
             for i in s.indices:
                 self.expr(i, w, "index")
             self.expr(s.value, w, part)
         elif isinstance(s, T.IfThenElse):
+            self.seen = {}
             dep = self.expr(s.condition, w, part)
             if dep:
                 self._add(part, "select", w)
             self.stmt(s.then_case, w, part)
             self.stmt(s.else_case, w, part)
         elif isinstance(s, T.Evaluate):
+            self.seen = {}
             self.expr(s.value, w, part)
         else:
             value = getattr(s, "value", None)

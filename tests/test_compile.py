@@ -1,0 +1,191 @@
+"""shiftcomp.compiler.compile: bare layers and small models, the calling convention, float activations, the
+float baseline, errors, and shiftcomp.verify on a small model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from shiftcomp.compiler import CompiledModel, compile
+from shiftcomp.config import ShiftConfig
+from shiftcomp.errors import AccumulatorOverflowError, LoweringError, SignatureError
+from shiftcomp.nn import Conv2dShift, LinearShift
+from shiftcomp.reference import exact
+from shiftcomp.verify import ulp_diff, verify
+
+
+def exact_out(model: nn.Module, *xs: torch.Tensor):
+    with exact(model), torch.no_grad():
+        return model(*xs)
+
+
+class Net(nn.Module):
+    def __init__(self, cfg: ShiftConfig) -> None:
+        super().__init__()
+        self.conv = Conv2dShift(3, 8, 3, padding=1, config=cfg)
+        self.bn = nn.BatchNorm2d(8)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = LinearShift(8 * 4 * 4, 10, config=cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(torch.relu(self.bn(self.conv(x)))), 1))
+
+
+@pytest.fixture(scope="module")
+def small() -> tuple[nn.Module, torch.Tensor, CompiledModel]:
+    torch.manual_seed(0)
+    model = Net(ShiftConfig(mode="Q", weight_bits=5, act_bits=(4, 6))).eval()
+    x = torch.randn(2, 3, 8, 8)
+    return model, x, compile(model, x)
+
+
+def test_compiled_model_is_bit_exact(small) -> None:
+    model, x, cm = small
+    for seed in range(3):
+        xi = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)) * (seed + 1)
+        assert torch.equal(cm(xi), exact_out(model, xi))
+    assert cm.audit.datapath_multiplies == 0
+    assert "shift layers" in repr(cm)
+
+
+def test_signature_checks(small) -> None:
+    model, x, cm = small
+    with pytest.raises(SignatureError, match="expected shape"):
+        cm(torch.randn(1, 3, 8, 8))
+    with pytest.raises(SignatureError, match="dtype"):
+        cm(x.double())
+    with pytest.raises(SignatureError, match="expected 1 input"):
+        cm(x, x)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        xb = x.clone()
+        xb[0, 0, 0, 0] = bad
+        with pytest.raises(ValueError, match="NaN or inf"):
+            cm(xb)
+
+
+def test_train_mode_restored_and_eval_used() -> None:
+    torch.manual_seed(0)
+    model = Net(ShiftConfig(act_bits=(4, 4)))
+    model.train()
+    x = torch.randn(2, 3, 8, 8)
+    cm = compile(model, x)
+    assert model.training and model.bn.training
+    model.eval()
+    assert torch.equal(cm(x), exact_out(model, x))
+
+
+@pytest.mark.parametrize("layer", [
+    lambda: LinearShift(7, 5, bias=True, config=ShiftConfig(mode="PS", weight_bits=3, act_bits=(2, 2))),
+    lambda: Conv2dShift(4, 4, 3, stride=2, padding="valid", groups=4, bias=False,
+                        config=ShiftConfig(weight_bits=6, act_bits=(8, 8), rounding="floor")),
+    lambda: Conv2dShift(2, 4, (2, 3), padding="same", dilation=2, config=ShiftConfig(weight_bits=4, act_bits=(3, 5))),
+])
+def test_bare_shift_layer_compiles(layer) -> None:
+    torch.manual_seed(3)
+    m = layer().eval()
+    x = torch.randn(2, 3, 7) if isinstance(m, LinearShift) else torch.randn(1, m.in_channels, 9, 8)
+    if isinstance(m, LinearShift):
+        x = torch.randn(2, 3, 7)  # leading dims are flattened for the kernel and restored
+    cm = compile(m, x)
+    assert torch.equal(cm(x), exact_out(m, x))
+
+
+def test_multiple_inputs_and_tuple_outputs() -> None:
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            cfg = ShiftConfig(act_bits=(4, 4))
+            self.a = LinearShift(6, 3, config=cfg)
+            self.b = LinearShift(6, 3, config=cfg)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor):
+            return self.a(x) + self.b(y), self.b(x)   # b is called twice
+
+    torch.manual_seed(0)
+    m = Two().eval()
+    x, y = torch.randn(2, 6), torch.randn(2, 6)
+    cm = compile(m, (x, y))
+    out = cm(x, y)
+    ref = exact_out(m, x, y)
+    assert isinstance(out, tuple) and len(out) == 2
+    assert torch.equal(out[1], ref[1])
+    assert torch.equal(out[0], ref[0])
+    assert set(cm.layers) == {"a", "b", "b#1"}
+
+
+def test_float_activations_use_exponent_add_kernels() -> None:
+    """act_bits=None: no multiplies either; float32 accumulation, within the summation error bound."""
+    torch.manual_seed(0)
+    m = Conv2dShift(4, 6, 3, padding=1, config=ShiftConfig(weight_bits=5, act_bits=None)).eval()
+    x = torch.randn(2, 4, 6, 5)
+    cm = compile(m, x)
+    assert cm.layers["layer"].float_acts and cm.audit.datapath_multiplies == 0
+    ref = exact_out(m, x).double()
+    s, g = m.integer_weights()
+    w_abs = (g.double() * torch.exp2(s.double())).abs()
+    k = 4 * 3 * 3                                          # terms per output
+    u = 2.0 ** -24                                         # float32 unit roundoff
+    sum_abs = torch.nn.functional.conv2d(x.double().abs(), w_abs, padding=1)   # Σ |x w|
+    bias = m.bias.double().abs().view(1, -1, 1, 1)
+    # float32 recursive summation (gamma_k Σ|xw|) + the reference's own roundings (sum, bias add)
+    bound = (k * u / (1 - k * u)) * sum_abs + 2 * u * (ref.abs() + bias)
+    assert bool(((cm(x).double() - ref).abs() <= bound).all())
+
+
+def test_float_activations_without_float_kernels_is_a_clear_error(monkeypatch) -> None:
+    import schedules
+
+    real = schedules.build_shift_kernel
+
+    def no_float(kind, spec, target):
+        if kind.endswith("_float"):
+            raise NotImplementedError("no float kernels here")
+        return real(kind, spec, target)
+
+    monkeypatch.setattr(schedules, "build_shift_kernel", no_float)
+    m = LinearShift(4, 3, config=ShiftConfig(act_bits=None)).eval()
+    with pytest.raises(LoweringError, match="float activations"):
+        compile(m, torch.randn(2, 4))
+
+
+def test_accumulator_overflow_is_refused() -> None:
+    m = LinearShift(8, 2, config=ShiftConfig(mode="PS", weight_bits=8, act_bits=(16, 16))).eval()
+    with torch.no_grad():
+        m.shift.copy_(torch.tensor([[-126.0] * 4 + [0.0] * 4] * 2))
+        m.sign.fill_(1.0)
+    with pytest.raises(AccumulatorOverflowError, match="'layer'"):
+        compile(m, torch.randn(1, 8))
+
+
+def test_float_baseline_build(small) -> None:
+    model, x, cm = small
+    base = compile(model, x, lower=False)
+    assert not base.layers and base.audit.other_multiplies > 0
+    with torch.no_grad():
+        np.testing.assert_allclose(base(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError):
+        base.export("/tmp/never.so")
+
+
+def test_vm_runner_for_timing(small) -> None:
+    model, x, cm = small
+    run = cm.vm_runner(x)
+    out = run()
+    assert np.array_equal(out.numpy(), cm(x).numpy())
+
+
+def test_verify_report_small_model(small) -> None:
+    model, x, cm = small
+    report = verify(cm, model, x)
+    assert report.ok and report.ops_bit_exact and report.argmax_identical
+    assert [o.layer for o in report.ops] == ["conv", "fc"]
+    assert report.ops[0].in_model is not None and report.ops[0].in_model["in"][0] == 0  # model input, no drift
+    text = str(report)
+    assert "shift ops bit-exact: 2/2" in text
+
+
+def test_ulp_diff() -> None:
+    a = torch.tensor([1.0, -0.0, 1.0, -1.0])
+    b = torch.tensor([1.0, 0.0, float(np.nextafter(np.float32(1), np.float32(2))), 1.0])
+    assert ulp_diff(a, b).tolist() == [0, 0, 1, 2 * 0x3F800000]
