@@ -40,12 +40,16 @@ from .quantize_kernel import ROLE_ATTR
 
 __all__ = ["OpCounts", "KernelAudit", "MultiplicationAudit", "audit_module", "count_primfunc", "OP_CLASSES"]
 
-OP_CLASSES = ("mul", "add", "shift", "select", "bitwise", "cast", "minmax", "div", "cmp", "call")
+OP_CLASSES = ("mul", "add", "shift", "select", "bitwise", "cast", "minmax", "div", "cmp", "call", "fmul", "fadd")
 
 
 @dataclasses.dataclass
 class OpCounts:
-    """Weighted operation counts (executions per inference) by op class."""
+    """Weighted operation counts (executions per inference) by op class.
+
+    ``mul``/``add`` count every multiply / add-or-subtract; ``fmul``/``fadd`` are the floating-point
+    subset of them (so integer adds are ``add - fadd``).
+    """
 
     mul: int = 0
     add: int = 0
@@ -57,6 +61,8 @@ class OpCounts:
     div: int = 0
     cmp: int = 0
     call: int = 0
+    fmul: int = 0
+    fadd: int = 0
 
     def __add__(self, other: "OpCounts") -> "OpCounts":
         return OpCounts(**{k: getattr(self, k) + getattr(other, k) for k in OP_CLASSES})
@@ -160,6 +166,29 @@ class MultiplicationAudit:
         """The shift kernels' audits."""
         return [k for k in self.kernels if k.role == "shift"]
 
+    def energy_counts(self) -> dict[str, int]:
+        """Per-inference counts of the shift layers' arithmetic in ``shiftcomp.energy``'s op kinds.
+
+        Scope: shift kernels (data path + epilogue) and quantise prologues -- the conv/linear arithmetic
+        the energy model compares; float glue (BatchNorm, ...) is left out, as there. Mapping: integer
+        add/sub -> ``int32_add``, shifts -> ``int32_shift``, xor/and/or, selects, compares, min/max and
+        other intrinsics on integers -> ``int32_logic``, integer multiplies -> ``int32_mul`` (0 in a
+        correct build); float multiplies -> ``fp32_mul``; float adds, and the prologue's round and clamp,
+        -> ``fp32_add``. Casts are free. (int64 accumulators are counted as int32 ops.)
+        """
+        out = {"int32_add": 0, "int32_shift": 0, "int32_logic": 0, "int32_mul": 0, "fp32_mul": 0, "fp32_add": 0}
+        for part in (self.datapath, self.epilogue):
+            out["int32_add"] += part.add - part.fadd
+            out["int32_mul"] += part.mul - part.fmul
+            out["int32_shift"] += part.shift
+            out["int32_logic"] += part.bitwise + part.select + part.cmp + part.minmax + part.call + part.div
+            out["fp32_mul"] += part.fmul
+            out["fp32_add"] += part.fadd
+        pro = self.prologue
+        out["fp32_mul"] += pro.fmul
+        out["fp32_add"] += pro.fadd + pro.minmax + pro.call
+        return out
+
     def totals(self) -> dict[str, dict[str, int]]:
         """``{"datapath"|"epilogue"|"prologue"|"elsewhere"|"index": {op_class: count}}``."""
         return {p: getattr(self, p).as_dict() for p in ("datapath", "epilogue", "prologue", "elsewhere", "index")}
@@ -250,6 +279,8 @@ class _Counter:
         if cls is not None:
             dep = self.expr(e.a, w, part) | self.expr(e.b, w, part)
             self._add(part if dep else "index", cls, w)
+            if cls in ("mul", "add") and str(e.ty).startswith(("float", "bfloat")):
+                self._add(part if dep else "index", "f" + cls, w)
             return dep
         if isinstance(e, T.BitwiseNot):
             dep = self.expr(e.a, w, part)

@@ -2,9 +2,9 @@
 
 Declarative, tinygrad style: :data:`LOWERINGS` maps a composite name to the function that lowers one call.
 
-    shift_<kind>_<layer>(x_q, shift, sign, w, [bias])        # composite call (frontend)
+    composite_<kind>_<layer>(x_q, shift, sign, w, [bias])    # composite call (frontend)
       ->  codes = <kind>_weight_codes(shift, sign, s0)        # int8 constant in the kernel's layout
-          y     = R.call_tir(shift_<kind>_<layer>_kernel, (x_q, codes, [bias]), out f32)
+          y     = R.call_tir(shift_<kind>_<layer>, (x_q, codes, [bias]), out f32)   # schedules.build_shift_kernel
 
 * The integer weights are read from the call's constant arguments (never from the float ``w``).
 * The accumulator dtype comes from :func:`passes.accumulator.plan_accumulator` (int32 / int64 / error).
@@ -15,7 +15,7 @@ Declarative, tinygrad style: :data:`LOWERINGS` maps a composite name to the func
   the schedules provide them; otherwise lowering raises :class:`LoweringError` -- never a silent multiply.
 * Kernel PrimFuncs carry ``{"shiftcomp.role": "shift", "shiftcomp.layer", "shiftcomp.kind",
   "shiftcomp.acc_dtype"}`` (for the audit) and ``op_pattern = kOpaque`` so FuseOps leaves the scheduled
-  kernels alone.
+  kernels alone; on GPU targets also ``tirx.is_scheduled`` so DLight's default rules leave them alone.
 
 Results of a run (one :class:`LoweredLayer` per layer: spec, accumulator plan, kernel name, codes) are
 collected in a :class:`LoweringReport` you pass in.
@@ -86,18 +86,11 @@ class LowerContext:
 
 # ---------------------------------------------------------------------------------------------- kernels
 def _build_kernel(kind: str, spec: Any, target: Target) -> tvm.tirx.PrimFunc:
-    """The scheduled kernel for ``kind`` in {"dense", "conv2d", "dense_float", "conv2d_float"}."""
+    """The scheduled kernel for ``kind`` in {"dense", "conv2d", "dense_float", "conv2d_float"}
+    (``schedules.build_shift_kernel``, looked up at call time)."""
     import schedules
 
-    build = getattr(schedules, "build_shift_kernel", None)
-    if build is None:  # schedules package not complete: unscheduled compute (correct, slow)
-        from schedules import compute
-
-        fn = getattr(compute, "shift_" + kind, None)
-        if fn is None:
-            raise LoweringError(f"schedules provides no kernel for {kind!r}")
-        return fn(spec)
-    return build(kind, spec, target)
+    return schedules.build_shift_kernel(kind, spec, target)
 
 
 def _const_array(e: relax.Expr, what: str, layer: str) -> np.ndarray:
@@ -170,6 +163,8 @@ def _emit_kernel(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo, kind
                 f"set ShiftConfig.act_bits (fixed point) to compile it without multiplies") from e
         raise
     prim = _kernel_attrs(prim, info, kkind, "float32" if plan is None else plan.dtype)
+    if ctx.target.kind.name != "llvm":  # GPU: already thread-bound; keep DLight's default rules off it
+        prim = prim.with_attr("tirx.is_scheduled", True)
     name = "shift_" + kind + "_" + "".join(c if c.isalnum() else "_" for c in info.layer)
     gv = ctx.builder.add_func(prim, name)
     args = [x, relax.const(codes, "int8")]

@@ -34,7 +34,10 @@ THREADS = 128
 
 def _bind_1d(sch: s_tir.Schedule, loops, threads: int = THREADS):
     fused = sch.fuse(*loops)
-    bx, tx = sch.split(fused, [None, threads])
+    extent = int(sch.get(fused).extent)
+    # never more threads than iterations: a block-level write-back placed under a predicated thread loop
+    # by reverse_compute_at does not inherit the predicate when its region clamps to a single element
+    bx, tx = sch.split(fused, [None, max(1, min(threads, extent))])
     sch.bind(bx, "blockIdx.x")
     sch.bind(tx, "threadIdx.x")
     return bx, tx
@@ -56,7 +59,7 @@ def schedule_dense(prim: tvm.tirx.PrimFunc, spec: DenseSpec, target: Optional[tv
     acc = sch.get_sblock("acc")
     out = sch.get_sblock("out")
     i, j, k = sch.get_loops(acc)
-    _, tx = _bind_1d(sch, [i, j], min(THREADS, spec.batch * spec.n_padded))
+    _, tx = _bind_1d(sch, [i, j])
     sch.set_scope(acc, 0, "local")
     sch.decompose_reduction(acc, k)
     sch.reverse_compute_at(out, tx)

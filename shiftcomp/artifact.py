@@ -72,14 +72,25 @@ class ModelRunner:
     device_type: str
 
     def _init_runner(self, lib: Any, weights: Sequence[np.ndarray], device_type: str) -> None:
-        import tvm
-        from tvm.runtime.vm import VirtualMachine
-
+        """Remember what to run; the VM is created on first use (so cross-compiled builds need no device)."""
         self.device_type = device_type
-        self._dev = tvm.cuda(0) if device_type == "cuda" else tvm.cpu(0)
-        self._vm = VirtualMachine(lib, self._dev)
-        self._main = self._vm["main"]
-        self._weights = [tvm.runtime.tensor(np.ascontiguousarray(w), self._dev) for w in weights]
+        self._lib = lib
+        self._weight_arrays = [np.ascontiguousarray(w) for w in weights]
+        self._vm_state: tuple[Any, Any, list[Any]] | None = None
+
+    def _runtime(self) -> tuple[Any, Any, list[Any]]:
+        """(device, main function, weight tensors on the device), created once."""
+        if self._vm_state is None:
+            import tvm
+            from tvm.runtime.vm import VirtualMachine
+
+            dev = tvm.cuda(0) if self.device_type == "cuda" else tvm.cpu(0)
+            if not dev.exist:
+                raise RuntimeError(f"this model was compiled for {self.device_type}, and no such device is present")
+            vm = VirtualMachine(self._lib, dev)
+            weights = [tvm.runtime.tensor(w, dev) for w in self._weight_arrays]
+            self._vm_state = (dev, vm["main"], weights)
+        return self._vm_state
 
     def _check_inputs(self, xs: Sequence[Any]) -> list[np.ndarray]:
         if len(xs) != len(self.input_info):
@@ -110,14 +121,15 @@ class ModelRunner:
 
     def run_tvm(self, *tvm_inputs: Any) -> Any:
         """Run ``main`` on TVM tensors already on the device (no checks, no copies): the raw VM result."""
-        return self._main(*tvm_inputs, *self._weights)
+        _, main, weights = self._runtime()
+        return main(*tvm_inputs, *weights)
 
     def vm_runner(self, *inputs: torch.Tensor):
         """A zero-argument callable running one inference on pre-converted inputs (for timing)."""
         import tvm
 
-        args = [tvm.runtime.tensor(a, self._dev) for a in self._check_inputs(inputs)] + self._weights
-        main = self._main
+        dev, main, weights = self._runtime()
+        args = [tvm.runtime.tensor(a, dev) for a in self._check_inputs(inputs)] + weights
         return lambda: main(*args)
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
@@ -129,8 +141,9 @@ class ModelRunner:
         """
         import tvm
 
-        args = [tvm.runtime.tensor(a, self._dev) for a in self._check_inputs(inputs)]
-        out = self._main(*args, *self._weights)
+        dev, main, weights = self._runtime()
+        args = [tvm.runtime.tensor(a, dev) for a in self._check_inputs(inputs)]
+        out = main(*args, *weights)
         if self.output_tuple:
             return tuple(torch.from_numpy(o.numpy().copy()) for o in out)
         return torch.from_numpy(out.numpy().copy())
@@ -336,7 +349,6 @@ class LoadedModel(ModelRunner):
         self.input_info = [(tuple(i["shape"]), i["dtype"]) for i in manifest["inputs"]]
         self.output_info = [(tuple(o["shape"]), o["dtype"]) for o in manifest["outputs"]]
         self.output_tuple = bool(manifest["output_tuple"])
-        self._lib = lib
         self._init_runner(lib, weights, manifest.get("device", "cpu"))
 
     def __repr__(self) -> str:

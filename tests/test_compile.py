@@ -189,3 +189,57 @@ def test_ulp_diff() -> None:
     a = torch.tensor([1.0, -0.0, 1.0, -1.0])
     b = torch.tensor([1.0, 0.0, float(np.nextafter(np.float32(1), np.float32(2))), 1.0])
     assert ulp_diff(a, b).tolist() == [0, 0, 1, 2 * 0x3F800000]
+
+
+def test_cuda_cross_compile_without_a_gpu(tmp_path) -> None:
+    """target="cuda"-style builds need no GPU: kernels get thread bindings, the audit and export work."""
+    torch.manual_seed(0)
+    model = Net(ShiftConfig(act_bits=(4, 4))).eval()
+    x = torch.randn(2, 3, 8, 8)
+    cm = compile(model, x, target={"kind": "cuda", "arch": "sm_90"})
+    assert cm.device_type == "cuda" and cm.audit.datapath_multiplies == 0
+    info = cm.export(tmp_path / "cuda_model.so")
+    assert info.packed_weight_bytes > 0
+    import tvm
+
+    if not tvm.cuda(0).exist:
+        with pytest.raises(RuntimeError, match="no such device"):
+            cm(x)
+    else:  # pragma: no cover - GPU machines
+        assert torch.equal(cm(x), exact_out(model, x))
+
+
+def test_verify_bare_dense_with_leading_dims_via_package_api() -> None:
+    import shiftcomp as sc
+
+    torch.manual_seed(0)
+    layer = LinearShift(12, 5, config=ShiftConfig(mode="PS", weight_bits=4, act_bits=(3, 4))).eval()
+    x = torch.randn(2, 3, 12)
+    cm = sc.compile(layer, x)
+    report = sc.verify(cm, layer, x, probes=False)
+    assert report.ok and report.max_ulp == 0 and report.rows == 6
+    assert report.ops[0].in_model is None
+
+
+def test_mixed_float_and_shift_layers_and_float_activations_verify() -> None:
+    """A model with a plain float conv, a float-activation shift layer and fixed-point ones."""
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 4, 3, padding=1)                                   # stays float
+            self.fconv = Conv2dShift(4, 4, 3, padding=1, config=ShiftConfig(act_bits=None))
+            self.qfc = LinearShift(4 * 6 * 6, 5, config=ShiftConfig(act_bits=(4, 6)))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.qfc(torch.flatten(torch.relu(self.fconv(torch.relu(self.stem(x)))), 1))
+
+    torch.manual_seed(0)
+    model = Mixed().eval()
+    x = torch.randn(3, 3, 6, 6)
+    cm = compile(model, x)
+    assert set(cm.layers) == {"fconv", "qfc"} and cm.audit.datapath_multiplies == 0
+    assert cm.audit.other_multiplies >= 3 * 4 * 6 * 6 * 27   # the float stem conv
+    report = verify(cm, model, x)
+    fops = {o.layer: o for o in report.ops}
+    assert fops["fconv"].float_acts and fops["fconv"].within_bound
+    assert fops["qfc"].bit_exact and report.ops_bit_exact

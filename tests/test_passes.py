@@ -233,3 +233,20 @@ def test_audit_of_float_baseline_counts_multiplies_elsewhere() -> None:
     audit = audit_module(run_passes(mod, legalize_passes(TARGET), TARGET))
     assert audit.datapath_multiplies == 0 and not audit.shift_kernels
     assert audit.other_multiplies >= 2 * 8 * 6 * 6 * 27 + 2 * 10 * 288  # the float conv and matmul
+
+
+def test_audit_energy_counts_feed_the_energy_model() -> None:
+    from shiftcomp.energy import audit_energy
+
+    torch.manual_seed(0)
+    model = Net(ShiftConfig(act_bits=(4, 4)))
+    x = torch.randn(2, 3, 6, 6)
+    mod, _ = lowered(model, x)
+    mod, _ = lift_shift_weights(mod)
+    audit = audit_module(run_passes(mod, legalize_passes(TARGET), TARGET))
+    counts = audit.energy_counts()
+    terms = 2 * 8 * 6 * 6 * 27 + 2 * 10 * 288
+    assert counts["int32_mul"] == 0 and counts["int32_shift"] >= terms and counts["int32_add"] >= terms
+    assert counts["fp32_mul"] == audit.epilogue_multiplies + audit.prologue_multiplies
+    mapped, pj = audit_energy(counts)
+    assert pj > 0 and mapped["int32_shift"] == counts["int32_shift"]

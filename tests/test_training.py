@@ -30,8 +30,16 @@ def _read(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """The runs below use --threads 1 (fast and stable on a shared CPU); give the session its setting back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 def _tiny(out: Path, *extra: str) -> list[str]:
-    return ["--type", "conv", "--train-subset", "256", "--test-subset", "128", "-b", "64", "--test-batch-size", "128",
+    return ["--type", "conv", "--threads", "1", "--train-subset", "256", "--test-subset", "128", "-b", "64", "--test-batch-size", "128",
             "--out-dir", str(out), "--no-progress", "--seed", "3", *extra]
 
 

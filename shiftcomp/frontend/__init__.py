@@ -17,6 +17,6 @@ from .shift_layers import ShiftLayerData, read_shift_layer
 from .tracer import ShiftTracer, is_shift_layer, trace
 
 __all__ = ["COMPOSITE_CONV2D", "COMPOSITE_DENSE", "COMPOSITES", "ShiftLayerInfo", "composite_info",
-           "make_composite_function", "add_probes", "ImportedModel", "ShiftFXImporter", "check_supported", "import_graph",
-           "import_model", "node_location", "supported_ops", "act_range", "emit_quantize", "ShiftLayerData",
-           "read_shift_layer", "ShiftTracer", "is_shift_layer", "trace"]
+           "make_composite_function", "add_probes", "ImportedModel", "ShiftFXImporter", "check_supported",
+           "import_graph", "import_model", "node_location", "supported_ops", "act_range", "emit_quantize",
+           "ShiftLayerData", "read_shift_layer", "ShiftTracer", "is_shift_layer", "trace"]

@@ -3,7 +3,7 @@
 Each shift layer is imported as
 
     x_q = <quantise prologue>(x)                          # plain Relax ops (quantize.py); absent for float acts
-    y   = shift_<kind>_<layer>(x_q, shift, sign, w, [bias])   # a call to a private Relax function
+    y   = composite_<kind>_<layer>(x_q, shift, sign, w, [bias])   # a call to a private Relax function
 
 where ``shift``/``sign`` (int8, the layer's exact integer weights), ``w`` (float32 ``sign * 2**shift``)
 and ``bias`` (float32) are constants, and the callee carries the attributes of :class:`ShiftLayerInfo`

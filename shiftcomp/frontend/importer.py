@@ -28,7 +28,7 @@ from tvm.relax.frontend.torch.fx_translator import TorchFXImporter
 
 from shiftcomp.errors import FrontendError, ShiftCompError, UnsupportedOpError
 
-from .composite import ShiftLayerInfo, make_composite_function
+from .composite import make_composite_function
 from .quantize import emit_quantize
 from .shift_layers import ShiftLayerData, read_shift_layer
 from .tracer import is_shift_layer, shift_layer_types, trace
@@ -119,7 +119,6 @@ class ShiftFXImporter(TorchFXImporter):
 
     def __init__(self) -> None:
         self.shift_layers: dict[str, ShiftLayerData] = {}
-        self._current: fx.Node | None = None
         super().__init__()
 
     # ------------------------------------------------------------------ convert map
@@ -142,7 +141,6 @@ class ShiftFXImporter(TorchFXImporter):
 
     def _located(self, key: Any, fn: Callable) -> Callable:
         def convert(node: fx.Node, *rest: Any) -> Any:
-            self._current = node
             try:
                 return fn(node, *rest)
             except ShiftCompError:
