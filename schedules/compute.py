@@ -12,14 +12,15 @@ one term uses only casts, shifts, xor, sub, and, compare/select and add -- no mu
     c = int(code) (sign-extended);  m = c >> (bits-1)            # 0 or -1 (arithmetic shift)
     a = (c ^ m) - m                                              # |code|
     s = (a - 1) & (bits - 1)                                     # shift count, always in [0, bits)
-    v = acc_dtype(x_q) << s
-    t = (v ^ m) - m                                              # conditional negate, no `-v` (= v * -1 in TIR)
-    term = select(c != 0, t, 0)
+    nz = select(c != 0, -1, 0)                                   # all ones unless the zero code
+    v = (acc_dtype(x_q) << s) & nz
+    term = (v ^ m) - m                                           # conditional negate, no `-v` (= v * -1 in TIR)
 
-The ``& (bits-1)`` guard keeps every shift count defined (LLVM/C: a count >= bits is UB and both
-arms of a Select are evaluated). It changes nothing for valid inputs: ``|code| - 1 >= bits`` can only
-occur with a term that would overflow the accumulator (the pass's accumulator bound excludes it) or
-with ``x_q == 0`` (then ``0 << anything == 0``). The zero code gives count 31/63, discarded by the select.
+The ``& (bits-1)`` guard keeps every shift count defined (LLVM/C: a count >= bits is UB, and vector code
+evaluates every lane). It changes nothing for valid inputs: ``|code| - 1 >= bits`` can only occur with a
+term that would overflow the accumulator (the pass's accumulator bound excludes it) or with ``x_q == 0``
+(then ``0 << anything == 0``). The zero code gives count 31/63, masked off by ``nz``. (LLVM turns
+``(v ^ m) - m`` into ``(v ^ m) + (m >>> (bits-1))`` and ``& nz`` into a masked move; still no multiply.)
 
 Epilogue and FMA: LLVM (TVM sets ``AllowFPOpFusion=Fast``) and nvcc contract ``a * c + b`` into one
 fused multiply-add, which rounds once instead of twice. That is harmless whenever ``float32(acc) * c`` is
@@ -68,8 +69,8 @@ from tvm import te, tirx
 __all__ = [
     "DenseSpec", "Conv2dSpec", "shift_dense", "shift_conv2d", "shift_dense_float", "shift_conv2d_float",
     "dense_weight_codes", "conv2d_weight_codes", "weight_codes", "dense_codes_layout", "conv2d_codes_layout",
-    "dense_block", "dense_padded_n", "conv2d_padded_og", "DENSE_BLOCK", "ldexp_f32_bits", "output_scale", "needs_exact_scale",
-    "ACC_DTYPES", "LANE_PAD",
+    "dense_block", "dense_padded_n", "conv2d_padded_og", "DENSE_BLOCK", "ldexp_f32_bits", "output_scale",
+    "needs_exact_scale", "ACC_DTYPES", "LANE_PAD",
 ]
 
 ACC_DTYPES = ("int32", "int64")
@@ -388,7 +389,8 @@ def needs_exact_scale(spec: Union[DenseSpec, Conv2dSpec]) -> bool:
 
 
 def _f32_const(v: float) -> tirx.PrimExpr:
-    """A float32 constant (exact: LLVM takes the value, the CUDA codegen prints it as a hex float)."""
+    """A float32 constant (exact: LLVM takes the value, the CUDA codegen prints it as a hex float such
+    as ``0x1p-11f``; a ``reinterpret`` of an int literal does not compile in TVM's CUDA printer)."""
     return tirx.const(float(np.float32(v)), "float32")
 
 

@@ -26,7 +26,7 @@ from tvm import s_tir
 
 from .compute import Conv2dSpec, DenseSpec
 
-__all__ = ["schedule_dense", "schedule_conv2d", "THREADS"]
+__all__ = ["schedule_dense", "schedule_conv2d", "dense_schedule", "conv2d_schedule", "THREADS"]
 
 #: threads per block
 THREADS = 128
@@ -43,8 +43,8 @@ def _bind_1d(sch: s_tir.Schedule, loops, threads: int = THREADS):
     return bx, tx
 
 
-def schedule_dense(prim: tvm.tirx.PrimFunc, spec: DenseSpec, target: Optional[tvm.target.Target] = None
-                   ) -> tvm.tirx.PrimFunc:
+def dense_schedule(prim: tvm.tirx.PrimFunc, spec: DenseSpec, target: Optional[tvm.target.Target] = None
+                   ) -> s_tir.Schedule:
     """Schedule a :func:`~schedules.compute.shift_dense` / ``shift_dense_float`` PrimFunc for CUDA.
 
     Args:
@@ -53,7 +53,7 @@ def schedule_dense(prim: tvm.tirx.PrimFunc, spec: DenseSpec, target: Optional[tv
         target: the CUDA target (unused today).
 
     Returns:
-        The scheduled PrimFunc: ``ceil(M * NBLK*NB / 128)`` blocks of 128 threads.
+        The ``tvm.s_tir.Schedule``: ``ceil(M * NBLK*NB / 128)`` blocks of 128 threads.
     """
     sch = s_tir.Schedule(prim)
     acc = sch.get_sblock("acc")
@@ -63,11 +63,11 @@ def schedule_dense(prim: tvm.tirx.PrimFunc, spec: DenseSpec, target: Optional[tv
     sch.set_scope(acc, 0, "local")
     sch.decompose_reduction(acc, k)
     sch.reverse_compute_at(out, tx)
-    return sch.mod["main"]
+    return sch
 
 
-def schedule_conv2d(prim: tvm.tirx.PrimFunc, spec: Conv2dSpec, target: Optional[tvm.target.Target] = None
-                    ) -> tvm.tirx.PrimFunc:
+def conv2d_schedule(prim: tvm.tirx.PrimFunc, spec: Conv2dSpec, target: Optional[tvm.target.Target] = None
+                    ) -> s_tir.Schedule:
     """Schedule a :func:`~schedules.compute.shift_conv2d` / ``shift_conv2d_float`` PrimFunc for CUDA.
 
     Args:
@@ -76,7 +76,7 @@ def schedule_conv2d(prim: tvm.tirx.PrimFunc, spec: Conv2dSpec, target: Optional[
         target: the CUDA target (unused today).
 
     Returns:
-        The scheduled PrimFunc (two kernels: accumulate, epilogue).
+        The ``tvm.s_tir.Schedule`` (two kernels: accumulate, epilogue; three with a materialised pad).
     """
     sch = s_tir.Schedule(prim)
     pad = sch.get_sblock("pad")
@@ -95,4 +95,16 @@ def schedule_conv2d(prim: tvm.tirx.PrimFunc, spec: Conv2dSpec, target: Optional[
     sch.reverse_compute_at(wb, tx)
     sch.decompose_reduction(acc, ry)
     _bind_1d(sch, sch.get_loops(out))
-    return sch.mod["main"]
+    return sch
+
+
+def schedule_dense(prim: tvm.tirx.PrimFunc, spec: DenseSpec, target: Optional[tvm.target.Target] = None
+                   ) -> tvm.tirx.PrimFunc:
+    """The scheduled dense PrimFunc (same signature and attributes as ``prim``); see :func:`dense_schedule`."""
+    return dense_schedule(prim, spec, target).mod["main"]
+
+
+def schedule_conv2d(prim: tvm.tirx.PrimFunc, spec: Conv2dSpec, target: Optional[tvm.target.Target] = None
+                    ) -> tvm.tirx.PrimFunc:
+    """The scheduled conv2d PrimFunc (same signature and attributes as ``prim``); see :func:`conv2d_schedule`."""
+    return conv2d_schedule(prim, spec, target).mod["main"]

@@ -24,14 +24,14 @@ to 64 lanes, else a predicated 16-lane loop, which TVM scalarises -- correct, sl
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Optional
 
 import tvm
 from tvm import s_tir
 
 from .compute import Conv2dSpec, DenseSpec
 
-__all__ = ["schedule_dense", "schedule_conv2d"]
+__all__ = ["schedule_dense", "schedule_conv2d", "dense_schedule", "conv2d_schedule"]
 
 
 def _largest_divisor(n: int, lo: int, hi: int) -> Optional[int]:
@@ -63,8 +63,8 @@ def _vectorize_init(sch: s_tir.Schedule, init_block) -> None:
         pass
 
 
-def schedule_dense(prim: tvm.tirx.PrimFunc, spec: DenseSpec, target: Optional[tvm.target.Target] = None
-                   ) -> tvm.tirx.PrimFunc:
+def dense_schedule(prim: tvm.tirx.PrimFunc, spec: DenseSpec, target: Optional[tvm.target.Target] = None
+                   ) -> s_tir.Schedule:
     """Schedule a :func:`~schedules.compute.shift_dense` / ``shift_dense_float`` PrimFunc for x86.
 
     Args:
@@ -73,7 +73,7 @@ def schedule_dense(prim: tvm.tirx.PrimFunc, spec: DenseSpec, target: Optional[tv
         target: the LLVM target (unused today: the tiles fit AVX-512 and AVX2 alike).
 
     Returns:
-        The scheduled PrimFunc (same signature and attributes as ``prim``).
+        The ``tvm.s_tir.Schedule`` (``.mod["main"]`` is the scheduled PrimFunc, ``.trace`` its trace).
     """
     M, NB = spec.batch, spec.n_block
     acc_dt = _acc_dtype(prim, spec)
@@ -100,7 +100,7 @@ def schedule_dense(prim: tvm.tirx.PrimFunc, spec: DenseSpec, target: Optional[tv
     init = sch.decompose_reduction(acc, k)
     _vectorize_init(sch, init)
     sch.reverse_compute_at(out, outer)
-    return sch.mod["main"]
+    return sch
 
 
 def _schedule_pad(sch: s_tir.Schedule, spec: Conv2dSpec, nhwc: bool) -> None:
@@ -116,8 +116,8 @@ def _schedule_pad(sch: s_tir.Schedule, spec: Conv2dSpec, nhwc: bool) -> None:
         sch.parallel(sch.fuse(n, c, h))
 
 
-def schedule_conv2d(prim: tvm.tirx.PrimFunc, spec: Conv2dSpec, target: Optional[tvm.target.Target] = None
-                    ) -> tvm.tirx.PrimFunc:
+def conv2d_schedule(prim: tvm.tirx.PrimFunc, spec: Conv2dSpec, target: Optional[tvm.target.Target] = None
+                    ) -> s_tir.Schedule:
     """Schedule a :func:`~schedules.compute.shift_conv2d` / ``shift_conv2d_float`` PrimFunc for x86.
 
     Args:
@@ -126,7 +126,7 @@ def schedule_conv2d(prim: tvm.tirx.PrimFunc, spec: Conv2dSpec, target: Optional[
         target: the LLVM target (unused today).
 
     Returns:
-        The scheduled PrimFunc.
+        The ``tvm.s_tir.Schedule`` (``.mod["main"]``: the scheduled PrimFunc; ``.trace``).
     """
     acc_dt = _acc_dtype(prim, spec)
     ogp = spec.group_out_padded
@@ -193,4 +193,16 @@ def schedule_conv2d(prim: tvm.tirx.PrimFunc, spec: Conv2dSpec, target: Optional[
             _schedule_pad(sch, spec, nhwc=False)
         else:
             sch.compute_inline(sch.get_sblock("pad"))
-    return sch.mod["main"]
+    return sch
+
+
+def schedule_dense(prim: tvm.tirx.PrimFunc, spec: DenseSpec, target: Optional[tvm.target.Target] = None
+                   ) -> tvm.tirx.PrimFunc:
+    """The scheduled dense PrimFunc (same signature and attributes as ``prim``); see :func:`dense_schedule`."""
+    return dense_schedule(prim, spec, target).mod["main"]
+
+
+def schedule_conv2d(prim: tvm.tirx.PrimFunc, spec: Conv2dSpec, target: Optional[tvm.target.Target] = None
+                    ) -> tvm.tirx.PrimFunc:
+    """The scheduled conv2d PrimFunc (same signature and attributes as ``prim``); see :func:`conv2d_schedule`."""
+    return conv2d_schedule(prim, spec, target).mod["main"]

@@ -28,7 +28,7 @@ _LAZY = {
     "compile": ("shiftcomp.compiler", "compile"),
     "CompiledModel": ("shiftcomp.compiler", "CompiledModel"),
     "load": ("shiftcomp.artifact", "load"),
-    "verify": ("shiftcomp.verify", "verify"),
+    "verify": ("shiftcomp.verification", "verify"),
     "benchmark": ("shiftcomp.bench", "benchmark"),
 }
 __all__ += list(_LAZY)

@@ -356,39 +356,24 @@ def build_tvm_float(model: nn.Module, inputs: Sequence[torch.Tensor], target: An
 
 def build_shiftcomp(model: nn.Module, inputs: Sequence[torch.Tensor], target: Any = "llvm",
                     db_dir: Any = None) -> Built:
-    """The shift model through ``shiftcomp.compile`` (tuned with the database when one is found).
+    """The shift model through ``shiftcomp.compile`` (via :func:`shiftcomp.tune.compile_tuned`, which also
+    serves shift kernels from the database when one resolves for the target).
 
-    Timed through the compiled module's Relax VM when it exposes one (``.vm`` or ``.executable``), else
-    through ``compiled(*inputs)`` (torch in/out).
+    Timed through the compiled model's Relax VM on pre-converted inputs (``CompiledModel.vm_runner``).
+    ``build_s`` is the whole compile time.
     """
-    import shiftcomp
-
-    comp = getattr(shiftcomp, "compile", None)
-    if comp is None:
-        from shiftcomp.compiler import compile as comp  # type: ignore
     from shiftcomp import tune as T
 
     tgt = _tvm_target(target)
-    path = T.resolve_db_dir(tgt, db_dir)
     t0 = time.perf_counter()
-    try:
-        compiled = comp(model, tuple(inputs), target=tgt, tuned=str(path) if path else None)
-    except TypeError:
-        compiled = comp(model, tuple(inputs), target=tgt)
+    compiled = T.compile_tuned(model, tuple(inputs), tgt, db_dir)
     bs = time.perf_counter() - t0
-    tuned: bool | str = bool(path)
-    info = getattr(compiled, "tuned_kernels", None)
-    if info is not None:
-        tuned = bool(info)
-    ex = getattr(compiled, "executable", None) or getattr(compiled, "ex", None)
-    if ex is not None:
-        run, out = _vm_runner(ex, inputs)
-        return Built(run, bs, tuned, out, "timed via VM")
-
-    def run() -> Any:
-        return compiled(*inputs)
-
-    return Built(run, bs, tuned, lambda: run().detach().float(), "timed via compiled(*inputs)")
+    tuned = bool(getattr(compiled, "tuned_kernels", []))
+    out = lambda: compiled(*inputs).detach().float()  # noqa: E731
+    vr = getattr(compiled, "vm_runner", None)
+    if vr is not None:
+        return Built(vr(*inputs), bs, tuned, out)
+    return Built(lambda: compiled(*inputs), bs, tuned, out, "timed via compiled(*inputs)")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -86,10 +86,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     ck = load_checkpoint(args.checkpoint, arch=args.arch)
     x = _test_batch(ck, args.batch) if args.data == "test" else _example_input(ck.input_shape, args.batch)
-    compiled = sc.load(args.artifact) if args.artifact else sc.compile(ck.model, (x,), target=args.target)
+    compiled = sc.compile(ck.model, (x,), target=args.target)
     report = sc.verify(compiled, ck.model, (x,))
     print(report)
-    return 0 if report.ok else 1
+    ok = bool(report.ok)
+    if args.artifact:
+        # An exported file carries no per-layer probes: it must reproduce the verified compile exactly.
+        import torch
+
+        same = torch.equal(sc.load(args.artifact)(x), compiled(x))
+        print(f"artifact {args.artifact}: outputs {'identical to' if same else 'DIFFER from'} the verified compile")
+        ok = ok and same
+    return 0 if ok else 1
 
 
 def _test_batch(ck, batch: int):
@@ -174,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("verify", help="check compiled shift ops bit for bit against the integer reference")
     _add_checkpoint_args(s)
-    s.add_argument("--artifact", default=None, help="verify this exported file instead of compiling afresh")
+    s.add_argument("--artifact", default=None, help="also check that this exported file reproduces the verified compile exactly")
     s.add_argument("--data", choices=["test", "random"], default="test",
                    help="inputs: the bundled MNIST-5k test images (MNIST models) or random (default test)")
     s.set_defaults(func=cmd_verify)

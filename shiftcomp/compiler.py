@@ -191,7 +191,7 @@ def compile(model: nn.Module, example_inputs: Any, target: Any = "llvm", *, tune
         fuse: fuse the elementwise glue (FuseOps/FuseTIR); shift kernels are never fused.
         lower: ``False`` builds the float multiply baseline (shift layers run their float fallback).
         probes: also output every shift layer's input and output (names in ``compiled.imported.probes``;
-            used by :func:`shiftcomp.verify.verify` to locate differences).
+            used by :func:`shiftcomp.verification.verify` to locate differences).
 
     Raises:
         UnsupportedOpError / FrontendError: the model cannot be imported (the message says where).

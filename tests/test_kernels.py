@@ -483,6 +483,22 @@ def test_build_shift_kernel_api():
         build_shift_kernel("conv2d", spec, "llvm")
 
 
+@pytest.mark.parametrize("target", ["llvm", "cuda"])
+def test_schedule_traces_replay_from_json(target):
+    """The manual schedules are plain traces (MetaSchedule can store them as tuning records)."""
+    from schedules import cuda as cuda_sched
+
+    mod = x86 if target == "llvm" else cuda_sched
+    tgt = resolve_target(target)
+    for kind, spec in [("dense", dense_spec((5, 16, 130), NUMS["b5"])), ("conv2d", conv_spec(4, NUMS["b5"])),
+                       ("conv2d", conv_spec(2, NUMS["b6_int64"])), ("conv2d", conv_spec(0, NUMS["b3"]))]:
+        prim = KINDS[kind][0](spec)
+        sch = getattr(mod, kind + "_schedule")(prim, spec, tgt)
+        fresh = s_tir.Schedule(prim)
+        s_tir.Trace.apply_json_to_schedule(sch.trace.as_json(), fresh)
+        tvm.ir.assert_structural_equal(fresh.mod, sch.mod)
+
+
 # ------------------------------------------------------------------------------------------ write coverage
 _OPS = {tirx.Add: lambda a, b: a + b, tirx.Sub: lambda a, b: a - b, tirx.Mul: lambda a, b: a * b,
         tirx.FloorDiv: lambda a, b: a // b, tirx.FloorMod: lambda a, b: a % b, tirx.Min: min, tirx.Max: max,
@@ -596,3 +612,7 @@ def test_x86_inner_loop_is_vpsllvd_without_multiply():
     casm = compiled("conv2d", cspec).mod.inspect_source("asm")
     chot = _asm_blocks(casm, r"\bvpsllvd\b")
     assert chot and not any(re.search(r"\b(imul\w*|vpmull\w*|vpmadd\w*)\b", b) for b in chot)
+    # int64 accumulators: 64-bit variable shifts (vpsllvq)
+    qasm = compiled("dense", DenseSpec(4, 256, 128, 5, -15, "int64", True)).mod.inspect_source("asm")
+    qhot = _asm_blocks(qasm, r"\bvpsllvq\b")
+    assert qhot and not any(re.search(r"\b(imul\w*|vpmull\w*|vpmadd\w*)\b", b) for b in qhot)

@@ -16,7 +16,7 @@ from shiftcomp.compiler import compile
 from shiftcomp.config import ShiftConfig
 from shiftcomp.convert import convert
 from shiftcomp.models import INPUT_SHAPES, get_model
-from shiftcomp.verify import verify
+from shiftcomp.verification import verify
 
 
 def make(name: str, seed: int = 0) -> nn.Module:

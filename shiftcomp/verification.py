@@ -1,4 +1,4 @@
-"""``shiftcomp.verify``: bit-exactness of every compiled shift op, and whole-model agreement.
+"""``shiftcomp.verify`` (this module is ``shiftcomp.verification``): bit-exactness of every compiled shift op, and whole-model agreement.
 
     report = verify(compiled, model, inputs)
     print(report)          # per shift op: bit-exact?  in-model ulp drift;  whole model: max abs/ulp, argmax
@@ -19,8 +19,6 @@ difference of its in-model input and output vs the PyTorch values.
 from __future__ import annotations
 
 import dataclasses
-import sys
-import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -333,14 +331,3 @@ def verify(compiled: Any, model: nn.Module, inputs: Any, *, probes: bool = True)
                 o.in_model = {"in": _diff(values[f"{o.layer}:in"], x_in), "out": _diff(values[f"{o.layer}:out"], y_ref)}
     return VerifyReport(ops=ops, max_abs=max_abs, max_ulp=max_ulp, argmax_agreement=agree, rows=rows)
 
-
-class _CallableModule(types.ModuleType):
-    """``shiftcomp.verify`` is both this module and the API function ``sc.verify(compiled, model, inputs)``:
-    importing the submodule rebinds the package attribute ``shiftcomp.verify`` to the module, so the
-    module itself forwards calls to :func:`verify`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> VerifyReport:
-        return verify(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
