@@ -263,3 +263,33 @@ def audit_energy(counts: Mapping[str, int | float], aliases: Mapping[str, str] =
             raise KeyError(f"audit op kind {k!r} has no energy figure; extend shiftcomp.energy aliases")
         mapped[key] += int(v)
     return mapped, energy_pj(mapped, table)
+
+
+def _opcounts_to_kinds(d: Mapping[str, int]) -> dict[str, int]:
+    """One audit ``OpCounts.as_dict()`` -> our op kinds (casts are free: sign extensions/conversions)."""
+    c = {k: 0 for k in OP_KINDS}
+    c["fp32_mul"] += int(d.get("fmul", 0))
+    c["fp32_add"] += int(d.get("fadd", 0))
+    c["int32_mul"] += int(d.get("mul", 0)) - int(d.get("fmul", 0))
+    c["int32_add"] += int(d.get("add", 0)) - int(d.get("fadd", 0))
+    c["int32_shift"] += int(d.get("shift", 0))
+    c["int32_logic"] += sum(int(d.get(k, 0)) for k in ("bitwise", "select", "cmp", "minmax"))
+    c["int32_add"] += int(d.get("div", 0))          # only index-free div/mod would land here: charged as adds
+    return c
+
+
+def audit_shift_energy(audit: Any, table: Mapping[str, float] = ENERGY_45NM_PJ) -> tuple[dict[str, int], float]:
+    """Energy of a compiled shift model's conv/linear arithmetic from helper-4's multiplication audit.
+
+    ``audit`` is ``CompiledModel.audit`` (``passes.audit.MultiplicationAudit``): we price the shift kernels'
+    data path and epilogue and the quantize prologues (the same scope as :func:`estimate_energy`'s shift
+    side; BatchNorm/ReLU/pooling glue is excluded on both sides). Unlike the analytic model (one shift and one
+    add per term), the audit counts every TIR operation of the term as compiled -- the weight-code decoding
+    (abs, mask, select) included -- so it is an upper bound for hardware that stores decoded weights.
+    Returns ``(counts, picojoules)``.
+    """
+    tot = {k: 0 for k in OP_KINDS}
+    for part in (audit.datapath, audit.epilogue, audit.prologue):
+        for k, v in _opcounts_to_kinds(part.as_dict()).items():
+            tot[k] += v
+    return tot, energy_pj(tot, table)

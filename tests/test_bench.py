@@ -86,3 +86,37 @@ def test_tvm_float_backend_tiny():
                                  repeats=1, min_repeat_ms=0.1, log=lambda s: None)
     tv = [r for r in rows if r["backend"] == "tvm-float"][0]
     assert tv["median_ms"] > 0 and tv["tuned"] is False and tv["build_s"] >= 0
+
+
+def test_shiftcomp_backend_tiny_linear():
+    pytest.importorskip("tvm")
+    pytest.importorskip("shiftcomp.compiler")
+    rows = bench.run_layer_bench([TINY_LIN], backends=["shiftcomp", "torch"], db_dir=False, threads=1, warmup=0,
+                                 repeats=1, min_repeat_ms=0.1, log=lambda s: None)
+    sc = [r for r in rows if r["backend"] == "shiftcomp"][0]
+    assert sc["median_ms"] > 0 and sc["tuned"] is False
+    assert sc["max_abs_err"] is not None and sc["max_abs_err"] < 1e-4     # vs the torch shift layer (eval)
+    assert sc["rel_torch"] > 0
+
+
+def test_profile_module_tiny():
+    tvm = pytest.importorskip("tvm")
+    from tvm import relax
+    import numpy as np
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4, 16), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.matmul(x, relax.const(np.ones((16, 8), "float32"))))
+            z = bb.emit_output(relax.op.nn.relu(y))
+        bb.emit_func_output(z)
+    from shiftcomp import tune as T
+    mod = T.prepare_module(bb.get(), T.resolve_target("llvm"))
+    rows = bench.profile_module(mod, "llvm", repeat=1, min_repeat_ms=1)
+    assert len(rows) == 1 and rows[0]["calls"] == 1 and rows[0]["ms_each"] > 0
+    assert rows[0]["share"] == pytest.approx(1.0)
+
+
+def test_shift_peak_formula():
+    assert bench.shift_peak_terms_per_s(2, 2.3) == pytest.approx(2 * 16 * 2.3e9)

@@ -68,3 +68,23 @@ def test_audit_mapping():
     assert pj == pytest.approx(10 * 0.13 + 10 * 0.1 + 4 * 0.1 + 2 * 3.7)
     with pytest.raises(KeyError):
         energy.audit_energy({"quantum_op": 1})
+
+
+def test_audit_shift_energy_mapping():
+    from types import SimpleNamespace
+
+    class C:
+        def __init__(self, **kw):
+            self.d = {k: 0 for k in ("mul", "add", "shift", "select", "bitwise", "cast", "minmax", "div", "cmp",
+                                     "call", "fmul", "fadd")}
+            self.d.update(kw)
+
+        def as_dict(self):
+            return dict(self.d)
+
+    audit = SimpleNamespace(datapath=C(add=10, shift=5, bitwise=3, select=1, cast=7),
+                            epilogue=C(mul=2, fmul=2, add=2, fadd=2), prologue=C(mul=4, fmul=4))
+    counts, pj = energy.audit_shift_energy(audit)
+    assert counts == {"fp32_mul": 6, "fp32_add": 2, "int32_add": 10, "int32_mul": 0, "int32_shift": 5,
+                      "int32_logic": 4}
+    assert pj == pytest.approx(6 * 3.7 + 2 * 0.9 + 10 * 0.1 + 5 * 0.13 + 4 * 0.1)
