@@ -34,7 +34,9 @@ def energy_rows(models: list[str], cfg, batch: int = 1) -> list[dict]:
         try:  # cross-check with the compiled module's multiplication audit (passes/audit.py)
             from shiftcomp.compiler import compile as sc_compile
             from shiftcomp.energy import audit_shift_energy
+            t0 = time.perf_counter()
             comp = sc_compile(sm, (x,), "llvm")
+            row["compile_s_untuned"] = round(time.perf_counter() - t0, 2)
             counts, pj = audit_shift_energy(comp.audit)
             row["shift_uJ_audit"] = pj * 1e-6
             row["audit_shift_ops"] = counts["int32_shift"]
@@ -100,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             w.writerows(er)
         lines = ["| model | batch | MACs | shift µJ (analytic) | shift µJ (audit) | float µJ | float/shift (analytic) | "
                  "float/shift (audit) | data-path muls | params packed B (all) | params f32 B (all) | f32/packed (all) | "
-                 "artifact shift-weight B | f32/artifact |",
-                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                 "artifact shift-weight B | f32/artifact | compile s (untuned) |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in er:
             au = r.get("shift_uJ_audit")
             ratio_audit = f"{r['float_uJ'] / au:.1f}×" if au else "—"
@@ -110,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"{ratio_audit} | "
                          f"{r.get('audit_datapath_mul', '—')} | {r['weight_bytes_packed']:,} | {r['weight_bytes_f32']:,} | "
                          f"{r['f32_over_packed']:.2f}× | {r.get('artifact_weight_bytes', '—')} | "
-                         f"{(format(r['artifact_weight_ratio'], '.2f') + '×') if r.get('artifact_weight_ratio') else '—'} |")
+                         f"{(format(r['artifact_weight_ratio'], '.2f') + '×') if r.get('artifact_weight_ratio') else '—'} | "
+                         f"{r.get('compile_s_untuned', '—')} |")
         md = "\n".join(lines)
         with open(os.path.join(a.out, "energy.md"), "w") as f:
             f.write(md + "\n")

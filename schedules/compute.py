@@ -408,17 +408,26 @@ def _epilogue(acc_val: tirx.PrimExpr, bias_val: Optional[tirx.PrimExpr], spec, e
     return y + bias_val if bias_val is not None else y
 
 
-def _term_int(x: tirx.PrimExpr, code: tirx.PrimExpr, acc_dtype: str) -> tirx.PrimExpr:
-    """``sign * (x << (|code| - 1))`` (0 for code 0) without multiply; see the module docstring."""
+def _term_int(x: tirx.PrimExpr, code: tirx.PrimExpr, acc_dtype: str,
+              neg_x: Optional[tirx.PrimExpr] = None) -> tirx.PrimExpr:
+    """``sign * (x << (|code| - 1))`` (0 for code 0) without multiply; see the module docstring.
+
+    Written as ``0 - select(code != 0, src << s, 0)`` with ``src = select(code < 0, x, 0 - x)`` (the
+    *negated* wanted source, picked before the shift), so that the reduction ``acc + term`` becomes one
+    masked subtract (AVX-512 ``vpsubd acc {k}``) and the negation of ``x`` is done once per input element
+    (``neg_x``: e.g. a materialised ``0 - x`` stage; default ``0 - x`` inline). ``(0 - x) << s`` equals
+    ``-(x << s)`` in two's complement; ``x`` is never the most negative value (accumulator bound).
+    """
     bits = 32 if acc_dtype == "int32" else 64
     zero = tirx.const(0, acc_dtype)
     c = code.astype(acc_dtype)
     m = c >> tirx.const(bits - 1, acc_dtype)
     a = (c ^ m) - m
     s = (a - tirx.const(1, acc_dtype)) & tirx.const(bits - 1, acc_dtype)
-    nz = tirx.Select(c != zero, tirx.const(-1, acc_dtype), zero)       # all ones unless code == 0
-    v = (x.astype(acc_dtype) << s) & nz
-    return (v ^ m) - m
+    xa = x.astype(acc_dtype)
+    nxa = (zero - xa) if neg_x is None else neg_x.astype(acc_dtype)
+    v = tirx.Select(c < zero, xa, nxa) << s
+    return zero - tirx.Select(c != zero, v, zero)
 
 
 def _term_float(x: tirx.PrimExpr, code: tirx.PrimExpr, s0: int) -> tirx.PrimExpr:
@@ -500,14 +509,17 @@ def _conv(spec: Conv2dSpec, float_mode: bool, exact_scale: Optional[bool] = None
         return tirx.if_then_else(tirx.all(*cond), val, zero)
 
     Xp = te.compute((N, C, HP, WP), pad_fn, name="pad")
+    # fixed point: 0 - x_pad once per input element (the term selects between x and -x before the shift)
+    Xn = None if float_mode else te.compute((N, C, HP, WP), lambda n, c, h, w: zero - pad_fn(n, c, h, w),
+                                            name="negpad")
     ry = te.reduce_axis((0, KH), name="ry")
     rx = te.reduce_axis((0, KW), name="rx")
     rc = te.reduce_axis((0, Cg), name="rc")
 
     def acc_fn(n, g, og, oh, ow):
-        xv = Xp[n, g * Cg + rc, oh * sh + ry * dh, ow * sw + rx * dw]
+        idx = (n, g * Cg + rc, oh * sh + ry * dh, ow * sw + rx * dw)
         code = Wt[g, ry, rx, rc, og]
-        t = _term_float(xv, code, spec.s0) if float_mode else _term_int(xv, code, spec.acc_dtype)
+        t = _term_float(Xp[idx], code, spec.s0) if float_mode else _term_int(Xp[idx], code, spec.acc_dtype, Xn[idx])
         return te.sum(t, axis=[ry, rx, rc])
 
     acc = te.compute((N, G, OgP, OH, OW), acc_fn, name="acc")

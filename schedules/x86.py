@@ -33,6 +33,10 @@ from .compute import Conv2dSpec, DenseSpec
 
 __all__ = ["schedule_dense", "schedule_conv2d", "dense_schedule", "conv2d_schedule"]
 
+#: output pixels per register tile of the channel-vector conv schedule (one accumulator vector each; with
+#: the term's 3-4 temporaries this stays within AVX-512's 32 vector registers)
+CONV_PIXEL_TILE = 16
+
 
 def _largest_divisor(n: int, lo: int, hi: int) -> Optional[int]:
     for d in range(min(hi, n), lo - 1, -1):
@@ -103,17 +107,31 @@ def dense_schedule(prim: tvm.tirx.PrimFunc, spec: DenseSpec, target: Optional[tv
     return sch
 
 
+def _pad_blocks(sch: s_tir.Schedule) -> list:
+    """The padded-input blocks: ``pad`` and, in fixed-point mode, ``negpad`` (``0 - pad``)."""
+    names = ["pad"] + (["negpad"] if any(b.name_hint == "negpad" for b in _all_sblocks(sch)) else [])
+    return [sch.get_sblock(n) for n in names]
+
+
+def _all_sblocks(sch: s_tir.Schedule) -> list:
+    out = []
+    sch.mod["main"].body.block.body  # noqa: B018  (root block present)
+    tvm.tirx.stmt_functor.post_order_visit(
+        sch.mod["main"].body, lambda node: out.append(node) if isinstance(node, tvm.tirx.SBlock) else None)
+    return out
+
+
 def _schedule_pad(sch: s_tir.Schedule, spec: Conv2dSpec, nhwc: bool) -> None:
-    """Materialise the zero-padded input at the root (parallel over rows), NHWC if asked."""
-    pad = sch.get_sblock("pad")
-    if nhwc:
-        sch.transform_layout(pad, ("write", 0), lambda n, c, h, w: (n, h, w, c))
-        n, c, h, w = sch.get_loops(pad)
-        sch.reorder(n, h, w, c)
-        sch.parallel(sch.fuse(n, h))
-    else:
-        n, c, h, w = sch.get_loops(pad)
-        sch.parallel(sch.fuse(n, c, h))
+    """Materialise the zero-padded input(s) at the root (parallel over rows), NHWC if asked."""
+    for pad in _pad_blocks(sch):
+        if nhwc:
+            sch.transform_layout(pad, ("write", 0), lambda n, c, h, w: (n, h, w, c))
+            n, c, h, w = sch.get_loops(pad)
+            sch.reorder(n, h, w, c)
+            sch.parallel(sch.fuse(n, h))
+        else:
+            n, c, h, w = sch.get_loops(pad)
+            sch.parallel(sch.fuse(n, c, h))
 
 
 def conv2d_schedule(prim: tvm.tirx.PrimFunc, spec: Conv2dSpec, target: Optional[tvm.target.Target] = None
@@ -142,7 +160,7 @@ def conv2d_schedule(prim: tvm.tirx.PrimFunc, spec: Conv2dSpec, target: Optional[
         # them all. (A tile of the fused oh*OW+ow axis that wraps a row is not rectangular and makes
         # reverse_compute_at's bounding box write pixels of the neighbouring tile.)
         tw = OW if OW < 8 else (_largest_divisor(OW, 4, 8) or 8)
-        th = max(1, min(OH, 8 // tw))
+        th = max(1, min(OH, CONV_PIXEL_TILE // tw))
         if th > 1:
             th = _largest_divisor(OH, max(1, th // 2), th) or th
         # channels innermost in the accumulator so a vector of lanes is contiguous (register-promotable)
@@ -192,7 +210,8 @@ def conv2d_schedule(prim: tvm.tirx.PrimFunc, spec: Conv2dSpec, target: Optional[
         if any(spec.padding):
             _schedule_pad(sch, spec, nhwc=False)
         else:
-            sch.compute_inline(sch.get_sblock("pad"))
+            for pad in _pad_blocks(sch):
+                sch.compute_inline(pad)
     return sch
 
 

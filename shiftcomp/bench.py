@@ -126,13 +126,24 @@ class Timing:
 
 
 def time_callable(fn: Callable[[], Any], warmup: int = 3, repeats: int = 15, min_repeat_ms: float = 20.0,
-                  max_number: int = 10_000) -> Timing:
-    """Median latency of ``fn()`` (see the module docstring for the method). Times in milliseconds."""
-    for _ in range(max(0, warmup)):
-        fn()
+                  max_number: int = 10_000, max_total_s: float | None = 30.0) -> Timing:
+    """Median latency of ``fn()`` (see the module docstring for the method). Times in milliseconds.
+
+    ``max_total_s`` caps the time spent on one backend: slow callables (e.g. an untuned float build)
+    get fewer warm-up calls and repeats (at least 3 repeats of one call each).
+    """
     t0 = time.perf_counter()
     fn()
     one = max(time.perf_counter() - t0, 1e-7)
+    if max_total_s is not None and one * (warmup + repeats) > max_total_s:
+        warmup = 0
+        repeats = max(3, min(repeats, int(max_total_s / one)))
+    for _ in range(max(0, warmup - 1)):
+        fn()
+    if warmup > 0:
+        t0 = time.perf_counter()
+        fn()
+        one = max(time.perf_counter() - t0, 1e-7)
     number = int(min(max_number, max(1, math.ceil(min_repeat_ms * 1e-3 / one))))
     samples: list[float] = []
     for _ in range(max(1, repeats)):

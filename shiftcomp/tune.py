@@ -1077,6 +1077,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--act-bits", type=int, nargs=2, default=[3, 5])
     ap.add_argument("--rpc", default=None, help="tracker host:port:key to measure through TVM RPC")
     ap.add_argument("--no-seed-manual", action="store_true")
+    ap.add_argument("--keep-logs", action="store_true", help="keep MetaSchedule's per-task logs/ in the database dir")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -1111,6 +1112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"loadavg={tuple(round(v, 2) for v in os.getloadavg())} measured_on={res[a.sides[0]].measured_on}")
         _append_tuning_log(wd, line)
         print(line, flush=True)
+    if not a.keep_logs:
+        shutil.rmtree(wd / "logs", ignore_errors=True)
     print(database_summary(wd), file=sys.stderr)
     return 0
 

@@ -127,3 +127,17 @@ def test_tune_tiny_primfunc_writes_database(tmp_path):
     summ = T.tune_module(prim, tgt, 2, tmp_path / "db", num_trials_per_iter=2)
     assert summ.measured >= 1 and (tmp_path / "db" / T.RECORD_FILE).exists()
     assert T.scheduled_names(T.apply_database(prim, tgt, tmp_path / "db")) == ["main"]
+
+
+@pytest.mark.slow
+def test_rpc_loopback_tuning(tmp_path):
+    """Tracker + server on 127.0.0.1, MetaSchedule measuring through RPCRunner (~2 min)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "tune_rpc_loopback.py"
+    spec = importlib.util.spec_from_file_location("tune_rpc_loopback", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--trials", "2", "--work-dir", str(tmp_path / "db"), "--timeout", "400"]) == 0
+    assert T.database_summary(tmp_path / "db")["measured"] >= 1
