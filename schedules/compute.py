@@ -412,11 +412,16 @@ def _term_int(x: tirx.PrimExpr, code: tirx.PrimExpr, acc_dtype: str,
               neg_x: Optional[tirx.PrimExpr] = None) -> tirx.PrimExpr:
     """``sign * (x << (|code| - 1))`` (0 for code 0) without multiply; see the module docstring.
 
-    Written as ``0 - select(code != 0, src << s, 0)`` with ``src = select(code < 0, x, 0 - x)`` (the
-    *negated* wanted source, picked before the shift), so that the reduction ``acc + term`` becomes one
-    masked subtract (AVX-512 ``vpsubd acc {k}``) and the negation of ``x`` is done once per input element
-    (``neg_x``: e.g. a materialised ``0 - x`` stage; default ``0 - x`` inline). ``(0 - x) << s`` equals
-    ``-(x << s)`` in two's complement; ``x`` is never the most negative value (accumulator bound).
+    Two multiply-free forms, both chosen for what LLVM makes of ``acc + term`` on AVX-512:
+
+    * ``neg_x`` given (conv: a materialised ``0 - x`` input stage): ``src = select(code < 0, x, -x)`` (the
+      *negated* wanted source, picked before the shift: a masked broadcast load), ``v = src << s``,
+      ``term = 0 - select(|code| > 0, v, 0)``: one masked ``vpsubd`` into the accumulator. 3 vector ALU
+      uops per term vector (blend, ``vpsllvd``, masked sub); the code decode is shared by the pixel tile.
+    * ``neg_x`` absent (dense, where every code is used once): ``v = x << s``,
+      ``term = select(code > 0, v, 0) - select(code < 0, v, 0)`` (a zero-masked move + add and a masked
+      sub; the decode runs in bytes). ``(0 - x) << s == -(x << s)`` in two's complement; ``x`` is never the
+      most negative value (accumulator bound).
     """
     bits = 32 if acc_dtype == "int32" else 64
     zero = tirx.const(0, acc_dtype)
@@ -425,9 +430,11 @@ def _term_int(x: tirx.PrimExpr, code: tirx.PrimExpr, acc_dtype: str,
     a = (c ^ m) - m
     s = (a - tirx.const(1, acc_dtype)) & tirx.const(bits - 1, acc_dtype)
     xa = x.astype(acc_dtype)
-    nxa = (zero - xa) if neg_x is None else neg_x.astype(acc_dtype)
-    v = tirx.Select(c < zero, xa, nxa) << s
-    return zero - tirx.Select(c != zero, v, zero)
+    if neg_x is None:
+        v = xa << s
+        return tirx.Select(c > zero, v, zero) - tirx.Select(c < zero, v, zero)
+    v = tirx.Select(c < zero, xa, neg_x.astype(acc_dtype)) << s
+    return zero - tirx.Select(a > zero, v, zero)        # a = |code| > 0: the nonzero codes
 
 
 def _term_float(x: tirx.PrimExpr, code: tirx.PrimExpr, s0: int) -> tirx.PrimExpr:

@@ -79,6 +79,8 @@ def conv2d_schedule(prim: tvm.tirx.PrimFunc, spec: Conv2dSpec, target: Optional[
         The ``tvm.s_tir.Schedule`` (two kernels: accumulate, epilogue; three with a materialised pad).
     """
     sch = s_tir.Schedule(prim)
+    if not str(prim.params[0].ty.dtype) == "float32":
+        sch.compute_inline(sch.get_sblock("negpad"))   # fixed point: 0 - x recomputed inline per term
     pad = sch.get_sblock("pad")
     float_mode = str(prim.params[0].ty.dtype) == "float32"
     if float_mode and any(spec.padding):

@@ -19,8 +19,15 @@ epilogue per tile (``reverse_compute_at``) while the accumulators are hot.
   ``(n, g, og, oh-block)``.
 
 Any shape works: non-dividing tiles get predicates on unrolled (not vectorised) loops, and vector loops are
-picked to divide their extent (``N_pad``/``Og_pad`` are multiples of 8; for ``ow`` a divisor of ``OW`` up
-to 64 lanes, else a predicated 16-lane loop, which TVM scalarises -- correct, slower).
+picked to divide their extent (``N_pad``/``Og_pad`` are multiples of 8; for ``ow``: 16 or 8 lanes when they
+divide ``OW``, else ``OW`` itself up to 16, else a divisor of ``OW`` in 4..16, else a predicated 16-lane
+loop, which TVM scalarises -- correct, slower).
+
+The fixed-point term (see :func:`schedules.compute._term_int`): conv kernels read ``x`` and ``-x`` from
+the two materialised padded stages ``pad`` / ``negpad`` (NHWC), select the source by the code's sign with
+a masked broadcast load, shift (``vpsllvd``) and subtract under the nonzero-code mask: 3 vector ALU uops per
+16 terms plus the code decode shared by the ``CONV_PIXEL_TILE`` pixels; dense decodes each code vector in
+bytes and adds/subtracts under the sign masks (10 uops per 16 terms, every code used once at batch 1).
 """
 from __future__ import annotations
 
@@ -109,16 +116,10 @@ def dense_schedule(prim: tvm.tirx.PrimFunc, spec: DenseSpec, target: Optional[tv
 
 def _pad_blocks(sch: s_tir.Schedule) -> list:
     """The padded-input blocks: ``pad`` and, in fixed-point mode, ``negpad`` (``0 - pad``)."""
-    names = ["pad"] + (["negpad"] if any(b.name_hint == "negpad" for b in _all_sblocks(sch)) else [])
-    return [sch.get_sblock(n) for n in names]
-
-
-def _all_sblocks(sch: s_tir.Schedule) -> list:
-    out = []
-    sch.mod["main"].body.block.body  # noqa: B018  (root block present)
-    tvm.tirx.stmt_functor.post_order_visit(
-        sch.mod["main"].body, lambda node: out.append(node) if isinstance(node, tvm.tirx.SBlock) else None)
-    return out
+    blocks = [sch.get_sblock("pad")]
+    if "negpad" in sch.mod["main"].script():
+        blocks.append(sch.get_sblock("negpad"))
+    return blocks
 
 
 def _schedule_pad(sch: s_tir.Schedule, spec: Conv2dSpec, nhwc: bool) -> None:
@@ -192,7 +193,15 @@ def conv2d_schedule(prim: tvm.tirx.PrimFunc, spec: Conv2dSpec, target: Optional[
         _schedule_pad(sch, spec, nhwc=True)
     else:
         # ---- spatial vectors over ow
-        vl = OW if OW <= 32 else (_largest_divisor(OW, 8, 64) or 16)
+        # at most one zmm per row (wider, odd-width vectors measured 3x slower: dw 144@56, 56 -> 8 lanes)
+        if OW % 16 == 0:
+            vl = 16
+        elif OW % 8 == 0:
+            vl = 8
+        elif OW <= 16:
+            vl = OW
+        else:
+            vl = _largest_divisor(OW, 4, 16) or 16
         th = _largest_divisor(OH, 1, 4) or 1
         if th == 1 and OH > 1:
             th = min(OH, 4)
