@@ -12,15 +12,18 @@ one term uses only casts, shifts, xor, sub, and, compare/select and add -- no mu
     c = int(code) (sign-extended);  m = c >> (bits-1)            # 0 or -1 (arithmetic shift)
     a = (c ^ m) - m                                              # |code|
     s = (a - 1) & (bits - 1)                                     # shift count, always in [0, bits)
-    nz = select(c != 0, -1, 0)                                   # all ones unless the zero code
-    v = (acc_dtype(x_q) << s) & nz
-    term = (v ^ m) - m                                           # conditional negate, no `-v` (= v * -1 in TIR)
+    conv:  v = select(c < 0, x, nx) << s;  term = 0 - select(a > 0, v, 0)    # nx = 0 - x (stage "negpad")
+    dense: v = x << s;  term = select(c > 0, v, 0) - select(c < 0, v, 0)
+
+No unary minus anywhere (TIR writes ``-v`` as ``v * -1``); ``(0 - x) << s == -(x << s)`` in two's
+complement; ``0 - x`` is formed in ``acc_dtype`` (an int32 ``x`` is never INT32_MIN under an int32
+accumulator bound; with int64 it may be, and ``-x`` then needs the 64 bits). See :func:`_term_int` for
+why the two forms differ (what LLVM makes of ``acc + term`` on AVX-512).
 
 The ``& (bits-1)`` guard keeps every shift count defined (LLVM/C: a count >= bits is UB, and vector code
 evaluates every lane). It changes nothing for valid inputs: ``|code| - 1 >= bits`` can only occur with a
 term that would overflow the accumulator (the pass's accumulator bound excludes it) or with ``x_q == 0``
-(then ``0 << anything == 0``). The zero code gives count 31/63, masked off by ``nz``. (LLVM turns
-``(v ^ m) - m`` into ``(v ^ m) + (m >>> (bits-1))`` and ``& nz`` into a masked move; still no multiply.)
+(then ``0 << anything == 0``). The zero code gives count 31/63, discarded by the select.
 
 Epilogue and FMA: LLVM (TVM sets ``AllowFPOpFusion=Fast``) and nvcc contract ``a * c + b`` into one
 fused multiply-add, which rounds once instead of twice. That is harmless whenever ``float32(acc) * c`` is
@@ -47,7 +50,8 @@ Layouts (all row-major / C order):
   ``(N, O, OH, OW)``. Convert with :func:`conv2d_weight_codes` (PyTorch ``(O, C/G, KH, KW)``).
 
 PrimFunc parameters, in order: ``X_q, codes, [bias], out`` (bias only when ``spec.has_bias``).
-Blocks: ``"pad"`` (conv only: zero-padded copy of ``X_q``), ``"acc"`` (the exact reduction; dense
+Blocks: ``"pad"`` (conv only: zero-padded copy of ``X_q``), ``"negpad"`` (fixed-point conv only:
+``0 - pad``, read by the term so ``-x`` is formed once per input element), ``"acc"`` (the exact reduction; dense
 ``(M, NBLK*NB)``, conv ``(N, G, Og_pad, OH, OW)``) and ``"out"`` (the float epilogue).
 
 Float-activation mode (``shift_dense_float`` / ``shift_conv2d_float``, SPEC §3 last paragraph):
@@ -517,8 +521,10 @@ def _conv(spec: Conv2dSpec, float_mode: bool, exact_scale: Optional[bool] = None
 
     Xp = te.compute((N, C, HP, WP), pad_fn, name="pad")
     # fixed point: 0 - x_pad once per input element (the term selects between x and -x before the shift)
-    Xn = None if float_mode else te.compute((N, C, HP, WP), lambda n, c, h, w: zero - pad_fn(n, c, h, w),
-                                            name="negpad")
+    # (in acc_dtype: with an int64 accumulator x_q may be INT32_MIN, whose negation needs 64 bits)
+    acc_zero = tirx.const(0, spec.acc_dtype)
+    Xn = None if float_mode else te.compute(
+        (N, C, HP, WP), lambda n, c, h, w: acc_zero - pad_fn(n, c, h, w).astype(spec.acc_dtype), name="negpad")
     ry = te.reduce_axis((0, KH), name="ry")
     rx = te.reduce_axis((0, KW), name="rx")
     rc = te.reduce_axis((0, Cg), name="rc")

@@ -28,7 +28,8 @@ The fixed-point term (see :func:`schedules.compute._term_int`): conv kernels rea
 the two materialised padded stages ``pad`` / ``negpad`` (NHWC), select the source by the code's sign with
 a masked broadcast load, shift (``vpsllvd``) and subtract under the nonzero-code mask: 3 vector ALU uops per
 16 terms plus the code decode shared by the ``CONV_PIXEL_TILE`` pixels; dense decodes each code vector in
-bytes and adds/subtracts under the sign masks (10 uops per 16 terms, every code used once at batch 1).
+bytes (one 64-lane vector per column block) and adds/subtracts under the sign masks (8.5 uops per 16
+terms, every code used once at batch 1).
 """
 from __future__ import annotations
 

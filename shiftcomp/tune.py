@@ -616,11 +616,25 @@ def tune(model_or_module: "Any", example_inputs: Sequence[Any] | None = None,
 # ------------------------------------------------------------------------------------------------
 # applying a database
 # ------------------------------------------------------------------------------------------------
+_DB_CACHE: dict[tuple[str, str, int, int], Any] = {}
+
+
 def open_database(db_dir: str | os.PathLike, module_equality: str = "structural"):
-    """Open an existing JSONDatabase read-mostly (``allow_missing=False``)."""
+    """Open an existing JSONDatabase (``allow_missing=False``), cached per process.
+
+    Loading parses every stored workload's TIR (seconds for the shipped database); the cache is keyed by the
+    folder and the files' size and mtime, so a database that tuning extended is re-read.
+    """
     from tvm.s_tir import meta_schedule as ms
 
-    return ms.database.JSONDatabase(work_dir=str(db_dir), allow_missing=False, module_equality=module_equality)
+    p = Path(db_dir).resolve()
+    st = (p / RECORD_FILE).stat()
+    key = (str(p), module_equality, int(st.st_mtime_ns), int(st.st_size))
+    db = _DB_CACHE.get(key)
+    if db is None:
+        db = ms.database.JSONDatabase(work_dir=str(p), allow_missing=False, module_equality=module_equality)
+        _DB_CACHE[key] = db
+    return db
 
 
 def resolve_db_dir(target: Target, db_dir: str | os.PathLike | None | bool) -> Path | None:
@@ -1035,7 +1049,7 @@ def compile_tuned(model: Any, example_inputs: Sequence[Any], target: Any = "llvm
     if path is None:
         return sc_compile(model, tuple(example_inputs), tgt, lower=lower)
     with shift_kernel_database(path, tgt) as hook:
-        compiled = sc_compile(model, tuple(example_inputs), tgt, tuned=str(path), lower=lower)
+        compiled = sc_compile(model, tuple(example_inputs), tgt, tuned=open_database(path), lower=lower)
     try:
         compiled.tuned_kernels = list(compiled.tuned_kernels) + hook.hits
     except Exception:  # pragma: no cover

@@ -616,3 +616,28 @@ def test_x86_inner_loop_is_vpsllvd_without_multiply():
     qasm = compiled("dense", DenseSpec(4, 256, 128, 5, -15, "int64", True)).mod.inspect_source("asm")
     qhot = _asm_blocks(qasm, r"\bvpsllvq\b")
     assert qhot and not any(re.search(r"\b(imul\w*|vpmull\w*|vpmadd\w*)\b", b) for b in qhot)
+
+
+def test_conv_int64_negates_int32_min_in_64_bits():
+    """The conv term reads ``-x`` from the ``negpad`` stage; with an int64 accumulator ``x_q`` may be
+    INT32_MIN, whose negation only fits in 64 bits (an int32 ``negpad`` gave the wrong sign)."""
+    import tvm as _tvm
+    spec = Conv2dSpec(1, 4, 3, 3, 8, 3, 3, padding=1, frac_bits=0, s0=0, acc_dtype="int64")
+    rng = np.random.default_rng(1)
+    shift = rng.integers(0, 3, size=(8, 4, 3, 3))
+    sign = rng.choice([-1, 0, 1], size=shift.shape)
+    x = rng.integers(-2 ** 31, 2 ** 31, size=spec.x_shape, dtype=np.int64)
+    x[0, :, 1, 1] = -2 ** 31
+    x = x.astype(np.int32)
+    prim = build_shift_kernel("conv2d", spec, "llvm").with_attr("global_symbol", "main")
+    ex = _tvm.compile(_tvm.IRModule({"main": prim}), target=resolve_target("llvm"))
+    dev = _tvm.cpu()
+    out = _tvm.runtime.tensor(np.zeros(spec.out_shape, np.float32), dev)
+    ex["main"](_tvm.runtime.tensor(x, dev), _tvm.runtime.tensor(conv2d_weight_codes(shift, sign, 0), dev), out)
+    xi = np.pad(x.astype(object), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    acc = np.zeros((8, 3, 3), dtype=object)
+    for o, c, ry, rx in np.ndindex(8, 4, 3, 3):
+        if sign[o, c, ry, rx]:
+            acc[o] += int(sign[o, c, ry, rx]) * (xi[0, c, ry:ry + 3, rx:rx + 3] * (1 << int(shift[o, c, ry, rx])))
+    exp = np.vectorize(lambda v: np.float32(float(v)), otypes=[np.float32])(acc)
+    assert np.array_equal(out.numpy()[0], exp)
