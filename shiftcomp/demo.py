@@ -148,7 +148,9 @@ def run_demo(epochs: int = 4, out_dir: Path = Path("out/demo"), mode: str = "Q",
                  ("verify: all shift ops bit-exact", str(report.ok)),
                  ("fresh-process reload identical", str(reload_identical)),
                  ("artifact file", f"{artifact} ({result.artifact_bytes / 1024:.1f} KiB)"),
-                 ("artifact shift-weight bytes vs float32", str(info)),
+                 ("shift weights: packed in artifact / float32",
+                  f"{info.packed_weight_bytes:,} B / {info.float32_weight_bytes:,} B "
+                  f"({info.packed_weight_bytes / info.float32_weight_bytes:.3f})"),
                  ("train / compile time", f"{times['train']:.1f} s / {times['compile']:.1f} s"),
                  ("1,000 images: reference / compiled", f"{times['reference']:.2f} s / {times['compiled_run']:.2f} s")]:
         table.add_row(k, v)
