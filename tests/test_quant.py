@@ -286,3 +286,18 @@ def test_fake_quant_wide_format_single_rounding():
     y = fake_quant_act(x, 32, 0)
     assert y.tolist() == [float(np.float32(2 ** 31 - 1)), -(2.0 ** 31), 12346.0]
     assert quant.fake_quant_act(x.double(), 32, 0).tolist() == [2 ** 31 - 1, -(2 ** 31), 12346]
+
+
+def test_q_round_float32_fast_path_equals_float64_path():
+    """The float32 bit-level fast path and the float64 frexp path agree, cut points and clamp edges included."""
+    from shiftcomp.quant import _q_shift_sign
+
+    g = torch.Generator().manual_seed(0)
+    cuts = torch.tensor([2.0 ** k * math.sqrt(0.5) for k in range(-20, 3)], dtype=torch.float32)
+    near = torch.cat([cuts, torch.nextafter(cuts, torch.full_like(cuts, 0.0)),
+                      torch.nextafter(cuts, torch.full_like(cuts, 10.0))])
+    w = torch.cat([near, -near, torch.randn(20000, generator=g) * 0.1, torch.tensor([0.0, -0.0, 1e-30, 1e30])])
+    for lo, hi in [(-15, 0), (-7, 3), (-126, 127), (0, 0)]:
+        s32, g32 = _q_shift_sign(w, lo, hi)
+        s64, g64 = _q_shift_sign(w.double(), lo, hi)
+        assert torch.equal(s32, s64) and torch.equal(g32, g64)
