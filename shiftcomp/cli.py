@@ -71,7 +71,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     ck = load_checkpoint(args.checkpoint, arch=args.arch)
     x = _example_input(ck.input_shape, args.batch)
-    compiled = sc.compile(ck.model, (x,), target=args.target, tuned=args.tuned)
+    if args.tuned == "none":
+        compiled = sc.compile(ck.model, (x,), target=args.target)
+    else:  # the shipped schedules/<target-key>/ database (or the given folder) when it matches
+        from shiftcomp.tune import compile_tuned
+
+        compiled = compile_tuned(ck.model, (x,), args.target, db_dir=None if args.tuned == "auto" else args.tuned)
+        print(f"kernels from the tuning database: {len(compiled.tuned_kernels)}")
     info = compiled.export(args.output)
     print(compiled)
     print(info)
@@ -176,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("compile", help="compile a checkpoint to one deployable file")
     _add_checkpoint_args(s)
     s.add_argument("-o", "--output", required=True, help="artifact path (e.g. model.so)")
-    s.add_argument("--tuned", default=None, help="MetaSchedule database folder (default: built-in schedules)")
+    s.add_argument("--tuned", default="auto",
+                   help="MetaSchedule database folder; 'auto' (default): the shipped schedules/<target-key>/ "
+                        "when present; 'none': built-in schedules only")
     s.add_argument("--audit", action="store_true", help="print the multiplication audit")
     s.set_defaults(func=cmd_compile)
 
