@@ -18,8 +18,9 @@ from __future__ import annotations
 from shiftcomp import nn, quant, reference
 from shiftcomp.config import ShiftConfig
 from shiftcomp.convert import convert
+from shiftcomp.decompose import DecomposeConfig, decompose, recompose
 
-__all__ = ["ShiftConfig", "convert", "nn", "quant", "reference"]
+__all__ = ["ShiftConfig", "convert", "nn", "quant", "reference", "DecomposeConfig", "decompose", "recompose"]
 
 __version__ = "0.1.0"
 
