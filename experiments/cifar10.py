@@ -20,7 +20,7 @@ import sys
 from typing import Any, Sequence
 
 from shiftcomp.models import INPUT_SHAPES, MODELS, get_model
-from shiftcomp.training import DatasetDefaults, add_common_args, run_experiment
+from shiftcomp.training import DatasetDefaults, add_common_args, run_experiment, run_main
 
 DEFAULTS = DatasetDefaults(batch_size=128, test_batch_size=500, lr=0.1, momentum=0.9, wd=1e-4, epochs=200, opt="sgd",
                            lr_schedule="multistep", lr_milestones=[80, 120, 160, 180], workers=0)
@@ -81,10 +81,10 @@ class _LazyFolder:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse ``argv`` (default ``sys.argv[1:]``), run, and return the result dict of ``run_experiment``."""
     args = build_parser().parse_args(argv)
-    return run_experiment(
+    return run_main(lambda: run_experiment(
         args, dataset="cifar10", arch=args.arch, build_model=lambda: get_model(args.arch, 10),
         build_data=_build_data, input_shape=INPUT_SHAPES[args.arch], default_schedule="multistep",
-        argv=[sys.argv[0] if argv is None else "experiments/cifar10.py", *(sys.argv[1:] if argv is None else argv)])
+        argv=[sys.argv[0] if argv is None else "experiments/cifar10.py", *(sys.argv[1:] if argv is None else argv)]))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-from shiftcomp.training import DatasetDefaults, add_common_args, run_experiment
+from shiftcomp.training import DatasetDefaults, add_common_args, run_experiment, run_main
 
 DEFAULTS = DatasetDefaults(batch_size=256, test_batch_size=256, lr=0.1, momentum=0.9, wd=1e-4, epochs=90, opt="sgd",
                            lr_schedule="step", lr_milestones=[], workers=4)
@@ -78,10 +78,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return (ImageFolderDataset(find_split_dir(a.data, ("train",)), train_t),
                 ImageFolderDataset(find_split_dir(a.data, ("val", "test")), test_t))
 
-    return run_experiment(
+    return run_main(lambda: run_experiment(
         args, dataset="imagenet", arch=args.arch, build_model=build_model, build_data=build_data,
         input_shape=(3, 224, 224), default_schedule="step",
-        argv=[sys.argv[0] if argv is None else "experiments/imagenet.py", *(sys.argv[1:] if argv is None else argv)])
+        argv=[sys.argv[0] if argv is None else "experiments/imagenet.py", *(sys.argv[1:] if argv is None else argv)]))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-from shiftcomp.training import DatasetDefaults, add_common_args, run_experiment
+from shiftcomp.training import DatasetDefaults, add_common_args, run_experiment, run_main
 
 DEFAULTS = DatasetDefaults(batch_size=64, test_batch_size=1000, lr=0.01, momentum=0.9, wd=0.0, epochs=10, opt="sgd",
                            lr_schedule="none", lr_milestones=[], workers=0)
@@ -45,10 +45,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from shiftcomp.models import INPUT_SHAPES, get_model
 
     arch = TYPES[args.type]
-    return run_experiment(
+    return run_main(lambda: run_experiment(
         args, dataset="mnist", arch=arch, build_model=lambda: get_model(arch, 10),
         build_data=lambda a: load_mnist(a.data), input_shape=INPUT_SHAPES[arch], default_schedule="none",
-        argv=[sys.argv[0] if argv is None else "experiments/mnist.py", *(sys.argv[1:] if argv is None else argv)])
+        argv=[sys.argv[0] if argv is None else "experiments/mnist.py", *(sys.argv[1:] if argv is None else argv)]))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,16 @@ epoch: model, optimizer, scheduler, RNG states, best accuracy), ``model_best.pth
 (final ``state_dict``) and, for shift runs, ``integer_weights.pth`` (``{layer: {"shift": int8, "sign": int8}}``).
 Only rank 0 writes.
 
+Training by decomposition (``--decompose tucker|cp|svd --decompose-epoch E --rank R|vbmf [--recompose-epoch
+R2]``): after E epochs the float model is factorised by :func:`shiftcomp.decompose` (and, for shift runs,
+converted only then: the first E epochs train FP32); after R2 epochs :func:`shiftcomp.recompose` multiplies
+the factors back. At each change the optimizer starts fresh (``--decompose-optimizer carry`` keeps the state of
+surviving parameters) while the LR schedule keeps its position. ``decompose_report.csv`` holds the per-layer
+report; ``train_log.csv`` has each epoch's wall time (``epoch_time_s``: the change, training and evaluation)
+and the architecture it trained (``arch``: original, decomposed, recomposed). Checkpoints record the module
+tree they hold (``architecture``: the decomposition plan, whether shift layers were converted), so
+``--resume`` rebuilds it before loading.
+
 Resume (``--resume``): restores everything saved in the checkpoint and continues with the next epoch; the
 RNG states make the continued run bit-identical to an uninterrupted one (same seed, threads and data).
 Rows of the CSV logs newer than the checkpoint (an epoch killed after logging) are dropped first.
@@ -54,7 +64,8 @@ from torch.utils.data import DataLoader, Dataset
 __all__ = [
     "OPTIMIZERS", "add_common_args", "DatasetDefaults", "run_dir_name", "shift_config_from_args", "shift_layer_types",
     "ps_parameters", "ps_regularizer", "build_optimizer", "build_scheduler", "load_weights", "atomic_save",
-    "train_epoch", "evaluate", "run_experiment", "DistInfo", "setup_distributed", "progress_enabled",
+    "train_epoch", "evaluate", "run_experiment", "run_main", "DistInfo", "setup_distributed", "progress_enabled",
+    "DecomposeSchedule", "decompose_schedule_from_args", "parse_rank", "UsageError",
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adadelta", "adagrad", "rmsprop", "radam")
@@ -63,7 +74,7 @@ BEST = "model_best.pth.tar"
 TRAIN_LOG = "train_log.csv"
 TEST_LOG = "test_log.csv"
 EVAL_LOG = "eval_log.csv"
-TRAIN_FIELDS = ["epoch", "lr", "train_loss", "train_acc1", "train_acc5", "time_s"]
+TRAIN_FIELDS = ["epoch", "lr", "train_loss", "train_acc1", "train_acc5", "time_s", "epoch_time_s", "arch"]
 TEST_FIELDS = ["epoch", "test_loss", "test_acc1", "test_acc5", "best_acc1", "time_s"]
 
 
@@ -150,6 +161,7 @@ def add_common_args(parser: argparse.ArgumentParser, defaults: DatasetDefaults |
     g.add_argument("--test-subset", dest="test_subset", type=int, default=None,
                    help="use a fixed random subset of N test samples (quick runs)")
     g.add_argument("--no-progress", dest="no_progress", action="store_true", help="disable tqdm progress bars")
+    _add_decompose_args(parser)
     return parser
 
 
@@ -332,16 +344,18 @@ def _truncate_csv(path: Path, last_epoch: int) -> None:
         return
     keep = [r for r in rows if int(r["epoch"]) <= last_epoch]
     if len(keep) != len(rows):
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(fields))
-            w.writeheader()
-            w.writerows(keep)
-        os.replace(tmp, path)
+        _write_rows_with(path, list(fields), keep)
 
 
 def _append_csv(path: Path, fields: list[str], row: dict[str, Any]) -> None:
     new = not path.is_file() or path.stat().st_size == 0
+    if not new:
+        with open(path, newline="") as f:
+            old = next(csv.reader(f), [])
+        if old != fields:  # a log begun by an older version: rewrite it under the current header
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            _write_rows_with(path, fields, rows)
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         if new:
@@ -349,6 +363,15 @@ def _append_csv(path: Path, fields: list[str], row: dict[str, Any]) -> None:
         w.writerow(row)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _write_rows_with(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, restval="", extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
 
 
 def _model_summary(model: nn.Module, config: Any, input_shape: Sequence[int] | None) -> str:
@@ -468,6 +491,89 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str =
             "n": int(sums[3].item())}
 
 
+@dataclass
+class DecomposeSchedule:
+    """When and how a run changes its architecture (``--decompose-epoch`` and friends).
+
+    After ``epoch`` finished epochs the float model is decomposed with ``config`` (then converted to shift
+    layers if the run has a shift config: the first epochs train FP32); after ``recompose_epoch`` (if set) the
+    factors are multiplied back into the original layers. ``carry_optimizer``: keep the optimizer state of the
+    parameters that survive the change (BatchNorm, layers left alone) instead of starting a fresh optimizer.
+    The LR schedule continues either way.
+    """
+
+    epoch: int
+    config: Any  # shiftcomp.decompose.DecomposeConfig
+    recompose_epoch: int | None = None
+    carry_optimizer: bool = False
+
+
+def parse_rank(text: str) -> int | float | str:
+    """``--rank``: ``vbmf``, an int >= 1, or a fraction in ``(0, 1]`` (``0.5``)."""
+    if text.lower() == "vbmf":
+        return "vbmf"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--rank takes an int, a fraction like 0.5, or 'vbmf', not {text!r}") from None
+
+
+def decompose_schedule_from_args(args: argparse.Namespace) -> DecomposeSchedule | None:
+    """The :class:`DecomposeSchedule` the flags describe, None without ``--decompose``.
+
+    Raises:
+        UsageError: inconsistent flags (the scripts print it as one line and exit 2).
+    """
+    method = getattr(args, "decompose", None)
+    if method is None:
+        for flag in ("decompose_epoch", "recompose_epoch"):
+            if getattr(args, flag, None) is not None:
+                raise UsageError(f"--{flag.replace('_', '-')} needs --decompose tucker|cp|svd")
+        return None
+    from shiftcomp.decompose import DecomposeConfig
+
+    epoch = args.decompose_epoch if args.decompose_epoch is not None else 0
+    if not 0 <= epoch < args.epochs:
+        raise UsageError(f"--decompose-epoch {epoch} must lie in [0, --epochs {args.epochs})")
+    r2 = args.recompose_epoch
+    if r2 is not None:
+        if not epoch < r2 <= args.epochs:
+            raise UsageError(f"--recompose-epoch {r2} must lie in (--decompose-epoch {epoch}, --epochs {args.epochs}]")
+        if args.shift_depth != 0:
+            raise UsageError("--recompose-epoch works on FP32 runs only (-s 0): shift factors cannot be multiplied "
+                             "back exactly")
+    try:
+        config = DecomposeConfig(method=method, rank=args.rank)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return DecomposeSchedule(epoch, config, r2, args.decompose_optimizer == "carry")
+
+
+class UsageError(ValueError):
+    """Inconsistent command-line flags; the experiment scripts report it in one line and exit 2."""
+
+
+def _add_decompose_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("training by decomposition")
+    g.add_argument("--decompose", choices=["tucker", "cp", "svd"], default=None,
+                   help="after --decompose-epoch epochs, factorise conv layers (Tucker-2, CP or SVD; linear layers "
+                        "by SVD) and continue training the thinner model; with -s != 0 the factors are then "
+                        "converted to shift layers (the first epochs train FP32)")
+    g.add_argument("--decompose-epoch", dest="decompose_epoch", type=int, default=None, metavar="E",
+                   help="epochs trained with the original architecture before decomposing (default 0)")
+    g.add_argument("--rank", type=parse_rank, default="vbmf",
+                   help="rank: int, fraction of the full rank (0.5), or vbmf (default: VBMF estimate)")
+    g.add_argument("--recompose-epoch", dest="recompose_epoch", type=int, default=None, metavar="R",
+                   help="after R epochs, multiply the factors back into the original layers (FP32 runs)")
+    g.add_argument("--decompose-optimizer", dest="decompose_optimizer", choices=["reset", "carry"], default="reset",
+                   help="at an architecture change: fresh optimizer state (reset, default) or keep the state of "
+                        "parameters that survive (carry); the LR schedule continues either way")
+
+
 # --------------------------------------------------------------------------------------------- experiment
 
 
@@ -510,12 +616,16 @@ def run_experiment(args: argparse.Namespace, *, dataset: str, arch: str, build_m
 
     Returns:
         ``{"out_dir", "best_acc1", "final_acc1", "final_acc5", "epochs_run", "epoch", "sec_per_epoch"}``
-        (and ``"exact_acc1"`` with ``--eval-exact``).
+        (and ``"exact_acc1"`` with ``--eval-exact``; ``"decompose_report"`` when this call decomposed).
+
+    Raises:
+        UsageError: inconsistent decomposition flags.
     """
+    schedule = decompose_schedule_from_args(args)
     dist_info = setup_distributed()
     try:
-        return _run(args, dist_info, dataset=dataset, arch=arch, build_model=build_model, build_data=build_data,
-                    input_shape=input_shape, default_schedule=default_schedule, argv=argv)
+        return _run(args, dist_info, schedule, dataset=dataset, arch=arch, build_model=build_model,
+                    build_data=build_data, input_shape=input_shape, default_schedule=default_schedule, argv=argv)
     finally:
         if dist_info.enabled:
             import torch.distributed as dist
@@ -524,25 +634,100 @@ def run_experiment(args: argparse.Namespace, *, dataset: str, arch: str, build_m
                 dist.destroy_process_group()
 
 
-def _run(args: argparse.Namespace, dist_info: DistInfo, *, dataset: str, arch: str,
-         build_model: Callable[[], nn.Module], build_data: Callable[[argparse.Namespace], tuple[Dataset, Dataset]],
-         input_shape: Sequence[int] | None, default_schedule: str, argv: Sequence[str] | None) -> dict[str, Any]:
+def run_main(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Call ``run()`` (a script's ``run_experiment`` call); a :class:`UsageError` becomes one line and exit 2."""
+    try:
+        return run()
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+@dataclass
+class _Run:
+    """The state one experiment carries from epoch to epoch."""
+
+    args: argparse.Namespace
+    dist_info: DistInfo
+    device: torch.device
+    out_dir: Path
+    config: Any                        # ShiftConfig | None
+    schedule: DecomposeSchedule | None
+    default_schedule: str
+    model: nn.Module                   # unwrapped
+    arch_state: dict[str, Any]         # what the module tree holds (recorded in checkpoints)
+    net: nn.Module | None = None       # model, DDP-wrapped under torchrun
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    regularizer: Callable[[], torch.Tensor] | None = None
+    log: Callable[..., None] = print
+
+    def wire(self) -> None:
+        """(Re)build the DDP wrapper, optimizer, schedule and regularizer for the current module tree."""
+        self.model.to(self.device)
+        self.optimizer = build_optimizer(self.model, self.args)
+        self.scheduler = build_scheduler(self.optimizer, self.args, self.default_schedule)
+        self.regularizer = ps_regularizer(self.model, self.args.wd)
+        self.net = self.model
+        if self.dist_info.enabled:
+            dev = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=dev)
+
+
+def _configure_threads(args: argparse.Namespace, dist_info: DistInfo) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     elif dist_info.enabled:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", dist_info.world_size))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
-    device = torch.device("cuda", dist_info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    progress = progress_enabled(args, dist_info)
-    log = print if dist_info.is_main else (lambda *a, **k: None)
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
 
-    # ---- model: build -> (FP32 weights) -> convert -> (shift weights)
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _read_resume_checkpoint(args: argparse.Namespace, out_dir: Path, log) -> tuple[dict | None, Path | None]:
+    """The checkpoint ``--resume`` names (None for a fresh start)."""
+    if not args.resume:
+        return None, None
+    path = out_dir / CHECKPOINT if args.resume == "auto" else Path(args.resume)
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=False), path
+    if args.resume == "auto":
+        log(f"=> no checkpoint in {out_dir}; starting from scratch")
+        return None, path
+    raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+
+
+def _checkpoint_architecture(ckpt: dict) -> dict[str, Any]:
+    """What a checkpoint's module tree holds; checkpoints from before decomposition support are undecomposed,
+    converted iff they record a shift config."""
+    arch = ckpt.get("architecture")
+    if arch is not None:
+        return dict(arch)
+    return {"decomposition": None, "decompose_config": None, "shift_converted": ckpt.get("shift_config") is not None,
+            "recomposed": False}
+
+
+def _build_model(args: argparse.Namespace, build_model: Callable[[], nn.Module], config: Any,
+                 schedule: DecomposeSchedule | None, ckpt: dict | None) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the model and bring it to the architecture the run starts from: the checkpoint's when resuming,
+    else ``--weights`` loaded and converted (conversion waits for the decomposition when one is scheduled)."""
     model = build_model()
-    config = shift_config_from_args(args)
+    if ckpt is not None:
+        arch = _checkpoint_architecture(ckpt)
+        if arch["decomposition"]:
+            from shiftcomp.decompose import apply_plan
+
+            apply_plan(model, arch["decomposition"])
+        if arch["shift_converted"]:
+            if config is None:
+                raise UsageError("--resume: the checkpoint holds a shift model but the flags describe FP32 (-s 0)")
+            model = _convert(model, config)
+        return model, arch
+    arch = {"decomposition": None, "decompose_config": None, "shift_converted": False, "recomposed": False}
     weights_sd = None
     if args.weights:
         weights_sd = _strip_module_prefix(_extract_state_dict(
@@ -552,166 +737,290 @@ def _run(args: argparse.Namespace, dist_info: DistInfo, *, dataset: str, arch: s
                 model.load_state_dict(weights_sd)
                 weights_sd = None
             except RuntimeError:
-                if config is None:
+                if config is None or schedule is not None:
                     raise  # keep weights_sd otherwise: maybe weights of a converted model, loaded after convert
     if config is None:
         if args.activation_bits:
-            warnings.warn("-ab is ignored for FP32 runs (-s 0)", stacklevel=2)
-    else:
+            warnings.warn("-ab is ignored for FP32 runs (-s 0)", stacklevel=3)
+    elif schedule is None:
         model = _convert(model, config)
+        arch["shift_converted"] = True
     if weights_sd is not None:  # weights of an already converted PS model
         model.load_state_dict(weights_sd)
-    model.to(device)
+    return model, arch
 
-    out_dir = Path(args.out_dir) / dataset / arch / run_dir_name(args)
-    if dist_info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cmd = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv))
-        with open(out_dir / "command_args.txt", "a" if args.resume or args.evaluate else "w") as f:
-            f.write(cmd + "\n\n" + json.dumps(vars(args), indent=2, default=str) + "\n")
-        with open(out_dir / "model_summary.txt", "w") as f:
-            f.write(_model_summary(model, config, input_shape))
-        if config is not None and hasattr(config, "to_json"):
-            (out_dir / "shift_config.json").write_text(config.to_json() + "\n")
 
-    # ---- data
+def _write_run_files(run: _Run, argv: Sequence[str] | None, input_shape: Sequence[int] | None) -> None:
+    args, out_dir = run.args, run.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv))
+    with open(out_dir / "command_args.txt", "a" if args.resume or args.evaluate else "w") as f:
+        f.write(cmd + "\n\n" + json.dumps(vars(args), indent=2, default=str) + "\n")
+    _write_summary(run, input_shape)
+    if run.config is not None and hasattr(run.config, "to_json"):
+        (out_dir / "shift_config.json").write_text(run.config.to_json() + "\n")
+
+
+def _write_summary(run: _Run, input_shape: Sequence[int] | None) -> None:
+    (run.out_dir / "model_summary.txt").write_text(_model_summary(run.model, run.config, input_shape))
+
+
+@dataclass
+class _Data:
+    train_ds: Dataset
+    test_ds: Dataset
+    train_loader: DataLoader
+    test_loader: DataLoader
+    train_sampler: Any
+
+
+def _build_loaders(args: argparse.Namespace, build_data, dist_info: DistInfo, device: torch.device) -> _Data:
     from shiftcomp.data import subset
 
     train_ds, test_ds = build_data(args)
     train_ds = subset(train_ds, args.train_subset, seed=args.seed)
     test_ds = subset(test_ds, args.test_subset, seed=args.seed)
     batch = args.batch_size
+    pin = device.type == "cuda"
     if dist_info.enabled:
         from torch.utils.data import Subset
         from torch.utils.data.distributed import DistributedSampler
 
         batch = max(1, args.batch_size // dist_info.world_size)
-        train_sampler = DistributedSampler(train_ds, dist_info.world_size, dist_info.rank, shuffle=True, seed=args.seed)
+        sampler = DistributedSampler(train_ds, dist_info.world_size, dist_info.rank, shuffle=True, seed=args.seed)
         test_ds = Subset(test_ds, list(range(dist_info.rank, len(test_ds), dist_info.world_size)))
-        train_loader = DataLoader(train_ds, batch, sampler=train_sampler, num_workers=args.workers,
-                                  pin_memory=device.type == "cuda")
+        train_loader = DataLoader(train_ds, batch, sampler=sampler, num_workers=args.workers, pin_memory=pin)
     else:
-        train_sampler = None
-        train_loader = DataLoader(train_ds, batch, shuffle=True, num_workers=args.workers,
-                                  pin_memory=device.type == "cuda")
+        sampler = None
+        train_loader = DataLoader(train_ds, batch, shuffle=True, num_workers=args.workers, pin_memory=pin)
     test_loader = DataLoader(test_ds, args.test_batch_size, shuffle=False, num_workers=args.workers)
+    return _Data(train_ds, test_ds, train_loader, test_loader, sampler)
 
-    optimizer = build_optimizer(model, args)
-    scheduler = build_scheduler(optimizer, args, default_schedule)
-    regularizer = ps_regularizer(model, args.wd)
-    if dist_info.enabled:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    # ---- resume
-    start_epoch, best_acc1 = 0, 0.0
-    ckpt_path = None
-    if args.resume:
-        ckpt_path = out_dir / CHECKPOINT if args.resume == "auto" else Path(args.resume)
-        if ckpt_path.is_file():
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            _unwrap(model).load_state_dict(ckpt["state_dict"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            if scheduler is not None and ckpt.get("scheduler") is not None:
-                scheduler.load_state_dict(ckpt["scheduler"])
-            start_epoch, best_acc1 = int(ckpt["epoch"]), float(ckpt["best_acc1"])
-            if ckpt.get("rng") is not None:
-                rng = ckpt["rng"]
-                _set_rng_state(rng[dist_info.rank % len(rng)] if isinstance(rng, list) else rng)
-            log(f"=> resumed {ckpt_path} after epoch {start_epoch} (best acc1 {best_acc1:.2f}%)")
-        elif args.resume == "auto":
-            log(f"=> no checkpoint in {out_dir}; starting from scratch")
-        else:
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-    if dist_info.is_main and not args.evaluate:
-        if start_epoch == 0:
-            for name in (TRAIN_LOG, TEST_LOG):
-                (out_dir / name).unlink(missing_ok=True)
-        else:
-            _truncate_csv(out_dir / TRAIN_LOG, start_epoch)
-            _truncate_csv(out_dir / TEST_LOG, start_epoch)
+def _restore(run: _Run, ckpt: dict | None, path: Path | None) -> tuple[int, float]:
+    """Load ``ckpt`` (model, optimizer, schedule, RNG) into ``run``; ``(start_epoch, best_acc1)``."""
+    if ckpt is None:
+        return 0, 0.0
+    run.model.load_state_dict(ckpt["state_dict"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    if run.scheduler is not None and ckpt.get("scheduler") is not None:
+        run.scheduler.load_state_dict(ckpt["scheduler"])
+    start_epoch, best_acc1 = int(ckpt["epoch"]), float(ckpt["best_acc1"])
+    if ckpt.get("rng") is not None:
+        rng = ckpt["rng"]
+        _set_rng_state(rng[run.dist_info.rank % len(rng)] if isinstance(rng, list) else rng)
+    run.log(f"=> resumed {path} after epoch {start_epoch} (best acc1 {best_acc1:.2f}%)")
+    return start_epoch, best_acc1
 
-    log(f"=> {dataset}/{arch} -> {out_dir}  ({len(train_ds)} train / {len(test_ds) * dist_info.world_size if dist_info.enabled else len(test_ds)} test, "
-        f"opt {args.opt} lr {args.lr}, {args.epochs} epochs, shift {config if config is not None else 'none (FP32)'})")
 
-    result: dict[str, Any] = {"out_dir": str(out_dir), "best_acc1": best_acc1, "epoch": start_epoch, "epochs_run": 0}
-    if args.evaluate:
-        t0 = time.time()
-        ev = evaluate(model, test_loader, device=device, progress=progress, dist_info=dist_info)
-        log(f"test: loss {ev['loss']:.4f}  acc1 {ev['acc1']:.2f}%  acc5 {ev['acc5']:.2f}%")
-        if dist_info.is_main:  # appended to eval_log.csv, so the training logs stay intact
-            _append_csv(out_dir / EVAL_LOG, ["weights"] + TEST_FIELDS, {
-                "weights": args.weights or (args.resume and str(ckpt_path)) or "init", "epoch": start_epoch,
-                "test_loss": ev["loss"], "test_acc1": ev["acc1"], "test_acc5": ev["acc5"], "best_acc1": best_acc1,
-                "time_s": round(time.time() - t0, 3)})
-        result.update(final_acc1=ev["acc1"], final_acc5=ev["acc5"])
-        _maybe_exact(args, model, test_loader, device, dist_info, result, log)
-        return result
+def _reset_logs(out_dir: Path, start_epoch: int) -> None:
+    if start_epoch == 0:
+        for name in (TRAIN_LOG, TEST_LOG):
+            (out_dir / name).unlink(missing_ok=True)
+    else:
+        _truncate_csv(out_dir / TRAIN_LOG, start_epoch)
+        _truncate_csv(out_dir / TEST_LOG, start_epoch)
 
-    times = []
+
+def _evaluate_only(run: _Run, data: _Data, start_epoch: int, best_acc1: float, ckpt_path: Path | None,
+                   progress: bool, result: dict[str, Any]) -> dict[str, Any]:
+    args = run.args
+    t0 = time.time()
+    ev = evaluate(run.net, data.test_loader, device=run.device, progress=progress, dist_info=run.dist_info)
+    run.log(f"test: loss {ev['loss']:.4f}  acc1 {ev['acc1']:.2f}%  acc5 {ev['acc5']:.2f}%")
+    if run.dist_info.is_main:  # appended to eval_log.csv, so the training logs stay intact
+        _append_csv(run.out_dir / EVAL_LOG, ["weights"] + TEST_FIELDS, {
+            "weights": args.weights or (args.resume and str(ckpt_path)) or "init", "epoch": start_epoch,
+            "test_loss": ev["loss"], "test_acc1": ev["acc1"], "test_acc5": ev["acc5"], "best_acc1": best_acc1,
+            "time_s": round(time.time() - t0, 3)})
+    result.update(final_acc1=ev["acc1"], final_acc5=ev["acc5"])
+    _maybe_exact(args, run.net, data.test_loader, run.device, run.dist_info, result, run.log)
+    return result
+
+
+def _change_architecture(run: _Run, epoch: int, input_shape: Sequence[int] | None) -> dict[str, Any] | None:
+    """Decompose (then convert) or recompose when ``epoch`` is the scheduled point; rewire the optimizer keeping
+    the LR schedule's position. Returns the decomposition report rows when it decomposed."""
+    s = run.schedule
+    if s is None:
+        return None
+    rows = None
+    if epoch == s.epoch and not run.arch_state["decomposition"] and not run.arch_state["recomposed"]:
+        import shiftcomp
+        from shiftcomp.decompose import decomposition_plan
+
+        report = shiftcomp.decompose(run.model, s.config)
+        run.log(f"=> decomposed after epoch {epoch} ({s.config.method}, rank {s.config.rank}):\n{report}")
+        rows = report.to_rows()
+        run.arch_state.update(decomposition=decomposition_plan(run.model), decompose_config=s.config.to_dict())
+        if run.config is not None:
+            run.model = _convert(run.model, run.config)
+            run.arch_state["shift_converted"] = True
+    elif epoch == s.recompose_epoch and run.arch_state["decomposition"]:
+        from shiftcomp.decompose import recompose
+
+        recompose(run.model)
+        run.arch_state.update(decomposition=None, recomposed=True)
+        run.log(f"=> recomposed after epoch {epoch}")
+    else:
+        return None
+    _rewire_optimizer(run)
+    if run.dist_info.is_main:
+        _write_summary(run, input_shape)
+        if rows:
+            _write_rows_with(run.out_dir / "decompose_report.csv", list(rows[0]), rows)
+    return {"layers": rows} if rows else {}
+
+
+def _rewire_optimizer(run: _Run) -> None:
+    old_opt, old_sched = run.optimizer, run.scheduler
+    lr = old_opt.param_groups[0]["lr"]
+    initial = old_opt.param_groups[0].get("initial_lr", lr)
+    run.wire()
+    if run.schedule.carry_optimizer:
+        for group in run.optimizer.param_groups:
+            for p in group["params"]:
+                if p in old_opt.state:
+                    run.optimizer.state[p] = old_opt.state[p]
+    if old_sched is not None and run.scheduler is not None:
+        run.scheduler.load_state_dict(old_sched.state_dict())
+    for group in run.optimizer.param_groups:
+        group["lr"], group["initial_lr"] = lr, initial
+
+
+def _arch_label(arch_state: dict[str, Any]) -> str:
+    if arch_state["decomposition"]:
+        return "decomposed"
+    return "recomposed" if arch_state["recomposed"] else "original"
+
+
+def _save_epoch(run: _Run, epoch: int, best_acc1: float, ev: dict[str, float], is_best: bool, dataset: str,
+                arch: str) -> None:
+    """Write the epoch's checkpoint (atomically; it records the module tree it holds) and the best copy."""
+    rng: Any = _rng_state()
+    if run.dist_info.enabled:
+        import torch.distributed as dist
+
+        rngs: list[Any] = [None] * run.dist_info.world_size
+        dist.all_gather_object(rngs, rng)
+        rng = rngs
+    if not run.dist_info.is_main:
+        return
+    config = run.config if run.arch_state["shift_converted"] else None
+    ckpt = {
+        "epoch": epoch, "dataset": dataset, "arch": arch,
+        "state_dict": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "best_acc1": best_acc1, "acc1": ev["acc1"], "rng": rng, "args": vars(run.args),
+        "shift_config": config.to_dict() if config is not None and hasattr(config, "to_dict") else None,
+        "architecture": dict(run.arch_state),
+    }
+    atomic_save(ckpt, run.out_dir / CHECKPOINT)
+    if is_best:
+        tmp = run.out_dir / f".{BEST}.tmp{os.getpid()}"
+        shutil.copyfile(run.out_dir / CHECKPOINT, tmp)
+        os.replace(tmp, run.out_dir / BEST)
+
+
+def _train_epochs(run: _Run, data: _Data, start_epoch: int, best_acc1: float, progress: bool, dataset: str,
+                  arch: str, input_shape: Sequence[int] | None, result: dict[str, Any]) -> tuple[dict | None, float]:
+    """The epoch loop; returns the last evaluation (None if no epoch ran) and the best top-1."""
+    args, log = run.args, run.log
     ev = None
+    times: list[float] = []
     for epoch in range(start_epoch, args.epochs):
-        if train_sampler is not None:
-            train_sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
+        t_start = time.time()
+        changed = _change_architecture(run, epoch, input_shape)
+        if changed and changed.get("layers"):
+            result["decompose_report"] = changed["layers"]
+        if data.train_sampler is not None:
+            data.train_sampler.set_epoch(epoch)
+        lr = run.optimizer.param_groups[0]["lr"]
         t0 = time.time()
-        tr = train_epoch(model, train_loader, optimizer, regularizer=regularizer, device=device,
+        tr = train_epoch(run.net, data.train_loader, run.optimizer, regularizer=run.regularizer, device=run.device,
                          progress=progress, desc=f"epoch {epoch + 1}/{args.epochs}")
         t_train = time.time() - t0
-        if scheduler is not None:
-            scheduler.step()
+        if run.scheduler is not None:
+            run.scheduler.step()
         t1 = time.time()
-        ev = evaluate(model, test_loader, device=device, progress=progress, dist_info=dist_info)
+        ev = evaluate(run.net, data.test_loader, device=run.device, progress=progress, dist_info=run.dist_info)
         t_test = time.time() - t1
+        t_epoch = time.time() - t_start
         times.append(t_train)
         is_best = ev["acc1"] > best_acc1
         best_acc1 = max(best_acc1, ev["acc1"])
+        label = _arch_label(run.arch_state)
         log(f"epoch {epoch + 1}/{args.epochs}  lr {lr:.3g}  train loss {tr['loss']:.4f} acc1 {tr['acc1']:.2f}%  |  "
-            f"test loss {ev['loss']:.4f} acc1 {ev['acc1']:.2f}% (best {best_acc1:.2f}%)  [{t_train:.1f}s + {t_test:.1f}s]",
-            flush=True)
-        rng = _rng_state()
-        if dist_info.enabled:
-            import torch.distributed as dist
-
-            rngs: list[Any] = [None] * dist_info.world_size
-            dist.all_gather_object(rngs, rng)
-            rng = rngs
-        if dist_info.is_main:
-            _append_csv(out_dir / TRAIN_LOG, TRAIN_FIELDS, {
+            f"test loss {ev['loss']:.4f} acc1 {ev['acc1']:.2f}% (best {best_acc1:.2f}%)  [{t_train:.1f}s + "
+            f"{t_test:.1f}s, {label}]", flush=True)
+        if run.dist_info.is_main:
+            _append_csv(run.out_dir / TRAIN_LOG, TRAIN_FIELDS, {
                 "epoch": epoch + 1, "lr": lr, "train_loss": tr["loss"], "train_acc1": tr["acc1"],
-                "train_acc5": tr["acc5"], "time_s": round(t_train, 3)})
-            _append_csv(out_dir / TEST_LOG, TEST_FIELDS, {
+                "train_acc5": tr["acc5"], "time_s": round(t_train, 3), "epoch_time_s": round(t_epoch, 3),
+                "arch": label})
+            _append_csv(run.out_dir / TEST_LOG, TEST_FIELDS, {
                 "epoch": epoch + 1, "test_loss": ev["loss"], "test_acc1": ev["acc1"], "test_acc5": ev["acc5"],
                 "best_acc1": best_acc1, "time_s": round(t_test, 3)})
-            ckpt = {
-                "epoch": epoch + 1, "dataset": dataset, "arch": arch,
-                "state_dict": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "best_acc1": best_acc1, "acc1": ev["acc1"], "rng": rng, "args": vars(args),
-                "shift_config": config.to_dict() if config is not None and hasattr(config, "to_dict") else None,
-            }
-            atomic_save(ckpt, out_dir / CHECKPOINT)
-            if is_best:
-                tmp = out_dir / f".{BEST}.tmp{os.getpid()}"
-                shutil.copyfile(out_dir / CHECKPOINT, tmp)
-                os.replace(tmp, out_dir / BEST)
+        _save_epoch(run, epoch + 1, best_acc1, ev, is_best, dataset, arch)
         result["epochs_run"] += 1
         result["epoch"] = epoch + 1
+    result["sec_per_epoch"] = (sum(times) / len(times)) if times else math.nan
+    return ev, best_acc1
 
+
+def _finish(run: _Run, data: _Data, ev: dict | None, best_acc1: float, progress: bool,
+            result: dict[str, Any]) -> dict[str, Any]:
     if ev is None:  # nothing left to train (resumed a finished run): report the current model
-        ev = evaluate(model, test_loader, device=device, progress=progress, dist_info=dist_info)
-    if dist_info.is_main:
-        atomic_save(_unwrap(model).state_dict(), out_dir / "weights.pth")
-        if config is not None:
-            atomic_save(_integer_weights(_unwrap(model)), out_dir / "integer_weights.pth")
-    result.update(best_acc1=best_acc1, final_acc1=ev["acc1"], final_acc5=ev["acc5"],
-                  sec_per_epoch=(sum(times) / len(times)) if times else math.nan)
-    _maybe_exact(args, model, test_loader, device, dist_info, result, log)
-    if dist_info.enabled:
+        ev = evaluate(run.net, data.test_loader, device=run.device, progress=progress, dist_info=run.dist_info)
+    if run.dist_info.is_main:
+        atomic_save(run.model.state_dict(), run.out_dir / "weights.pth")
+        if run.arch_state["shift_converted"]:
+            atomic_save(_integer_weights(run.model), run.out_dir / "integer_weights.pth")
+    result.update(best_acc1=best_acc1, final_acc1=ev["acc1"], final_acc5=ev["acc5"])
+    _maybe_exact(run.args, run.net, data.test_loader, run.device, run.dist_info, result, run.log)
+    if run.dist_info.enabled:
         import torch.distributed as dist
 
         dist.barrier()  # no rank leaves (and tears down gloo) while rank 0 still writes
-    log(f"=> done: final acc1 {result['final_acc1']:.2f}%, best {best_acc1:.2f}%, {out_dir}")
+    run.log(f"=> done: final acc1 {result['final_acc1']:.2f}%, best {best_acc1:.2f}%, {run.out_dir}")
     return result
+
+
+def _run(args: argparse.Namespace, dist_info: DistInfo, schedule: DecomposeSchedule | None, *, dataset: str,
+         arch: str, build_model: Callable[[], nn.Module],
+         build_data: Callable[[argparse.Namespace], tuple[Dataset, Dataset]], input_shape: Sequence[int] | None,
+         default_schedule: str, argv: Sequence[str] | None) -> dict[str, Any]:
+    _configure_threads(args, dist_info)
+    device = torch.device("cuda", dist_info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    progress = progress_enabled(args, dist_info)
+    log = print if dist_info.is_main else (lambda *a, **k: None)
+    _seed_everything(args.seed)
+
+    out_dir = Path(args.out_dir) / dataset / arch / run_dir_name(args)
+    ckpt, ckpt_path = _read_resume_checkpoint(args, out_dir, log)
+    config = shift_config_from_args(args)
+    model, arch_state = _build_model(args, build_model, config, schedule, ckpt)
+    run = _Run(args, dist_info, device, out_dir, config, schedule, default_schedule, model, arch_state, log=log)
+    if dist_info.is_main:
+        _write_run_files(run, argv, input_shape)
+    data = _build_loaders(args, build_data, dist_info, device)
+    run.wire()
+    start_epoch, best_acc1 = _restore(run, ckpt, ckpt_path)
+    if dist_info.is_main and not args.evaluate:
+        _reset_logs(out_dir, start_epoch)
+
+    n_test = len(data.test_ds) * dist_info.world_size if dist_info.enabled else len(data.test_ds)
+    plan = "" if schedule is None else (f", {schedule.config.method} rank {schedule.config.rank} after epoch "
+                                        f"{schedule.epoch}" + (f", recompose after {schedule.recompose_epoch}"
+                                                               if schedule.recompose_epoch is not None else ""))
+    log(f"=> {dataset}/{arch} -> {out_dir}  ({len(data.train_ds)} train / {n_test} test, opt {args.opt} lr "
+        f"{args.lr}, {args.epochs} epochs, shift {config if config is not None else 'none (FP32)'}{plan})")
+
+    result: dict[str, Any] = {"out_dir": str(out_dir), "best_acc1": best_acc1, "epoch": start_epoch, "epochs_run": 0}
+    if args.evaluate:
+        return _evaluate_only(run, data, start_epoch, best_acc1, ckpt_path, progress, result)
+    ev, best_acc1 = _train_epochs(run, data, start_epoch, best_acc1, progress, dataset, arch, input_shape, result)
+    return _finish(run, data, ev, best_acc1, progress, result)
 
 
 def _maybe_exact(args, model, test_loader, device, dist_info, result, log) -> None:
