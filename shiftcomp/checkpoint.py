@@ -71,6 +71,11 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None) -> LoadedC
     if arch is None:
         raise ValueError(f"{file} does not record its architecture: pass arch=... (e.g. --arch simple_conv)")
     model = get_model(arch, num_classes=_num_classes(state))
+    plan = (obj.get("architecture") or {}).get("decomposition")
+    if plan:  # a run trained by decomposition: rebuild its factor chains first
+        from shiftcomp.decompose import apply_plan
+
+        apply_plan(model, plan)
     cfg_dict = obj.get("shift_config")
     config = ShiftConfig.from_dict(cfg_dict) if cfg_dict else None
     if config is not None:
