@@ -145,3 +145,36 @@ def test_bad_config_is_one_clear_error():
     sc.convert(m)
     with pytest.raises(TypeError, match="before shiftcomp.convert"):
         recompose(m)
+
+
+class _Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 12, 3, stride=2, padding=1)
+        self.fc = nn.Linear(12 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.conv1(x)))
+        return self.fc(torch.flatten(torch.relu(self.conv2(x)), 1))
+
+
+@pytest.mark.bitexact
+@pytest.mark.parametrize("method", ["tucker", "cp"])
+def test_decomposed_shift_model_compiles_bit_exact(method):
+    from shiftcomp.nn import Conv2dShift, LinearShift
+    from shiftcomp.reference import exact
+
+    torch.manual_seed(0)
+    model = _Small().eval()
+    report = sc.decompose(model, DecomposeConfig(method=method, rank=3))
+    assert len(report.decomposed) == 3
+    sc.convert(model, sc.ShiftConfig(mode="Q", weight_bits=5, act_bits=(4, 6)))
+    shift_layers = [m for m in model.modules() if isinstance(m, (Conv2dShift, LinearShift))]
+    assert len(shift_layers) == (4 + 4 + 2 if method == "cp" else 3 + 3 + 2)
+    x = torch.randn(2, 3, 8, 8)
+    cm = sc.compile(model, x)
+    with exact(model), torch.no_grad():
+        ref = model(x)
+    assert torch.equal(cm(x), ref)
