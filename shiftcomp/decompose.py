@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 __all__ = ["DecomposeConfig", "DecomposedConv2d", "DecomposedLinear", "LayerReport", "DecomposeReport",
-           "decompose", "recompose", "evbmf_rank", "is_decomposed", "decomposition_plan", "apply_plan", "METHODS"]
+           "decompose", "recompose", "evbmf_rank", "decomposition_plan", "apply_plan", "METHODS"]
 
 METHODS = ("tucker", "cp", "svd")
 
@@ -579,11 +579,6 @@ def recompose(model: nn.Module) -> nn.Module:
             done[id(m)] = m.recompose()
         _set_submodule(model, fqn, done[id(m)])
     return model
-
-
-def is_decomposed(model: nn.Module) -> bool:
-    """True if ``model`` holds at least one decomposed chain."""
-    return any(isinstance(m, (DecomposedConv2d, DecomposedLinear)) for m in model.modules())
 
 
 def decomposition_plan(model: nn.Module) -> dict[str, dict]:

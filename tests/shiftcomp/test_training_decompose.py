@@ -73,6 +73,15 @@ def test_decompose_then_recompose_logs_and_keeps_the_lr_schedule(tmp_path):
     ckpt = torch.load(run / "checkpoint.pth.tar", weights_only=False)
     assert ckpt["architecture"]["decomposition"] is None and ckpt["architecture"]["recomposed"]
     assert set(ckpt["state_dict"]) == set(torch.load(run / "weights.pth"))
+    # the results collector reads these logs: one epoch of each architecture
+    spec = importlib.util.spec_from_file_location("_exp_decompose_results", ROOT / "experiments" / "decompose_results.py")
+    collector = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(collector)
+    row = collector.summarize(run)
+    assert row["epochs"] == 3 and row["final"] == pytest.approx(res["final_acc1"])
+    assert row["before_s"] == pytest.approx(float(train[0]["epoch_time_s"]))
+    assert row["after_s"] == pytest.approx(float(train[1]["epoch_time_s"]))
+    assert row["total_h"] * 3600 == pytest.approx(sum(float(r["epoch_time_s"]) for r in train))
 
 
 @pytest.mark.parametrize("die_at", [2, 3])  # checkpoint before (epoch 1) or after (epoch 2) the decomposition
