@@ -30,6 +30,7 @@ factorisation would not have fewer parameters than the original at the chosen ra
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ class DecomposeConfig:
     method: str = "tucker"
     rank: int | float | str = "vbmf"
     filter_fn: Callable[[nn.Module, str], bool] | None = None
-    cp_iters: int = 300
+    cp_iters: int = 100
     seed: int = 0
     require_gain: bool = True
 
@@ -89,7 +90,7 @@ class DecomposeConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DecomposeConfig":
-        return cls(method=d["method"], rank=d["rank"], cp_iters=d.get("cp_iters", 300), seed=d.get("seed", 0),
+        return cls(method=d["method"], rank=d["rank"], cp_iters=d.get("cp_iters", 100), seed=d.get("seed", 0),
                    require_gain=d.get("require_gain", True))
 
 
@@ -535,6 +536,24 @@ def decompose(model: nn.Module, config: DecomposeConfig | None = None) -> Decomp
     except ImportError as e:
         raise ModuleNotFoundError("shiftcomp.decompose needs tensorly: pip install 'shiftcomp[decompose]'") from e
 
+    with _blas_threads(torch.get_num_threads()):
+        return _decompose(model, config)
+
+
+@contextlib.contextmanager
+def _blas_threads(n: int):
+    """Cap NumPy's BLAS at ``n`` threads (torch's setting) while factorising: an unbounded OpenBLAS pool on a
+    busy machine makes TensorLy's ALS many times slower."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
+
+
+def _decompose(model: nn.Module, config: DecomposeConfig) -> DecomposeReport:
     inside = {id(c) for m in model.modules() if isinstance(m, (DecomposedConv2d, DecomposedLinear))
               for c in m.modules()}
     report = DecomposeReport()
