@@ -845,7 +845,10 @@ def _change_architecture(run: _Run, epoch: int, input_shape: Sequence[int] | Non
     if s is None:
         return None
     rows = None
-    if epoch == s.epoch and not run.arch_state["decomposition"] and not run.arch_state["recomposed"]:
+    recompose_due = s.recompose_epoch is not None and epoch >= s.recompose_epoch
+    # ">=": a run resumed past the scheduled point (e.g. flags added later) still changes, at its first epoch
+    original = not run.arch_state["decomposition"] and not run.arch_state["recomposed"]
+    if epoch >= s.epoch and not recompose_due and original:
         import shiftcomp
         from shiftcomp.decompose import decomposition_plan
 
@@ -856,7 +859,7 @@ def _change_architecture(run: _Run, epoch: int, input_shape: Sequence[int] | Non
         if run.config is not None:
             run.model = _convert(run.model, run.config)
             run.arch_state["shift_converted"] = True
-    elif epoch == s.recompose_epoch and run.arch_state["decomposition"]:
+    elif recompose_due and run.arch_state["decomposition"]:
         from shiftcomp.decompose import recompose
 
         recompose(run.model)
