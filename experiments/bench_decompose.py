@@ -8,6 +8,12 @@ original model, the parameter count and the decomposition time. Ranks from VBMF 
 
     python experiments/bench_decompose.py -a resnet20 --weights /work/runs/models/cifar10/resnet20/fp32_e30/checkpoint.pth.tar
     python experiments/bench_decompose.py -a resnet20 --variants tucker:0.5 cp:0.5 --csv decompose_steps.csv
+    python experiments/bench_decompose.py -a resnet20 --variants tucker:0.5 cp:0.5 --compiled   # + inference
+
+``--compiled`` also converts every variant to DeepShift-Q (the benchmarks' default shift config), compiles it
+with ``shiftcomp.compile`` (untuned, this host's CPU), checks it bit for bit against the integer reference, and
+reports batch-1 inference latency (rounds interleaved over the variants) and the exported artifact's packed
+weight bytes and file size.
 """
 from __future__ import annotations
 
@@ -42,6 +48,42 @@ def _variant(text: str) -> tuple[str, int | float | str]:
     return method, parse_rank(rank or "vbmf")
 
 
+def _compiled_table(models: dict[str, torch.nn.Module], shape: Sequence[int], rounds: int) -> None:
+    import tempfile
+    from pathlib import Path
+
+    import shiftcomp as sc
+    from shiftcomp.bench import default_shift_config, time_callable, to_shift
+    from shiftcomp.reference import exact
+
+    cfg = default_shift_config()
+    x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+    built = {}
+    for name, m in models.items():
+        sm = to_shift(m, cfg)
+        t = time.perf_counter()
+        cm = sc.compile(sm, (x,))
+        compile_s = time.perf_counter() - t
+        with exact(sm), torch.no_grad():
+            bit_exact = torch.equal(cm(x), sm(x))
+        with tempfile.TemporaryDirectory() as d:
+            info = cm.export(Path(d) / "model.so")
+        built[name] = (cm, compile_s, bit_exact, info)
+    samples: dict[str, list[float]] = {k: [] for k in built}
+    for _ in range(max(1, rounds)):
+        for name, (cm, *_rest) in built.items():
+            samples[name].append(time_callable(lambda cm=cm: cm(x), repeats=5, max_total_s=10.0).median_ms)
+    ref = statistics.median(samples["original"])
+    print(f"\nDeepShift-Q {cfg.weight_bits}-bit weights, activations {cfg.act_bits}; batch 1, untuned, "
+          f"{torch.get_num_threads()} thread(s), {rounds} interleaved rounds")
+    print("| variant | latency (ms, median) | vs original | bit-exact | packed weights (B) | artifact (B) | compile (s) |")
+    print("|---|---:|---:|---|---:|---:|---:|")
+    for name, (cm, compile_s, ok, info) in built.items():
+        ms = statistics.median(samples[name])
+        print(f"| {name} | {ms:.2f} | {ref / ms:.2f}× | {'yes' if ok else 'NO'} | {info.packed_weight_bytes:,} | "
+              f"{info.file_bytes:,} | {compile_s:.1f} |")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-a", "--arch", default="resnet20", help="zoo model (shiftcomp.models)")
@@ -52,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=5, help="interleaved repetitions (after one warm-up)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--csv", default=None, help="also write the rows here")
+    p.add_argument("--compiled", action="store_true", help="also compile the shift-converted variants and time "
+                                                            "batch-1 inference")
     a = p.parse_args(argv)
 
     import shiftcomp as sc
@@ -96,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['variant']} | {r['params']:,} | {r['step_ms']} | {r['speedup']:.2f}× | {r['decompose_s']} |")
+    if a.compiled:
+        _compiled_table({k: m for k, (m, _) in variants.items()}, INPUT_SHAPES[a.arch], a.reps)
     if a.csv:
         with open(a.csv, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))

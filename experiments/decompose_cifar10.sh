@@ -6,7 +6,8 @@
 #   ROOT=/work/runs CODE=/work/runs/decompose-code experiments/decompose_cifar10.sh     (defaults shown)
 #
 # Arms (run folders under $ROOT/models/cifar10/resnet20/):
-#   fp32_e30                      baseline, $EPOCHS epochs, milestones $MILESTONES (may already be running)
+#   fp32_e30                      baseline, $EPOCHS epochs, milestones $MILESTONES: trained by $ROOT/fp32_baseline.sh
+#                                 (same flags, --desc e30); this script waits for it to finish
 #   fp32_e30_tucker_e$E           Tucker-2 (VBMF ranks) after $E epochs
 #   fp32_e30_cp_e$E               CP (VBMF rank) after $E epochs
 #   fp32_e30_tucker_e${E}_r$R     Tucker after $E epochs, recomposed after $R
@@ -80,10 +81,16 @@ say "decompose_cifar10: code $CODE, runs $RUNS, E=$E R=$R EPOCHS=$EPOCHS"
 watch_baseline &
 WATCHER=$!
 
-# 1. baseline: wait for the process already training it; otherwise continue it here
-while baseline_running; do sleep 60; done
+# 1. the baseline is trained by its own script ($ROOT/fp32_baseline.sh, resumable); never train it here as well,
+#    two processes in one run folder would corrupt it. Wait until it has finished.
 sched=(--epochs "$EPOCHS" --lr-milestones $MILESTONES)
-arm "$BASE" "${sched[@]}" -s 0 --desc e30
+waited=0
+until [ "$(epochs_logged "$BASE")" -ge "$EPOCHS" ] && [ -f "$BASE/weights.pth" ]; do
+  if ! baseline_running && [ $((waited % 60)) -eq 0 ]; then
+    say "baseline not running and unfinished ($(epochs_logged "$BASE")/$EPOCHS epochs): restart $ROOT/fp32_baseline.sh"
+  fi
+  sleep 60; waited=$((waited + 1))
+done
 wait "$WATCHER" 2>/dev/null
 
 dec=(--decompose-epoch "$E" --rank vbmf)
