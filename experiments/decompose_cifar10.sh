@@ -93,16 +93,18 @@ until [ "$(epochs_logged "$BASE")" -ge "$EPOCHS" ] && [ -f "$BASE/weights.pth" ]
 done
 wait "$WATCHER" 2>/dev/null
 
-dec=(--decompose-epoch "$E" --rank vbmf)
-for m in tucker cp; do
-  seed_arm "$RUNS/fp32_e30_${m}_e$E"
-  arm "$RUNS/fp32_e30_${m}_e$E" "${sched[@]}" -s 0 --decompose "$m" "${dec[@]}" --desc "e30_${m}_e$E"
-done
-seed_arm "$RUNS/fp32_e30_tucker_e${E}_r$R"
-arm "$RUNS/fp32_e30_tucker_e${E}_r$R" "${sched[@]}" -s 0 --decompose tucker "${dec[@]}" --recompose-epoch "$R" \
-  --desc "e30_tucker_e${E}_r$R"
-seed_arm "$RUNS/shift_q_all_wb_5_e30_tucker_e$E"
-arm "$RUNS/shift_q_all_wb_5_e30_tucker_e$E" "${sched[@]}" -st Q --decompose tucker "${dec[@]}" --desc "e30_tucker_e$E"
+# name rank method [extra flags]: one decomposition arm, seeded from the baseline's epoch-$E checkpoint
+decomposition_arm() {
+  local desc=$1 rank=$2 method=$3; shift 3
+  local dir=$RUNS/$desc
+  seed_arm "$dir"
+  arm "$dir" "${sched[@]}" --decompose "$method" --decompose-epoch "$E" --rank "$rank" "$@"
+}
+decomposition_arm "fp32_e30_tucker_e$E" vbmf tucker -s 0 --desc "e30_tucker_e$E"
+decomposition_arm "fp32_e30_tucker50_e$E" 0.5 tucker -s 0 --desc "e30_tucker50_e$E"
+decomposition_arm "fp32_e30_cp50_e$E" 0.5 cp -s 0 --desc "e30_cp50_e$E"
+decomposition_arm "fp32_e30_tucker_e${E}_r$R" vbmf tucker -s 0 --recompose-epoch "$R" --desc "e30_tucker_e${E}_r$R"
+decomposition_arm "shift_q_all_wb_5_e30_tucker50_e$E" 0.5 tucker -st Q --desc "e30_tucker50_e$E"
 
 # DeepShift-Q and -PS fine-tuned from the converged baseline
 ft=(--weights "$BASE/weights.pth" --epochs "$FT_EPOCHS" --lr-milestones $FT_MILESTONES)

@@ -26,10 +26,11 @@ START, END = "<!-- decompose-results:start -->", "<!-- decompose-results:end -->
 # (run folder under <root>/cifar10/resnet20, label); the names decompose_cifar10.sh uses with E=10, R=25
 ARMS = [
     ("fp32_e30", "FP32 baseline"),
-    ("fp32_e30_tucker_e10", "Tucker-2 (VBMF) after 10"),
-    ("fp32_e30_cp_e10", "CP (VBMF) after 10"),
-    ("fp32_e30_tucker_e10_r25", "Tucker after 10, recomposed after 25"),
-    ("shift_q_all_wb_5_e30_tucker_e10", "Tucker after 10, then DeepShift-Q"),
+    ("fp32_e30_tucker_e10", "Tucker-2 (VBMF ranks) after 10"),
+    ("fp32_e30_tucker50_e10", "Tucker-2 (half ranks) after 10"),
+    ("fp32_e30_cp50_e10", "CP (rank ½·max(C, O)) after 10"),
+    ("fp32_e30_tucker_e10_r25", "Tucker (VBMF) after 10, recomposed after 25"),
+    ("shift_q_all_wb_5_e30_tucker50_e10", "Tucker (half ranks) after 10, then DeepShift-Q"),
     ("shift_q_all_wb_5_ft_fp32", "DeepShift-Q fine-tuned from FP32"),
     ("shift_ps_all_wb_5_ft_fp32", "DeepShift-PS fine-tuned from FP32"),
 ]
