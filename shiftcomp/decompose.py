@@ -379,8 +379,16 @@ def _factors_cp(w: np.ndarray, rank: tuple[int, ...], cfg: DecomposeConfig) -> l
     with warnings.catch_warnings():  # rank above a mode size: TensorLy pads the SVD init randomly (seeded)
         warnings.simplefilter("ignore", UserWarning)
         cp = parafac(w, rank=rank[0], init="svd", n_iter_max=cfg.cp_iters, random_state=cfg.seed)
-    f_out, f_in, f_v, f_h = cp.factors
-    return [f_in.T, f_v.T, f_h.T, f_out * cp.weights[None, :]]
+    # ALS leaves each rank-one term's scale spread unevenly over its four vectors (and the weights); give every
+    # vector the same norm, the 4th root of the term's magnitude, or SGD on the factors diverges
+    factors = [np.asarray(f, dtype=np.float64) for f in cp.factors]
+    norms = np.stack([np.linalg.norm(f, axis=0) for f in factors])           # (4, rank)
+    magnitude = np.abs(np.asarray(cp.weights, dtype=np.float64)) * np.prod(norms, axis=0)
+    target = magnitude ** 0.25
+    sign = np.sign(np.asarray(cp.weights, dtype=np.float64))
+    safe = np.where(norms > 0, norms, 1.0)
+    f_out, f_in, f_v, f_h = (f / safe[i][None, :] * target[None, :] for i, f in enumerate(factors))
+    return [f_in.T, f_v.T, f_h.T, f_out * sign[None, :]]
 
 
 def _svd_factors(mat: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
