@@ -441,7 +441,7 @@ class _CompiledGraph:
             compiled = shiftcomp.compile(rebuilt, acts, **self.opts.compile_kwargs)
         except Exception as e:  # noqa: BLE001 - never an exception inside torch.compile: run eager
             self.record.status = "eager"
-            self.record.reason = _short_reason(e)
+            self.record.reason = _short_reason(e, self.gm)
             return None
         self.record.status, self.record.reason = "compiled", ""
         self.record.shapes.append([tuple(args[i].shape) for i in inputs])
@@ -465,11 +465,15 @@ class _CompiledGraph:
         return out
 
 
-def _short_reason(e: BaseException) -> str:
+def _short_reason(e: BaseException, gm: fx.GraphModule) -> str:
     from shiftcomp.errors import UnsupportedOpError
+    from shiftcomp.frontend import node_location
 
     if isinstance(e, UnsupportedOpError):
-        return f"unsupported op {e.op!r} at {e.location}"
+        # the rebuilt graph keeps dynamo's node names; dynamo's node knows the user's source line
+        m = re.match(r"fx node '([^']+)'", e.location)
+        node = next((n for n in gm.graph.nodes if m and n.name == m.group(1)), None)
+        return f"unsupported op {e.op!r} at {node_location(node) if node is not None else e.location}"
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"[:400]
 
@@ -491,6 +495,8 @@ def _graph_break(gm: fx.GraphModule) -> str | None:
         if f.line:
             where += f": {f.line.strip()}"
     text = " ".join(str(reason.reason).split())
+    if text.startswith("generic_jump"):
+        text = f"Python branch on a tensor value ({text})"
     return f"{text[:300]}{where}"
 
 

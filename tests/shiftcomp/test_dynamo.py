@@ -101,6 +101,7 @@ def test_graph_break_runs_and_is_reported() -> None:
     report = dynamo_report(compiled)
     assert len(report.graph_breaks) == 1, str(report)
     assert "test_dynamo.py" in report.graph_breaks[0] and "if h.sum() > 1.0" in report.graph_breaks[0]
+    assert "Python branch on a tensor value" in report.graph_breaks[0]
     assert report.compiled_layers == ["conv", "fc"], str(report)
     assert "graph break" in str(report)
 
@@ -127,6 +128,7 @@ def test_unsupported_op_falls_back_to_eager() -> None:
     report = dynamo_report(compiled)
     assert report.eager_layers.keys() == {"fc"}
     assert "unsupported op 'hypot'" in report.eager_layers["fc"], str(report)
+    assert "test_dynamo.py" in report.eager_layers["fc"]              # the user's source line
 
 
 def test_training_mode_returns_graph_and_warns_once() -> None:
@@ -196,3 +198,27 @@ def test_entry_point_installed_resolves() -> None:
     from torch._dynamo.backends.registry import lookup_backend
 
     assert lookup_backend("shiftcomp") is shiftcomp_backend
+
+
+class Flat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4 * 6 * 6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).view(x.size(0), -1))
+
+
+def test_new_shapes_recompile_and_are_cached() -> None:
+    torch.manual_seed(0)
+    model = sc.convert(Flat(), CFG).eval()
+    compiled = torch.compile(model, backend="shiftcomp")
+    for batch in (2, 3, 4, 3):                        # from the second shape on, dynamo hands over a dynamic graph
+        x = torch.randn(batch, 3, 8, 8)
+        with torch.no_grad():
+            assert torch.equal(compiled(x), sc.compile(model, x)(x))
+    report = dynamo_report(compiled)
+    shapes = [s[0][0] for g in report.graphs for s in g.shapes]
+    assert sorted(shapes) == [2, 3, 4], str(report)  # batch 3 the second time ran the cached build
+    assert report.compiled_layers == ["conv", "fc"]
