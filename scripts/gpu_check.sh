@@ -184,7 +184,7 @@ if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
 fi
 say "done in $(( $(date +%s) - START ))s"
 if [ "$HAS_GPU" -eq 0 ]; then
-  say "NO GPU FOUND: CPU-side steps only (install, GPU tests skipped, tuning dry run, CUDA builds untimed)"
+  say "NO GPU FOUND: CPU-side steps only (install, GPU tests skipped, tuning skipped, CUDA builds untimed)"
 fi
 [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ] && cp "$LOG" "$OUT"/ 2>/dev/null
 if [ ${#FAILED[@]} -gt 0 ]; then
