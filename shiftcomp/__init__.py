@@ -31,6 +31,7 @@ _LAZY = {
     "load": ("shiftcomp.artifact", "load"),
     "verify": ("shiftcomp.verification", "verify"),
     "benchmark": ("shiftcomp.bench", "benchmark"),
+    "dynamo_report": ("shiftcomp.dynamo", "dynamo_report"),
 }
 __all__ += list(_LAZY)
 

@@ -61,3 +61,7 @@ class ArtifactError(ShiftCompError):
 
 class SignatureError(ShiftCompError, ValueError):
     """Inputs given to a compiled model do not match its compiled signature (count, shape, dtype)."""
+
+
+class BackendOptionError(ShiftCompError, ValueError):
+    """Bad ``options`` for the ``torch.compile`` backend ``"shiftcomp"`` (an unknown key or an invalid value)."""
