@@ -8,8 +8,7 @@ Entry point::
     # k.weight_inputs == k.derive(codes): int32 arrays rebuilt from the int8 codes at load time
 
 ``kind`` is ``"conv2d"`` (any stride / padding / dilation / groups; depthwise specs get their own kernel,
-:func:`is_depthwise`) or ``"dense"`` (``DenseSpec``; batch > 1 runs the conv kernel over the batch as a
-1 x M image, batch 1 runs the GEMV kernel). ``codes`` are the PyTorch-layout int8 codes
+:func:`is_depthwise`) or ``"dense"`` (``DenseSpec``; runs the conv kernel over the batch as a 1 x M image). ``codes`` are the PyTorch-layout int8 codes
 ``sign * (shift - s0 + 1)`` (``schedules.compute.weight_codes``): ``(O, C/G, KH, KW)`` or ``(N, K)``.
 
 Numerics: equal to ``shiftcomp.reference`` bit for bit (``acc`` exact in ``spec.acc_dtype``, then
@@ -47,7 +46,9 @@ workspace on CPU). Every loop starts at 0 (:data:`CANONICALIZE_LOOP_WORKAROUND`)
 **Depthwise** (``Cg == Og == 1``): per channel a fixed, unrolled list of ``KH*KW`` taps, each
 ``acc += ((widen(x) << level) ^ neg) - neg`` (``neg`` = 0 / -1); zero weights read the zero tail.
 
-**GEMV** (dense, batch 1): see :func:`_gemv_primfunc`.
+**Dense at batch 1 (GEMV)** runs the same kernel over one pixel (one vector, mostly idle lanes): it is
+correct but slow; ``experiments/bench_sum_then_shift.py`` measures it against the column-block kernel of
+``schedules.build_shift_kernel("dense", ...)``, which stays the batch-1 choice (see ``schedules/README.md``).
 """
 from __future__ import annotations
 
@@ -63,12 +64,12 @@ from tvm.script import tirx as T
 from tvm.target import codegen
 
 from .compute import Conv2dSpec, DenseSpec, _epilogue, needs_exact_scale
-from .segments import LANE_BITS, SegmentPlan, plan_segments
+from .segments import LANE_BITS, lane_dtype_for, plan_segments
 from .target import resolve_target
 
 __all__ = ["build", "SumThenShiftKernel", "ActivationLayout", "conv_layout", "dense_layout", "is_depthwise",
            "vector_bits", "derive_conv2d_inputs", "derive_depthwise_inputs", "derive_dense_inputs",
-           "derive_gemv_inputs", "pack_numpy", "CANONICALIZE_LOOP_WORKAROUND", "KINDS"]
+           "pack_numpy", "CANONICALIZE_LOOP_WORKAROUND", "KINDS"]
 
 KINDS = ("conv2d", "dense")
 
@@ -328,8 +329,13 @@ def _block(n_pixels: int, vw: int) -> Tuple[int, int]:
 
 
 def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout, lane: str, acc: str,
-                   n_seg: int, n_term: int, vw: int, nv: int) -> tirx.PrimFunc:
-    """The sum-then-shift kernel (see module doc) for a conv spec or a dense spec at batch > 1."""
+                   vw: int, nv: int) -> tirx.PrimFunc:
+    """The sum-then-shift kernel (see module doc) for a conv spec or a dense spec at batch > 1.
+
+    The plan buffers have symbolic lengths (``n_seg``, ``n_term``), so one PrimFunc serves every weight
+    tensor of the spec; the shapes bind from the arrays passed in."""
+    n_seg = tirx.Var("n_seg", "int32")
+    n_term = tirx.Var("n_term", "int32")
     dense = isinstance(spec, DenseSpec)
     O = spec.out_features if dense else spec.out_channels
     NI, IL = layout.images, layout.image_len
@@ -480,7 +486,7 @@ class SumThenShiftKernel:
     """A built sum-then-shift kernel family instance.
 
     Attributes:
-        kind: ``"conv2d"``, ``"depthwise"``, ``"dense"`` (batch > 1) or ``"gemv"`` (dense, batch 1).
+        kind: ``"conv2d"``, ``"depthwise"`` or ``"dense"``.
         spec: the spec it was built for.
         pack: pre-kernel PrimFunc ``(X_q int32 spec.x_shape, packed lane_dtype packed_shape)``.
         main: kernel PrimFunc ``(packed, *weight_inputs, [bias f32 (O,)], out f32 spec.out_shape)``.
@@ -488,7 +494,7 @@ class SumThenShiftKernel:
         derive: ``codes -> weight_inputs`` (a ``functools.partial`` of a module-level ``derive_*``).
         lane_dtype: dtype of the packed activations and of the segment sums.
         packed_shape: shape of the packed activation buffer.
-        layout: the :class:`ActivationLayout` (``None`` for GEMV).
+        layout: the :class:`ActivationLayout`.
         vector_lanes, block: lanes per vector and pixels per block the kernel was generated with.
     """
 
@@ -506,40 +512,40 @@ class SumThenShiftKernel:
     target: tvm.target.Target
 
     def compile(self) -> "CompiledSumThenShift":
-        """Build both PrimFuncs for :attr:`target` (cached per kernel object)."""
+        """Build both PrimFuncs for :attr:`target` (cached in process by kind, spec, lane dtype, target)."""
         return _compiled(self)
 
     def __call__(self, x_q: np.ndarray, bias: Optional[np.ndarray] = None) -> np.ndarray:
-        """Run pack + kernel on a CPU target: ``x_q`` (spec.x_shape) -> float32 ``spec.out_shape``."""
-        return self.compile()(x_q, bias)
+        """Run pack + kernel on this CPU: ``x_q`` (spec.x_shape) -> float32 ``spec.out_shape``."""
+        return self.compile()(x_q, self.weight_inputs, bias)
 
 
 class CompiledSumThenShift:
-    """Both PrimFuncs built into one module (functions ``pack`` and ``main``); inputs kept on the device."""
+    """Both PrimFuncs of a kernel built into one module (functions ``pack`` and ``main``). The module
+    depends on the spec, lane dtype and target only (plan buffers have symbolic lengths), so it is cached
+    by those and serves any weights of that spec."""
 
     def __init__(self, k: SumThenShiftKernel) -> None:
         mod = tvm.IRModule({"pack": k.pack.with_attr("global_symbol", "pack"),
                             "main": k.main.with_attr("global_symbol", "main")})
-        self.kernel = k
         self.module = tvm.tirx.build(mod, target=k.target)
-        self.weights = [tvm.runtime.tensor(w) for w in k.weight_inputs]
-        self.packed = tvm.runtime.tensor(np.zeros(k.packed_shape, k.lane_dtype))
-        self.out = tvm.runtime.tensor(np.zeros(k.spec.out_shape, np.float32))
+        self.packed_shape, self.lane_dtype, self.out_shape = k.packed_shape, k.lane_dtype, k.spec.out_shape
+        self.has_bias = bool(k.spec.has_bias)
 
-    def run_packed(self, bias_t: Optional[Any] = None) -> None:
-        args = [self.packed, *self.weights] + ([bias_t] if bias_t is not None else []) + [self.out]
-        self.module["main"](*args)
-
-    def __call__(self, x_q: np.ndarray, bias: Optional[np.ndarray] = None) -> np.ndarray:
+    def __call__(self, x_q: np.ndarray, weight_inputs: Sequence[np.ndarray],
+                 bias: Optional[np.ndarray] = None) -> np.ndarray:
+        """Pack ``x_q`` and run the kernel with ``weight_inputs``; returns the float32 output."""
+        if self.has_bias and bias is None:
+            raise ValueError("the kernel was built with a bias; pass one")
         x_t = tvm.runtime.tensor(np.ascontiguousarray(np.asarray(x_q).astype(np.int32)))
-        self.module["pack"](x_t, self.packed)
-        if self.kernel.spec.has_bias:
-            if bias is None:
-                raise ValueError("the kernel was built with a bias; pass one")
-            self.run_packed(tvm.runtime.tensor(np.ascontiguousarray(np.asarray(bias, np.float32))))
-        else:
-            self.run_packed()
-        return self.out.numpy()
+        packed = tvm.runtime.tensor(np.zeros(self.packed_shape, self.lane_dtype))
+        out = tvm.runtime.tensor(np.zeros(self.out_shape, np.float32))
+        self.module["pack"](x_t, packed)
+        args = [packed] + [tvm.runtime.tensor(np.ascontiguousarray(w)) for w in weight_inputs]
+        if self.has_bias:
+            args.append(tvm.runtime.tensor(np.ascontiguousarray(np.asarray(bias, np.float32))))
+        self.module["main"](*args, out)
+        return out.numpy()
 
 
 _COMPILED: dict = {}
@@ -547,14 +553,14 @@ _COMPILED_LOCK = threading.Lock()
 
 
 def _compiled(k: SumThenShiftKernel) -> CompiledSumThenShift:
+    key = (k.kind, k.spec, k.lane_dtype, str(k.target))
     with _COMPILED_LOCK:
-        hit = _COMPILED.get(id(k))
-        if hit is not None and hit[0] is k:
-            return hit[1]
-    c = CompiledSumThenShift(k)
-    with _COMPILED_LOCK:
-        _COMPILED[id(k)] = (k, c)
-    return c
+        hit = _COMPILED.get(key)
+    if hit is None:
+        hit = CompiledSumThenShift(k)
+        with _COMPILED_LOCK:
+            _COMPILED[key] = hit
+    return hit
 
 
 def _x_absmax(act_bits: Tuple[int, int]) -> int:
@@ -570,7 +576,7 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
 
     Args:
         kind: ``"conv2d"`` (with a :class:`Conv2dSpec`; depthwise specs get the depthwise kernel) or
-            ``"dense"`` (with a :class:`DenseSpec`; batch 1 gets the GEMV kernel).
+            ``"dense"`` (with a :class:`DenseSpec`; meant for batch > 1, see the module doc).
         spec: the kernel spec; ``spec.acc_dtype`` must be the accumulator the accumulator pass proved
             (``passes.accumulator.plan_accumulator``), ``spec.s0`` the codes' ``s0``.
         codes: int8 codes ``sign * (shift - s0 + 1)`` in PyTorch layout ``(O, C/G, KH, KW)`` / ``(N, K)``.
@@ -605,32 +611,38 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
         raise ValueError(f"codes have shape {tuple(codes.shape)}, the spec needs {want}")
     _check_bound(spec, codes, x_absmax)
     acc = spec.acc_dtype
-    if kind == "dense" and spec.batch == 1:
-        from .gemv import build_gemv
-        return build_gemv(spec, codes, tgt, x_absmax)
-    lane = plan_segments(np.zeros((1, 1), np.int8), x_absmax).lane_dtype
     if kind == "conv2d" and is_depthwise(spec):
-        lane_dw = "int16" if x_absmax <= 2 ** 15 else "int32"
+        lane = "int16" if x_absmax <= 2 ** 15 else "int32"
         vw = _lanes(tgt, acc)                    # the depthwise sum is in the accumulator dtype
-        oh, ow = spec.out_hw
-        nv, vb = _block(oh * ow, vw)
-        tail = _round_up(oh * ow, vb)           # zero weights read a whole image's worth of zeros
+        nv, vb = _block(spec.out_hw[0] * spec.out_hw[1], vw)
+        tail = _round_up(spec.out_hw[0] * spec.out_hw[1], vb)   # zero weights read a whole image of zeros
         derive = functools.partial(derive_depthwise_inputs, spec, tail=tail)
-        layout = conv_layout(spec, tail)
-        main = _dw_primfunc(spec, layout, lane_dw, acc, vw, nv)
-        return _kernel("depthwise", spec, layout, lane_dw, main, derive, codes, vw, vb, tgt)
-    vw = _lanes(tgt, lane)
-    n_pix = spec.batch if kind == "dense" else spec.out_hw[0] * spec.out_hw[1]
-    nv, vb = _block(n_pix, vw)
-    if kind == "dense":
-        layout = dense_layout(spec, vb)
-        derive = functools.partial(derive_dense_inputs, spec, x_absmax=x_absmax, tail=vb)
+        kkind = "depthwise"
     else:
-        layout = conv_layout(spec, vb)
-        derive = functools.partial(derive_conv2d_inputs, spec, x_absmax=x_absmax, tail=vb)
-    w = derive(codes)
-    main = _stst_primfunc(spec, layout, lane, acc, int(w[1].shape[0]), int(w[4].shape[0]), vw, nv)
-    return _kernel(kind, spec, layout, lane, main, derive, codes, vw, vb, tgt, w)
+        lane = lane_dtype_for(x_absmax)
+        vw = _lanes(tgt, lane)
+        nv, vb = _block(spec.batch if kind == "dense" else spec.out_hw[0] * spec.out_hw[1], vw)
+        tail = vb
+        fn = derive_dense_inputs if kind == "dense" else derive_conv2d_inputs
+        derive = functools.partial(fn, spec, x_absmax=x_absmax, tail=tail)
+        kkind = kind
+    layout, pack, main = _primfuncs(kkind, spec, lane, vw, nv, tail)
+    return SumThenShiftKernel(kind=kkind, spec=spec, pack=pack, main=main, weight_inputs=tuple(derive(codes)),
+                              derive=derive, lane_dtype=lane, packed_shape=(layout.length,), layout=layout,
+                              vector_lanes=vw, block=nv * vw, target=tgt)
+
+
+@functools.lru_cache(maxsize=256)
+def _primfuncs(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int
+               ) -> Tuple[ActivationLayout, tirx.PrimFunc, tirx.PrimFunc]:
+    """``(layout, pack, main)`` of one kernel instance (they depend on the shapes only, not on the weights)."""
+    layout = dense_layout(spec, tail) if kind == "dense" else conv_layout(spec, tail)
+    if kind == "depthwise":
+        main = _dw_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv)
+    else:
+        main = _stst_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv)
+    pack = _pack_primfunc(layout, tuple(int(d) for d in spec.x_shape), lane)
+    return layout, pack, main
 
 
 def _check_bound(spec: Any, codes: np.ndarray, x_absmax: int) -> None:
@@ -646,12 +658,3 @@ def _check_bound(spec: Any, codes: np.ndarray, x_absmax: int) -> None:
     if bound >= limit:
         raise ValueError(f"accumulator bound {bound} does not fit spec.acc_dtype={spec.acc_dtype}; "
                          f"use passes.accumulator.plan_accumulator to choose it")
-
-
-def _kernel(kind, spec, layout, lane, main, derive, codes, vw, vb, tgt, w=None) -> SumThenShiftKernel:
-    x_shape = tuple(int(d) for d in spec.x_shape)
-    pack = _pack_primfunc(layout, x_shape, lane)
-    w = derive(codes) if w is None else w
-    return SumThenShiftKernel(kind=kind, spec=spec, pack=pack, main=main, weight_inputs=tuple(w), derive=derive,
-                              lane_dtype=lane, packed_shape=(layout.length,), layout=layout, vector_lanes=vw,
-                              block=vb, target=tgt)
