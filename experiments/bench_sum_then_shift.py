@@ -12,6 +12,8 @@ repeated; the median of the rounds is reported), so the load of the shared machi
 * ``today``: ``schedules.build_shift_kernel`` (per-term variable shift), default schedule, no tuning;
 * ``torch``: ``F.conv2d`` / ``F.linear`` in float32.
 
+Times are medians of thread-CPU time (``*_ms``; the ratios use them) and of wall time (``*_wall_ms``, CSV).
+
 Weights: He-normal floats rounded to powers of two (``shift = round(log2|w|)`` clipped to [-15, 0], i.e.
 DeepShift Q with 5-bit codes), activations 8-bit Q(3,5), bias. Writes ``<out>.csv`` and ``<out>.md`` and
 prints the CPU model, ISA (vector width the kernels use) and load average (before / after).
@@ -73,17 +75,23 @@ def _weights(rng, shape, fan_in):
     return shift, sign
 
 
-def _interleaved(fns: dict, rounds: int) -> dict:
+def _interleaved(fns: dict, rounds: int) -> tuple[dict, dict]:
+    """Median thread-CPU time and median wall time per candidate, in ms. With one thread everything runs in
+    this thread (TVM's pool runs task 0 on the caller), so CPU time excludes the time the shared machine
+    kept us descheduled; wall time is reported next to it."""
     for fn in fns.values():          # warm-up
         fn()
         fn()
-    ts = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
+    wall = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time(), time.perf_counter()
             fn()
-            ts[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) * 1e3 for k, v in ts.items()}
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.thread_time() - c0)
+    med = lambda d: {k: statistics.median(v) * 1e3 for k, v in d.items()}  # noqa: E731
+    return med(cpu), med(wall)
 
 
 def run_case(name: str, spec_t: tuple, rounds: int, target) -> dict:
@@ -149,11 +157,12 @@ def run_case(name: str, spec_t: tuple, rounds: int, target) -> dict:
         "torch": torch_fn,
     }
     with torch.no_grad():
-        med = _interleaved(fns, rounds)
+        med, wall = _interleaved(fns, rounds)
     exact = bool(np.array_equal(out_new.numpy().view(np.int32), out_today.numpy().view(np.int32)))
     row = {"case": name, "kernel": k.kind, "lanes": k.vector_lanes, "block": k.block, "terms": n_terms,
            "segments": int(k.weight_inputs[1].shape[0]) if k.kind != "depthwise" else 0}
     row.update({f"{n}_ms": round(v, 4) for n, v in med.items()})
+    row.update({f"{n}_wall_ms": round(v, 4) for n, v in wall.items()})
     row["new_vs_torch"] = round(med["new"] / med["torch"], 3)
     row["newpack_vs_torch"] = round(med["new+pack"] / med["torch"], 3)
     row["today_vs_torch"] = round(med["today"] / med["torch"], 3)
@@ -180,6 +189,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from shiftcomp.bench import machine_info, set_threads
 
+    if args.threads != 1:
+        p.error("--threads must be 1: times are thread-CPU times of the calling thread")
     set_threads(args.threads)
     import tvm
 
@@ -216,7 +227,7 @@ def main(argv=None) -> int:
     cols = ["case", "kernel", "terms", "new_ms", "new+pack_ms", "today_ms", "torch_ms", "newpack_vs_torch",
             "today_vs_torch", "gterms_per_s", "goal", "holds"]
     lines = [f"CPU: {info.get('cpu_model')} ({isa}); threads {args.threads}; {args.rounds} interleaved rounds, "
-             f"medians; load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} CPUs",
+             f"median thread-CPU ms; load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} CPUs",
              "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(str(r[c]) for c in cols) + " |")
