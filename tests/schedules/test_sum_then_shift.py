@@ -50,6 +50,9 @@ CONVS = [
     ((6, 6, 12, 11, 3, 3, 2, 1, 1, 6, False), Q8),       # depthwise, stride 2
     ((32, 3, 4, 5, 3, 3, 1, 1, 1, 1, True), Q8),         # 288 terms per channel: int16 segments split at 255
     ((5, 7, 5, 5, 1, 1, 1, 0, 1, 1, False), Q8),
+    ((3, 4, 6, 28, 3, 3, 1, 1, 1, 1, True), Q8),         # halo layout: rows of 32 = 28 + 2 + garbage
+    ((4, 5, 9, 57, 3, 3, 2, 1, 1, 1, False), Q8),        # halo layout, stride 2: one copy per phase
+    ((3, 4, 5, 15, 3, 3, 1, 1, 1, 1, False), Q8),        # tap copies, rows padded 15 -> 16
 ]
 DENSES = [((3, 20, 5, True), Q8), ((17, 300, 6, False), Q8), ((2, 7, 33, True), Q8),   # (M, K, N, bias)
           ((3, 20, 5, True), Q16)]
@@ -148,8 +151,9 @@ def test_dense_equals_reference(case, code_mode, act_mode, seed):
 
 @pytest.mark.bitexact
 @settings(max_examples=examples(250), deadline=None)
-@given(st.sampled_from([CONVS[0], CONVS[2], CONVS[3], CONVS[8]]), st.integers(0, 2**32 - 1))
+@given(st.sampled_from([CONVS[0], CONVS[2], CONVS[3], CONVS[8], CONVS[11], CONVS[12], CONVS[13]]), st.integers(0, 2**32 - 1))
 def test_pack_matches_its_numpy_twin(case, seed):
+    """The pre-kernel writes every element of the packed buffer (tap copies, halo rows, padding, zero tail)."""
     (C, O, H, W, KH, KW, stride, padding, dilation, groups, has_bias), _ = case
     rng = np.random.default_rng(seed)
     spec = Conv2dSpec(1, C, H, W, O, KH, KW, stride=stride, padding=padding, dilation=dilation, groups=groups,
