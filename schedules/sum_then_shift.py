@@ -15,18 +15,23 @@ Numerics: equal to ``shiftcomp.reference`` bit for bit (``acc`` exact in ``spec.
 ``float32(acc) * 2**(s0-F) [+ bias]`` with :func:`schedules.compute._epilogue`, the epilogue of the other
 kernels). Bounds: :mod:`schedules.segments`.
 
-**Activation layout (the pre-kernel ``pack``).** Output pixels ``p = oh * OW + ow`` of one image are a
-contiguous vector axis, so every term of the sum must read a contiguous run of activations at a fixed
-offset from ``p``. The pack builds, per image, one *copy* of the zero-padded input for every column tap
-``kw`` and every row phase ``a`` in ``{(kh * dh) % sh}``::
+**Activation layout (the pre-kernel ``pack``).** Output pixels of one image form one flat vector axis
+``p = oh * RL + ow`` (``RL`` = row length, :func:`conv_rows`), so every term of the sum reads a contiguous
+run of activations at a fixed offset from ``p``. The pack writes, per image, *copies* of the zero-padded
+input, ``copy (cs, a)[c, r, j] = x_pad[c, r * sh + a, j * sw + cs]`` for ``r < OH + ((KH-1)*dh)//sh``,
+``j < RL``, planes rounded up to a cache line, then a zero tail (tail blocks read past the last plane;
+depthwise zero weights point there). Two forms:
 
-    copy (kw, a)[c, r, ow] = x_pad[c, r * sh + a, ow * sw + kw * dw]      r < OH + ((KH-1) * dh) // sh
+* *halo* (preferred): ``RL = OW + ((KW-1)*dw)//sw`` rounded up to the vector lanes, one copy per stride phase
+  (``cs = (kw*dw) % sw``, ``a = (kh*dh) % sh``): tap ``(c, kh, kw)`` is at ``base(cs, a) + c * plane +
+  ((kh*dh)//sh) * RL + (kw*dw)//sw``. About 1x the input; the input rows of a pixel block fit L1. Used when
+  the garbage columns ``OW .. RL-1`` cost <= 1/6 more work (OW = 14, 28, 56, 112, ...);
+* *tap copies*: one copy per column tap (``cs = kw*dw``) and row phase, ``RL = OW`` (or ``OW`` rounded up
+  under the same 1/6 rule): tap offset ``base(kw*dw, a) + c * plane + ((kh*dh)//sh) * RL``. ``KW`` x the
+  input, no halo columns: small images (OW = 4, 8, 16, 32) waste nothing.
 
-so tap ``(c, kh, kw)`` of output ``p`` is ``packed[n, base(kw, a) + c * plane + ((kh*dh)//sh) * OW + p]``.
-Rows are exactly ``OW`` long (no garbage columns: the output is written NCHW with plain vector stores),
-planes are rounded up to a cache line, and each image ends with zeros (tail blocks read past the last
-plane; depthwise zero weights point there). Stride 1 / 3x3: three copies (3x the input), which the
-producing layer can later write directly.
+With ``RL % lanes == 0`` a vector lies in one output row and is stored whole or in part (``ow < OW``); with
+``RL == OW`` output pixels are NCHW-contiguous and stored as plain vectors.
 
 **Kernel (conv / dense batch > 1).** Per (image, block of ``VB`` pixels, output channel)::
 
