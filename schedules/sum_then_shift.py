@@ -183,8 +183,8 @@ ROW_PAD_MAX_WASTE = 6
 def conv_rows(spec: Conv2dSpec, row_align: int) -> Tuple[int, bool]:
     """``(row_len, halo)`` of the packed planes of a conv (output pixels per row, garbage columns included).
 
-    Rows a multiple of ``row_align`` (vector lanes) keep every vector load inside one cache line and every
-    vector inside one output row (OW = 56 unaligned: a 64->64 conv was 1.5x slower per pixel). Preferred: the
+    Rows a multiple of ``row_align`` (vector lanes) keep every vector load inside one cache line (split loads
+    are slow) and every vector inside one output row. Preferred: the
     *halo* layout, rows of ``OW + ((KW-1)*dw)//sw`` rounded up -- one copy per stride phase, so the input
     block of a pixel block fits L1 -- when its garbage columns cost <= 1/6 more work; then the tap-copy layout
     with rows of ``OW`` rounded up under the same rule; else rows of exactly ``OW`` (no garbage columns)."""
