@@ -289,23 +289,35 @@ def _pack_primfunc(layout: ActivationLayout, x_shape: Tuple[int, ...], lane: str
     def src_row(cp, r):
         return r * sh + _select_chain(cp, phs) - pt
 
-    def src_col(cp, o):
-        return o * sw + _select_chain(cp, kws) - pl
+    def col_lo(cp):      # first packed column whose source column is >= 0
+        return tirx.max((pl - _select_chain(cp, kws) + (sw - 1)) // sw, 0)
 
-    def value(X, n, c, cp, r, o):
-        hr, wc = src_row(cp, r), src_col(cp, o)
-        ok = tirx.all(hr >= 0, hr < H, wc >= 0, wc < W)
-        return tirx.if_then_else(ok, X[n, c, hr, wc].astype(lane), zero)
+    def col_hi(cp):      # one past the last packed column whose source column is < W
+        return tirx.min(tirx.max((W - 1 + pl - _select_chain(cp, kws)) // sw + 1, col_lo(cp)), RL)
 
+    def row_ok(cp, r):
+        return tirx.all(src_row(cp, r) >= 0, src_row(cp, r) < H)
+
+    # rows and columns split into zero / copy / zero runs with scalar bounds: the copy loop has no
+    # per-element condition (every loop starts at 0, see CANONICALIZE_LOOP_WORKAROUND)
     @T.prim_func
     def pack_conv(X: T.Buffer((N, C, H, W), "int32"), P: T.Buffer((NI * IL,), lane)):
         T.func_attr({"tir.noalias": True})
         for t in T.parallel(NI * NCP):
             for c in range(C):
                 for r in range(R):
-                    for o in range(RL):
-                        P[(t // NCP) * IL + ((t % NCP) * C + c) * PL + r * RL + o] = \
-                            value(X, t // NCP, c, t % NCP, r, o)
+                    if row_ok(t % NCP, r):
+                        for o in range(col_lo(t % NCP)):
+                            P[(t // NCP) * IL + ((t % NCP) * C + c) * PL + r * RL + o] = zero
+                        for o in range(col_hi(t % NCP) - col_lo(t % NCP)):
+                            P[(t // NCP) * IL + ((t % NCP) * C + c) * PL + r * RL + col_lo(t % NCP) + o] = \
+                                T.Cast(lane, X[t // NCP, c, src_row(t % NCP, r),
+                                               (col_lo(t % NCP) + o) * sw + _select_chain(t % NCP, kws) - pl])
+                        for o in range(RL - col_hi(t % NCP)):
+                            P[(t // NCP) * IL + ((t % NCP) * C + c) * PL + r * RL + col_hi(t % NCP) + o] = zero
+                    else:
+                        for o in range(RL):
+                            P[(t // NCP) * IL + ((t % NCP) * C + c) * PL + r * RL + o] = zero
                 for g in range(gap):
                     P[(t // NCP) * IL + ((t % NCP) * C + c) * PL + used + g] = zero
             if t % NCP == 0:
@@ -343,10 +355,11 @@ def derive_conv2d_inputs(spec: Conv2dSpec, codes: np.ndarray, x_absmax: int, tai
     return [plan.seg_ptr, plan.seg_level, plan.seg_npos, plan.seg_tptr, i32(off)]
 
 
-def derive_depthwise_inputs(spec: Conv2dSpec, codes: np.ndarray, tail: int) -> List[np.ndarray]:
+def derive_depthwise_inputs(spec: Conv2dSpec, codes: np.ndarray, tail: int, row_align: int = 1
+                            ) -> List[np.ndarray]:
     """Weight inputs of the depthwise kernel: ``[tap_offset, tap_level, tap_neg]`` int32 ``(C, KH*KW)``;
     a zero weight reads the image's zero tail (level 0)."""
-    layout = conv_layout(spec, tail)
+    layout = conv_layout(spec, tail, row_align)
     c = np.asarray(codes).astype(np.int32).reshape(spec.out_channels, -1)
     off = _conv_offsets(layout, spec)
     off = np.where(c != 0, off, layout.zero_offset)
@@ -484,7 +497,9 @@ def _dw_primfunc(spec: Conv2dSpec, layout: ActivationLayout, lane: str, acc: str
     NTAP = spec.kernel_h * spec.kernel_w
     NI, IL = layout.images, layout.image_len
     OH, OW = spec.out_hw
-    NP = OH * OW
+    RL = layout.row_len
+    PADDED = layout.padded_rows
+    NP = OH * RL
     VB = nv * vw
     NB = -(-NP // VB)
     NBF = NP // VB
@@ -517,7 +532,19 @@ def _dw_primfunc(spec: Conv2dSpec, layout: ActivationLayout, lane: str, acc: str
                                                              + v * vw + q]),
                                               T.Cast(acc, lvl[task % C, t]))
                                  ^ T.Cast(acc, neg[task % C, t])) - T.Cast(acc, neg[task % C, t]))
-                if pb < NBF:
+                if PADDED:                       # a vector lies in one row (RL % vw == 0): store its valid part
+                    for v in T.unroll(nv):
+                        p0 = T.meta_var(pb * VB + v * vw)
+                        if p0 % RL + vw <= OW and p0 // RL < OH:
+                            for q in T.vectorized(vw):
+                                out[task // C, task % C, p0 // RL, p0 % RL + q] = \
+                                    epi(acc_v[v * vw + q], bias_at(bias, task % C))
+                        else:
+                            for q in range(vw):
+                                if (p0 + q) % RL < OW and (p0 + q) // RL < OH:
+                                    out[task // C, task % C, (p0 + q) // RL, (p0 + q) % RL] = \
+                                        epi(acc_v[v * vw + q], bias_at(bias, task % C))
+                elif pb < NBF:
                     for v in T.unroll(nv):
                         for q in T.vectorized(vw):
                             out[task // C, task % C, (pb * VB + v * vw + q) // OW, (pb * VB + v * vw + q) % OW] = \
@@ -673,9 +700,10 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
     if kind == "conv2d" and is_depthwise(spec):
         lane = "int16" if x_absmax <= 2 ** 15 else "int32"
         vw = _lanes(tgt, acc)                    # the depthwise sum is in the accumulator dtype
-        nv, vb = _block(spec.out_hw[0] * spec.out_hw[1], vw)
-        tail = _round_up(spec.out_hw[0] * spec.out_hw[1], vb)   # zero weights read a whole image of zeros
-        derive = functools.partial(derive_depthwise_inputs, spec, tail=tail)
+        n_pix = spec.out_hw[0] * conv_rows(spec, vw)[0]
+        nv, vb = _block(n_pix, vw)
+        tail = _round_up(n_pix, vb)              # zero weights read a whole image of zeros
+        derive = functools.partial(derive_depthwise_inputs, spec, tail=tail, row_align=vw)
         kkind = "depthwise"
     else:
         lane = lane_dtype_for(x_absmax)
@@ -701,7 +729,7 @@ def _primfuncs(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int
     if kind == "dense":
         layout = dense_layout(spec, tail)
     else:
-        layout = conv_layout(spec, tail, 1 if kind == "depthwise" else vw)
+        layout = conv_layout(spec, tail, vw)
     if kind == "depthwise":
         main = _dw_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv)
     else:

@@ -53,6 +53,7 @@ CONVS = [
     ((3, 4, 6, 28, 3, 3, 1, 1, 1, 1, True), Q8),         # halo layout: rows of 32 = 28 + 2 + garbage
     ((4, 5, 9, 57, 3, 3, 2, 1, 1, 1, False), Q8),        # halo layout, stride 2: one copy per phase
     ((3, 4, 5, 15, 3, 3, 1, 1, 1, 1, False), Q8),        # tap copies, rows padded 15 -> 16
+    ((4, 4, 7, 57, 3, 3, 2, 1, 1, 4, True), Q8),         # depthwise, halo layout, stride 2
 ]
 DENSES = [((3, 20, 5, True), Q8), ((17, 300, 6, False), Q8), ((2, 7, 33, True), Q8),   # (M, K, N, bias)
           ((3, 20, 5, True), Q16)]
@@ -151,7 +152,7 @@ def test_dense_equals_reference(case, code_mode, act_mode, seed):
 
 @pytest.mark.bitexact
 @settings(max_examples=examples(250), deadline=None)
-@given(st.sampled_from([CONVS[0], CONVS[2], CONVS[3], CONVS[8], CONVS[11], CONVS[12], CONVS[13]]), st.integers(0, 2**32 - 1))
+@given(st.sampled_from([CONVS[0], CONVS[2], CONVS[3], CONVS[8], CONVS[11], CONVS[12], CONVS[13], CONVS[14]]), st.integers(0, 2**32 - 1))
 def test_pack_matches_its_numpy_twin(case, seed):
     """The pre-kernel writes every element of the packed buffer (tap copies, halo rows, padding, zero tail)."""
     (C, O, H, W, KH, KW, stride, padding, dilation, groups, has_bias), _ = case
