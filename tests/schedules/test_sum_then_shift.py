@@ -15,7 +15,7 @@ from tvm.script import tirx as T
 
 from passes.accumulator import plan_accumulator
 from schedules import sum_then_shift as sts
-from schedules.compute import Conv2dSpec, DenseSpec, weight_codes
+from schedules.compute import Conv2dSpec, DenseSpec
 from shiftcomp.reference import shift_conv2d, shift_linear
 
 HOST = "llvm"
