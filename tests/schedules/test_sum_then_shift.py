@@ -249,3 +249,21 @@ def test_tvm_canonicalize_loop_miscompile_is_still_there():
     assert sts.CANONICALIZE_LOOP_WORKAROUND
     assert out.numpy().tolist() != want, ("TVM's CanonicalizeLoop bug is fixed: drop CANONICALIZE_LOOP_WORKAROUND "
                                           "in schedules/sum_then_shift.py and this test")
+
+
+@pytest.mark.bitexact
+@pytest.mark.parametrize("geom", [(4, 6, 7, 9, 3, 3, 1, 1, 1, 1), (3, 4, 6, 28, 3, 3, 2, 1, 1, 1),
+                                  (6, 6, 5, 28, 3, 3, 1, 1, 1, 6)])
+def test_conv2d_batches_equal_reference(geom):
+    """Several images per call (tap copies, halo + stride 2, depthwise halo)."""
+    C, O, H, W, KH, KW, stride, padding, dilation, groups = geom
+    rng = np.random.default_rng(7)
+    codes = _codes(rng, (O, C // groups, KH, KW), "mixed", 6)
+    shift, sign = _weights(codes, BASE_SHIFT)
+    spec = Conv2dSpec(3, C, H, W, O, KH, KW, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                      frac_bits=5, s0=BASE_SHIFT, has_bias=True)
+    x = rng.integers(-128, 128, size=spec.x_shape)
+    bias = torch.from_numpy(rng.normal(size=O).astype(np.float32))
+    ref = shift_conv2d(torch.from_numpy(x), shift, sign, 5, bias, stride, padding, dilation, groups)
+    y = sts.build("conv2d", spec, codes, HOST, (3, 5))(x, bias.numpy())
+    assert torch.equal(torch.from_numpy(y), ref.out)
