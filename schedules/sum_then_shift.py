@@ -1,0 +1,753 @@
+"""Sum-then-shift shift kernels (TensorIR): adds of activation vectors, one shift per segment per output.
+
+Entry point::
+
+    k = build(kind, spec, codes, target, act_bits=(I, F))   # -> SumThenShiftKernel
+    # k.pack:  PrimFunc (X_q int32 in the spec's layout) -> packed activations (k.packed_shape, k.lane_dtype)
+    # k.main:  PrimFunc (packed, *k.weight_inputs, [bias f32 (O,)]) -> out f32 (spec.out_shape)
+    # k.weight_inputs == k.derive(codes): int32 arrays rebuilt from the int8 codes at load time
+
+``kind`` is ``"conv2d"`` (any stride / padding / dilation / groups; depthwise specs get their own kernel,
+:func:`is_depthwise`) or ``"dense"`` (``DenseSpec``; runs the conv kernel over the batch as a 1 x M image). ``codes`` are the PyTorch-layout int8 codes
+``sign * (shift - s0 + 1)`` (``schedules.compute.weight_codes``): ``(O, C/G, KH, KW)`` or ``(N, K)``.
+
+Numerics: equal to ``shiftcomp.reference`` bit for bit (``acc`` exact in ``spec.acc_dtype``, then
+``float32(acc) * 2**(s0-F) [+ bias]`` with :func:`schedules.compute._epilogue`, the epilogue of the other
+kernels). Bounds: :mod:`schedules.segments`.
+
+**Activation layout (the pre-kernel ``pack``).** Output pixels of one image form one flat vector axis
+``p = oh * RL + ow`` (``RL`` = row length, :func:`conv_rows`), so every term of the sum reads a contiguous
+run of activations at a fixed offset from ``p``. The pack writes, per image, *copies* of the zero-padded
+input, ``copy (cs, a)[c, r, j] = x_pad[c, r * sh + a, j * sw + cs]`` for ``r < OH + ((KH-1)*dh)//sh``,
+``j < RL``, planes rounded up to a cache line, then a zero tail (tail blocks read past the last plane;
+depthwise zero weights point there). Two forms:
+
+* *halo* (preferred): ``RL = OW + ((KW-1)*dw)//sw`` rounded up to the vector lanes, one copy per stride phase
+  (``cs = (kw*dw) % sw``, ``a = (kh*dh) % sh``): tap ``(c, kh, kw)`` is at ``base(cs, a) + c * plane +
+  ((kh*dh)//sh) * RL + (kw*dw)//sw``. About 1x the input; the input rows of a pixel block fit L1. Used when
+  the garbage columns ``OW .. RL-1`` cost <= 1/6 more work (OW = 14, 28, 56, 112, ...);
+* *tap copies*: one copy per column tap (``cs = kw*dw``) and row phase, ``RL = OW`` (or ``OW`` rounded up
+  under the same 1/6 rule): tap offset ``base(kw*dw, a) + c * plane + ((kh*dh)//sh) * RL``. ``KW`` x the
+  input, no halo columns: small images (OW = 4, 8, 16, 32) waste nothing.
+
+With ``RL % lanes == 0`` a vector lies in one output row and is stored whole or in part (``ow < OW``); with
+``RL == OW`` output pixels are NCHW-contiguous and stored as plain vectors.
+
+**Kernel (conv / dense batch > 1).** Per (image, block of ``VB`` pixels, output channel)::
+
+    acc[VB] (acc dtype) = 0
+    for each segment s of the channel:          # one level, <= capacity terms, positives first
+        sacc[VB] (lane dtype) = 0
+        for each + term: sacc += packed[off[t] + p]      # vpaddw with a memory operand
+        for each - term: sacc -= packed[off[t] + p]      # vpsubw
+        acc += widen(sacc) << level[s]                     # one shift per segment per output
+    out = float32(acc) * 2**(s0 - F) [+ bias]
+
+``VB = NV x VW``: ``VW`` lanes of the target's vector width (AVX-512 32 int16, AVX2 16, NEON 8) unrolled
+``NV`` times (one vector of 80 lanes gets scalarised by LLVM; 4-5 registers keep the loads busy).
+Buffers are ``scope="global"`` allocations of < 1 KiB (LLVM stack -> registers; ``local`` would be a heap
+workspace on CPU). Every loop starts at 0 (:data:`CANONICALIZE_LOOP_WORKAROUND`).
+
+**Depthwise** (``Cg == Og == 1``): per channel a fixed, unrolled list of ``KH*KW`` taps, each
+``acc += ((widen(x) << level) ^ neg) - neg`` (``neg`` = 0 / -1); zero weights read the zero tail.
+
+**Dense at batch 1 (GEMV)** runs the same kernel over one pixel (one vector, mostly idle lanes): it is
+correct but slow; ``experiments/bench_sum_then_shift.py`` measures it against the column-block kernel of
+``schedules.build_shift_kernel("dense", ...)``, which stays the batch-1 choice (see ``schedules/README.md``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import threading
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import tvm
+from tvm import tirx
+from tvm.script import tirx as T
+from tvm.target import codegen
+
+from .compute import Conv2dSpec, DenseSpec, _epilogue, needs_exact_scale
+from .segments import LANE_BITS, lane_dtype_for, plan_segments
+from .target import resolve_target
+
+__all__ = ["build", "SumThenShiftKernel", "ActivationLayout", "conv_layout", "dense_layout", "is_depthwise",
+           "vector_bits", "conv_rows", "derive_conv2d_inputs", "derive_depthwise_inputs", "derive_dense_inputs",
+           "pack_numpy", "CANONICALIZE_LOOP_WORKAROUND", "KINDS"]
+
+KINDS = ("conv2d", "dense")
+
+#: TVM 0.27's ``s_tir.CanonicalizeLoop`` rewrites ``for s in range(a, b)`` into ``range(b - a)`` without
+#: substituting ``s`` in the bounds of nested loops (silently wrong code). The kernels therefore write every
+#: loop as ``range(0, n)`` with explicit offsets; ``tests/schedules/test_sum_then_shift.py`` pins the bug.
+CANONICALIZE_LOOP_WORKAROUND = True
+
+#: pixel vectors per block (unrolled): enough independent loads per term, accumulators within the registers
+BLOCK_VECTORS = 4
+#: plane alignment in elements (cache-line-aligned planes for int16: 32 x 2 bytes)
+PLANE_ALIGN = 32
+
+
+def _round_up(v: int, m: int) -> int:
+    return (int(v) + m - 1) // m * m
+
+
+def vector_bits(target: tvm.target.Target) -> int:
+    """SIMD register width the kernels vectorise for: 512 (AVX-512BW), 256 (AVX2), else 128 (SSE/NEON/...)."""
+    if target.kind.name != "llvm":
+        return 128
+    try:
+        if codegen.target_has_features("avx512bw", target):
+            return 512
+        if codegen.target_has_features("avx2", target):
+            return 256
+    except Exception:  # noqa: BLE001 - non-x86 LLVM targets
+        pass
+    return 128
+
+
+def is_depthwise(spec: Conv2dSpec) -> bool:
+    """One input and one output channel per group: the depthwise kernel."""
+    return spec.group_in == 1 and spec.group_out == 1
+
+
+# ----------------------------------------------------------------------------------------------- layout
+@dataclasses.dataclass(frozen=True)
+class ActivationLayout:
+    """Where the pack puts activations (see module doc). All sizes in elements of the lane dtype.
+
+    Attributes:
+        images: images per call (``N``; 1 for dense).
+        channels: input channels ``C`` (``K`` for dense).
+        copies: ``((cshift, a), ...)``: column shift and row phase of each copy, in buffer order
+            (``copy[c, r, j] = x_pad[c, r * sh + a, j * sw + cshift]``).
+        halo: rows carry the kernel's column halo (one copy per stride phase, taps ``kw`` at column offsets
+            ``(kw * dw) // sw``) instead of one copy per column tap.
+        rows, row_len: rows per plane and their length (``OW``; ``M`` for dense).
+        plane: elements per (copy, channel) plane (``rows * row_len`` rounded up to :data:`PLANE_ALIGN`).
+        tail: zero elements at the end of every image (>= the widest pixel block).
+        stride, dilation, pad_tl, in_hw: conv geometry (dense: unit stride, no padding, ``(1, M)``).
+    """
+
+    images: int
+    channels: int
+    copies: Tuple[Tuple[int, int], ...]
+    rows: int
+    row_len: int
+    plane: int
+    tail: int
+    stride: Tuple[int, int] = (1, 1)
+    dilation: Tuple[int, int] = (1, 1)
+    pad_tl: Tuple[int, int] = (0, 0)
+    in_hw: Tuple[int, int] = (1, 1)
+    transpose_dense: bool = False
+    out_w: int = 0
+    halo: bool = False
+
+    @property
+    def padded_rows(self) -> bool:
+        """Rows longer than the output width (garbage columns ``out_w .. row_len-1``, never stored)."""
+        return not self.transpose_dense and self.row_len != self.out_w
+
+    @property
+    def image_len(self) -> int:
+        return len(self.copies) * self.channels * self.plane + self.tail
+
+    @property
+    def length(self) -> int:
+        return self.images * self.image_len
+
+    @property
+    def zero_offset(self) -> int:
+        """Offset (within an image) of the zero tail."""
+        return len(self.copies) * self.channels * self.plane
+
+    def term_offset(self, c: np.ndarray, kh: np.ndarray, kw: np.ndarray) -> np.ndarray:
+        """Offset within an image of tap ``(c, kh, kw)`` for output pixel 0 (int64 arrays)."""
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        index = {cp: i for i, cp in enumerate(self.copies)}
+        kh, kw = np.asarray(kh, np.int64), np.asarray(kw, np.int64)
+        a = (kh * dh) % sh
+        cs = (kw * dw) % sw if self.halo else kw * dw
+        col = (kw * dw) // sw if self.halo else np.zeros_like(kw)
+        cp = np.array([index[(int(x), int(y))] for x, y in zip(cs.reshape(-1), a.reshape(-1))], np.int64)
+        return (cp.reshape(kh.shape) * self.channels + np.asarray(c)) * self.plane + ((kh * dh) // sh) * self.row_len \
+            + col
+
+
+#: pad rows to a multiple of the vector width when that costs at most 1/ROW_PAD_MAX_WASTE more pixels
+ROW_PAD_MAX_WASTE = 6
+
+
+def conv_rows(spec: Conv2dSpec, row_align: int) -> Tuple[int, bool]:
+    """``(row_len, halo)`` of the packed planes of a conv (output pixels per row, garbage columns included).
+
+    Rows a multiple of ``row_align`` (vector lanes) keep every vector load inside one cache line (split loads
+    are slow) and every vector inside one output row. Preferred: the
+    *halo* layout, rows of ``OW + ((KW-1)*dw)//sw`` rounded up -- one copy per stride phase, so the input
+    block of a pixel block fits L1 -- when its garbage columns cost <= 1/6 more work; then the tap-copy layout
+    with rows of ``OW`` rounded up under the same rule; else rows of exactly ``OW`` (no garbage columns)."""
+    oh, ow = spec.out_hw
+    ra = max(1, int(row_align))
+    if ra > 1:
+        rl = _round_up(ow + ((spec.kernel_w - 1) * spec.dilation[1]) // spec.stride[1], ra)
+        if (rl - ow) * ROW_PAD_MAX_WASTE <= ow:
+            return rl, True
+    rl = _round_up(ow, ra)
+    return (rl if (rl - ow) * ROW_PAD_MAX_WASTE <= ow else ow), False
+
+
+def conv_layout(spec: Conv2dSpec, tail: int, row_align: int = 1) -> ActivationLayout:
+    """The packed-activation layout of a conv spec (rows per :func:`conv_rows`)."""
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    oh, ow0 = spec.out_hw
+    ow, halo = conv_rows(spec, row_align)
+    phases = sorted({(kh * dh) % sh for kh in range(spec.kernel_h)})
+    shifts = sorted({(kw * dw) % sw for kw in range(spec.kernel_w)}) if halo else \
+        [kw * dw for kw in range(spec.kernel_w)]
+    copies = tuple((cs, a) for cs in shifts for a in phases)
+    rows = oh + ((spec.kernel_h - 1) * dh) // sh
+    return ActivationLayout(images=spec.batch, channels=spec.in_channels, copies=copies, rows=rows, row_len=ow,
+                            plane=_round_up(rows * ow, PLANE_ALIGN), tail=_round_up(tail, PLANE_ALIGN),
+                            stride=spec.stride, dilation=spec.dilation, pad_tl=(spec.padding[0], spec.padding[1]),
+                            in_hw=(spec.height, spec.width), out_w=ow0, halo=halo)
+
+
+def dense_layout(spec: DenseSpec, tail: int) -> ActivationLayout:
+    """Dense as a 1 x M image with K channels: ``packed[k * plane + m] = X_q[m, k]``."""
+    return ActivationLayout(images=1, channels=spec.in_features, copies=((0, 0),), rows=1, row_len=spec.batch,
+                            plane=_round_up(spec.batch, PLANE_ALIGN), tail=_round_up(tail, PLANE_ALIGN),
+                            in_hw=(1, spec.batch), transpose_dense=True)
+
+
+def pack_numpy(layout: ActivationLayout, x_q: np.ndarray, lane_dtype: str) -> np.ndarray:
+    """NumPy twin of the ``pack`` PrimFunc (for tests): ``X_q`` (spec layout) -> flat packed buffer."""
+    out = np.zeros((layout.images, layout.image_len), np.int64)
+    x = np.asarray(x_q).astype(np.int64)
+    if layout.transpose_dense:
+        m = x.shape[0]
+        for k in range(layout.channels):
+            out[0, k * layout.plane:k * layout.plane + m] = x[:, k]
+        return out.reshape(-1).astype(lane_dtype)
+    (sh, sw), (dh, dw) = layout.stride, layout.dilation
+    pt, pl = layout.pad_tl
+    h, w = layout.in_hw
+    r = np.arange(layout.rows)
+    o = np.arange(layout.row_len)
+    for i, (cs, a) in enumerate(layout.copies):
+        rr = r * sh + a - pt
+        cc = o * sw + cs - pl
+        ok = ((rr >= 0) & (rr < h))[:, None] & ((cc >= 0) & (cc < w))[None, :]
+        vals = x[:, :, np.clip(rr, 0, h - 1)][:, :, :, np.clip(cc, 0, w - 1)] * ok
+        for c in range(layout.channels):
+            s = (i * layout.channels + c) * layout.plane
+            out[:, s:s + layout.rows * layout.row_len] = vals[:, c].reshape(layout.images, -1)
+    return out.reshape(-1).astype(lane_dtype)
+
+
+def _select_chain(idx: tirx.PrimExpr, values: Sequence[int]) -> tirx.PrimExpr:
+    """``values[idx]`` for a small static table, as nested selects (no buffer)."""
+    e = tirx.const(int(values[-1]), "int32")
+    for i in range(len(values) - 2, -1, -1):
+        e = tirx.Select(idx == i, tirx.const(int(values[i]), "int32"), e)
+    return e
+
+
+def _pack_primfunc(layout: ActivationLayout, x_shape: Tuple[int, ...], lane: str) -> tirx.PrimFunc:
+    """The pre-kernel: ``X_q`` int32 (NCHW, or ``(M, K)`` for dense) -> packed ``lane`` activations."""
+    NI, IL, C, PL, R, RL = layout.images, layout.image_len, layout.channels, layout.plane, layout.rows, layout.row_len
+    NCP = len(layout.copies)
+    used = R * RL
+    gap = PL - used
+    zoff, ztail = layout.zero_offset, layout.tail
+    zero = tirx.const(0, lane)
+
+    if layout.transpose_dense:
+        M, K = x_shape
+
+        @T.prim_func
+        def pack_dense(X: T.Buffer((M, K), "int32"), P: T.Buffer((NI * IL,), lane)):
+            T.func_attr({"tir.noalias": True})
+            for k in T.parallel(K):
+                for m in range(M):
+                    P[k * PL + m] = T.Cast(lane, X[m, k])
+                for g in range(gap):
+                    P[k * PL + used + g] = zero
+            for z in range(ztail):
+                P[zoff + z] = zero
+
+        return pack_dense
+
+    (sh, sw), (dh, dw) = layout.stride, layout.dilation
+    pt, pl = layout.pad_tl
+    H, W = layout.in_hw
+    kws = [cs for cs, _ in layout.copies]
+    phs = [a for _, a in layout.copies]
+    N = x_shape[0]
+
+    def src_row(cp, r):
+        return r * sh + _select_chain(cp, phs) - pt
+
+    def col_lo(cp):      # first packed column whose source column is >= 0
+        return tirx.max((pl - _select_chain(cp, kws) + (sw - 1)) // sw, 0)
+
+    def col_hi(cp):      # one past the last packed column whose source column is < W
+        return tirx.min(tirx.max((W - 1 + pl - _select_chain(cp, kws)) // sw + 1, col_lo(cp)), RL)
+
+    def row_ok(cp, r):
+        return tirx.all(src_row(cp, r) >= 0, src_row(cp, r) < H)
+
+    # rows and columns split into zero / copy / zero runs with scalar bounds: the copy loop has no
+    # per-element condition (every loop starts at 0, see CANONICALIZE_LOOP_WORKAROUND)
+    @T.prim_func
+    def pack_conv(X: T.Buffer((N, C, H, W), "int32"), P: T.Buffer((NI * IL,), lane)):
+        T.func_attr({"tir.noalias": True})
+        for t in T.parallel(NI * NCP):
+            for c in range(C):
+                for r in range(R):
+                    if row_ok(t % NCP, r):
+                        for o in range(col_lo(t % NCP)):
+                            P[(t // NCP) * IL + ((t % NCP) * C + c) * PL + r * RL + o] = zero
+                        for o in range(col_hi(t % NCP) - col_lo(t % NCP)):
+                            P[(t // NCP) * IL + ((t % NCP) * C + c) * PL + r * RL + col_lo(t % NCP) + o] = \
+                                T.Cast(lane, X[t // NCP, c, src_row(t % NCP, r),
+                                               (col_lo(t % NCP) + o) * sw + _select_chain(t % NCP, kws) - pl])
+                        for o in range(RL - col_hi(t % NCP)):
+                            P[(t // NCP) * IL + ((t % NCP) * C + c) * PL + r * RL + col_hi(t % NCP) + o] = zero
+                    else:
+                        for o in range(RL):
+                            P[(t // NCP) * IL + ((t % NCP) * C + c) * PL + r * RL + o] = zero
+                for g in range(gap):
+                    P[(t // NCP) * IL + ((t % NCP) * C + c) * PL + used + g] = zero
+            if t % NCP == 0:
+                for z in range(ztail):
+                    P[(t // NCP) * IL + zoff + z] = zero
+
+    return pack_conv
+
+
+# ----------------------------------------------------------------------------------------------- derive
+def _conv_offsets(layout: ActivationLayout, spec: Conv2dSpec) -> np.ndarray:
+    """``(O, Cg*KH*KW)`` offsets within an image of every weight of every output channel."""
+    Cg, KH, KW, Og = spec.group_in, spec.kernel_h, spec.kernel_w, spec.group_out
+    c, kh, kw = np.meshgrid(np.arange(Cg), np.arange(KH), np.arange(KW), indexing="ij")
+    base = layout.term_offset(c.reshape(-1), kh.reshape(-1), kw.reshape(-1))          # group 0
+    group = np.arange(spec.out_channels) // Og
+    return base[None, :] + (group * Cg * layout.plane)[:, None]
+
+
+def derive_conv2d_inputs(spec: Conv2dSpec, codes: np.ndarray, x_absmax: int, tail: int,
+                         row_align: int = 1) -> List[np.ndarray]:
+    """Weight inputs of the conv / dense-batch kernel from the codes: ``[seg_ptr, seg_level, seg_npos, seg_tptr,
+    term_offset]`` (int32). ``spec`` may be a :class:`DenseSpec` (batch > 1)."""
+    plan = plan_segments(codes, x_absmax)
+    if isinstance(spec, DenseSpec):
+        layout = dense_layout(spec, tail)
+        off = plan.term_index.astype(np.int64) * layout.plane
+    else:
+        layout = conv_layout(spec, tail, row_align)
+        offs = _conv_offsets(layout, spec)
+        seg_row = np.repeat(np.arange(plan.n_out), np.diff(plan.seg_ptr))
+        term_row = np.repeat(seg_row, plan.segment_sizes())
+        off = offs[term_row, plan.term_index]
+    i32 = lambda a: np.ascontiguousarray(np.asarray(a, np.int32))  # noqa: E731
+    return [plan.seg_ptr, plan.seg_level, plan.seg_npos, plan.seg_tptr, i32(off)]
+
+
+def derive_depthwise_inputs(spec: Conv2dSpec, codes: np.ndarray, tail: int, row_align: int = 1
+                            ) -> List[np.ndarray]:
+    """Weight inputs of the depthwise kernel: ``[tap_offset, tap_level, tap_neg]`` int32 ``(C, KH*KW)``;
+    a zero weight reads the image's zero tail (level 0)."""
+    layout = conv_layout(spec, tail, row_align)
+    c = np.asarray(codes).astype(np.int32).reshape(spec.out_channels, -1)
+    off = _conv_offsets(layout, spec)
+    off = np.where(c != 0, off, layout.zero_offset)
+    level = np.where(c != 0, np.abs(c) - 1, 0)
+    neg = np.where(c < 0, -1, 0)
+    i32 = lambda a: np.ascontiguousarray(np.asarray(a, np.int32))  # noqa: E731
+    return [i32(off), i32(level), i32(neg)]
+
+
+def derive_dense_inputs(spec: DenseSpec, codes: np.ndarray, x_absmax: int, tail: int) -> List[np.ndarray]:
+    """Weight inputs of the dense kernel at batch > 1 (the conv kernel over a 1 x M image)."""
+    return derive_conv2d_inputs(spec, codes, x_absmax, tail)
+
+
+# ----------------------------------------------------------------------------------------------- kernels
+def _lanes(target: tvm.target.Target, dtype: str) -> int:
+    return max(1, vector_bits(target) // LANE_BITS[dtype])
+
+
+def _block(n_pixels: int, vw: int) -> Tuple[int, int]:
+    """``(NV, VB)``: vectors per pixel block and block width for ``n_pixels`` outputs of ``vw`` lanes."""
+    nv = max(1, min(BLOCK_VECTORS, -(-n_pixels // vw)))
+    return nv, nv * vw
+
+
+def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout, lane: str, acc: str,
+                   vw: int, nv: int) -> tirx.PrimFunc:
+    """The sum-then-shift kernel (see module doc) for a conv spec or a dense spec at batch > 1.
+
+    The plan buffers have symbolic lengths (``n_seg``, ``n_term``), so one PrimFunc serves every weight
+    tensor of the spec; the shapes bind from the arrays passed in."""
+    n_seg = tirx.Var("n_seg", "int32")
+    n_term = tirx.Var("n_term", "int32")
+    dense = isinstance(spec, DenseSpec)
+    O = spec.out_features if dense else spec.out_channels
+    NI, IL = layout.images, layout.image_len
+    OH, OW = (1, 1) if dense else spec.out_hw
+    RL = layout.row_len
+    PADDED = layout.padded_rows                              # rows of RL pixels, the last RL - OW not stored
+    NP = spec.batch if dense else OH * RL
+    VB = nv * vw
+    NB = -(-NP // VB)
+    NBF = NP // VB                                           # full blocks (plain vector stores)
+    out_shape = tuple(int(d) for d in spec.out_shape)
+    has_bias = bool(spec.has_bias)
+    exact = needs_exact_scale(spec)
+    # tasks: (image, pixel block); with too few of them, output-channel chunks as well (parallel balance)
+    OC = 1 if NI * NB >= 8 else min(O, 8)
+    CS = -(-O // OC)
+
+    def epi(a, b):
+        return _epilogue(a, b, spec, exact)
+
+    def store(out, n, co, p, val):
+        idx = [p, co] if dense else [n, co, p // OW, p % OW]
+        return T.buffer_store(out, val, idx)
+
+    def bias_at(b, i):
+        return b[i] if has_bias else None
+
+    @T.prim_func
+    def stst(xp: T.Buffer((NI * IL,), lane), seg_ptr: T.Buffer((O + 1,), "int32"),
+             seg_level: T.Buffer((n_seg,), "int32"), seg_npos: T.Buffer((n_seg,), "int32"),
+             seg_tptr: T.Buffer((n_seg + 1,), "int32"), toff: T.Buffer((n_term,), "int32"),
+             bias: T.Buffer((O,), "float32"), out: T.Buffer(out_shape, "float32")):
+        T.func_attr({"tir.noalias": True})
+        for task in T.parallel(NI * NB * OC):
+            for cj in range(CS):
+                if (task % OC) * CS + cj < O:
+                    acc_v = T.alloc_buffer((VB,), acc, scope="global")
+                    sacc = T.alloc_buffer((VB,), lane, scope="global")
+                    for v in T.unroll(nv):
+                        for q in T.vectorized(vw):
+                            acc_v[v * vw + q] = T.Cast(acc, 0)
+                    for si in range(seg_ptr[(task % OC) * CS + cj + 1] - seg_ptr[(task % OC) * CS + cj]):
+                        for v in T.unroll(nv):
+                            for q in T.vectorized(vw):
+                                sacc[v * vw + q] = T.Cast(lane, 0)
+                        for ti in range(seg_npos[seg_ptr[(task % OC) * CS + cj] + si]):
+                            for v in T.unroll(nv):
+                                for q in T.vectorized(vw):
+                                    sacc[v * vw + q] = sacc[v * vw + q] + xp[
+                                        (task // (NB * OC)) * IL
+                                        + toff[seg_tptr[seg_ptr[(task % OC) * CS + cj] + si] + ti]
+                                        + ((task // OC) % NB) * VB + v * vw + q]
+                        for ti in range(seg_tptr[seg_ptr[(task % OC) * CS + cj] + si + 1]
+                                        - seg_tptr[seg_ptr[(task % OC) * CS + cj] + si]
+                                        - seg_npos[seg_ptr[(task % OC) * CS + cj] + si]):
+                            for v in T.unroll(nv):
+                                for q in T.vectorized(vw):
+                                    sacc[v * vw + q] = sacc[v * vw + q] - xp[
+                                        (task // (NB * OC)) * IL
+                                        + toff[seg_tptr[seg_ptr[(task % OC) * CS + cj] + si]
+                                               + seg_npos[seg_ptr[(task % OC) * CS + cj] + si] + ti]
+                                        + ((task // OC) % NB) * VB + v * vw + q]
+                        for v in T.unroll(nv):
+                            for q in T.vectorized(vw):
+                                acc_v[v * vw + q] = acc_v[v * vw + q] + T.shift_left(
+                                    T.Cast(acc, sacc[v * vw + q]),
+                                    T.Cast(acc, seg_level[seg_ptr[(task % OC) * CS + cj] + si]))
+                    if PADDED:                   # a vector lies in one row (RL % vw == 0): store its valid part
+                        for v in T.unroll(nv):
+                            p0 = T.meta_var(((task // OC) % NB) * VB + v * vw)
+                            if p0 % RL + vw <= OW and p0 // RL < OH:
+                                for q in T.vectorized(vw):
+                                    out[task // (NB * OC), (task % OC) * CS + cj, p0 // RL, p0 % RL + q] = \
+                                        epi(acc_v[v * vw + q], bias_at(bias, (task % OC) * CS + cj))
+                            else:
+                                for q in range(vw):
+                                    if (p0 + q) % RL < OW and (p0 + q) // RL < OH:
+                                        out[task // (NB * OC), (task % OC) * CS + cj, (p0 + q) // RL,
+                                            (p0 + q) % RL] = epi(acc_v[v * vw + q],
+                                                                 bias_at(bias, (task % OC) * CS + cj))
+                    elif (task // OC) % NB < NBF:
+                        for v in T.unroll(nv):
+                            for q in T.vectorized(vw):
+                                store(out, task // (NB * OC), (task % OC) * CS + cj,
+                                      ((task // OC) % NB) * VB + v * vw + q,
+                                      epi(acc_v[v * vw + q], bias_at(bias, (task % OC) * CS + cj)))
+                    else:
+                        for v in range(VB):
+                            if ((task // OC) % NB) * VB + v < NP:
+                                store(out, task // (NB * OC), (task % OC) * CS + cj, ((task // OC) % NB) * VB + v,
+                                      epi(acc_v[v], bias_at(bias, (task % OC) * CS + cj)))
+
+    if not has_bias:
+        stst = _drop_param(stst, "bias")
+    return stst
+
+
+def _dw_primfunc(spec: Conv2dSpec, layout: ActivationLayout, lane: str, acc: str, vw: int, nv: int
+                 ) -> tirx.PrimFunc:
+    """The depthwise kernel (see module doc)."""
+    C = spec.out_channels
+    NTAP = spec.kernel_h * spec.kernel_w
+    NI, IL = layout.images, layout.image_len
+    OH, OW = spec.out_hw
+    RL = layout.row_len
+    PADDED = layout.padded_rows
+    NP = OH * RL
+    VB = nv * vw
+    NB = -(-NP // VB)
+    NBF = NP // VB
+    out_shape = tuple(int(d) for d in spec.out_shape)
+    has_bias = bool(spec.has_bias)
+    exact = needs_exact_scale(spec)
+    zero = tirx.const(0, acc)
+
+    def epi(a, b):
+        return _epilogue(a, b, spec, exact)
+
+    def bias_at(b, i):
+        return b[i] if has_bias else None
+
+    @T.prim_func
+    def dw(xp: T.Buffer((NI * IL,), lane), toff: T.Buffer((C, NTAP), "int32"), lvl: T.Buffer((C, NTAP), "int32"),
+           neg: T.Buffer((C, NTAP), "int32"), bias: T.Buffer((C,), "float32"), out: T.Buffer(out_shape, "float32")):
+        T.func_attr({"tir.noalias": True})
+        for task in T.parallel(NI * C):
+            for pb in range(NB):
+                acc_v = T.alloc_buffer((VB,), acc, scope="global")
+                for v in T.unroll(nv):
+                    for q in T.vectorized(vw):
+                        acc_v[v * vw + q] = zero
+                for t in T.unroll(NTAP):
+                    for v in T.unroll(nv):
+                        for q in T.vectorized(vw):
+                            acc_v[v * vw + q] = acc_v[v * vw + q] + (
+                                (T.shift_left(T.Cast(acc, xp[(task // C) * IL + toff[task % C, t] + pb * VB
+                                                             + v * vw + q]),
+                                              T.Cast(acc, lvl[task % C, t]))
+                                 ^ T.Cast(acc, neg[task % C, t])) - T.Cast(acc, neg[task % C, t]))
+                if PADDED:                       # a vector lies in one row (RL % vw == 0): store its valid part
+                    for v in T.unroll(nv):
+                        p0 = T.meta_var(pb * VB + v * vw)
+                        if p0 % RL + vw <= OW and p0 // RL < OH:
+                            for q in T.vectorized(vw):
+                                out[task // C, task % C, p0 // RL, p0 % RL + q] = \
+                                    epi(acc_v[v * vw + q], bias_at(bias, task % C))
+                        else:
+                            for q in range(vw):
+                                if (p0 + q) % RL < OW and (p0 + q) // RL < OH:
+                                    out[task // C, task % C, (p0 + q) // RL, (p0 + q) % RL] = \
+                                        epi(acc_v[v * vw + q], bias_at(bias, task % C))
+                elif pb < NBF:
+                    for v in T.unroll(nv):
+                        for q in T.vectorized(vw):
+                            out[task // C, task % C, (pb * VB + v * vw + q) // OW, (pb * VB + v * vw + q) % OW] = \
+                                epi(acc_v[v * vw + q], bias_at(bias, task % C))
+                else:
+                    for v in range(VB):
+                        if pb * VB + v < NP:
+                            out[task // C, task % C, (pb * VB + v) // OW, (pb * VB + v) % OW] = \
+                                epi(acc_v[v], bias_at(bias, task % C))
+
+    if not has_bias:
+        dw = _drop_param(dw, "bias")
+    return dw
+
+
+def _drop_param(prim: tirx.PrimFunc, name: str) -> tirx.PrimFunc:
+    """``prim`` without the (unused) parameter ``name``."""
+    keep = [p for p in prim.params if str(getattr(p, "name", "")) != name]
+    return tirx.PrimFunc(keep, prim.body, prim.ret_type, prim.attrs)
+
+
+# ----------------------------------------------------------------------------------------------- entry
+@dataclasses.dataclass(frozen=True, eq=False)
+class SumThenShiftKernel:
+    """A built sum-then-shift kernel family instance.
+
+    Attributes:
+        kind: ``"conv2d"``, ``"depthwise"`` or ``"dense"``.
+        spec: the spec it was built for.
+        pack: pre-kernel PrimFunc ``(X_q int32 spec.x_shape, packed lane_dtype packed_shape)``.
+        main: kernel PrimFunc ``(packed, *weight_inputs, [bias f32 (O,)], out f32 spec.out_shape)``.
+        weight_inputs: int32 arrays derived from the codes (``derive(codes)`` rebuilds them).
+        derive: ``codes -> weight_inputs`` (a ``functools.partial`` of a module-level ``derive_*``).
+        lane_dtype: dtype of the packed activations and of the segment sums.
+        packed_shape: shape of the packed activation buffer.
+        layout: the :class:`ActivationLayout`.
+        vector_lanes, block: lanes per vector and pixels per block the kernel was generated with.
+    """
+
+    kind: str
+    spec: Any
+    pack: tirx.PrimFunc
+    main: tirx.PrimFunc
+    weight_inputs: Tuple[np.ndarray, ...]
+    derive: Callable[[np.ndarray], List[np.ndarray]]
+    lane_dtype: str
+    packed_shape: Tuple[int, ...]
+    layout: Optional[ActivationLayout]
+    vector_lanes: int
+    block: int
+    target: tvm.target.Target
+
+    def compile(self) -> "CompiledSumThenShift":
+        """Build both PrimFuncs for :attr:`target` (cached in process by kind, spec, lane dtype, target)."""
+        return _compiled(self)
+
+    def __call__(self, x_q: np.ndarray, bias: Optional[np.ndarray] = None) -> np.ndarray:
+        """Run pack + kernel on this CPU: ``x_q`` (spec.x_shape) -> float32 ``spec.out_shape``."""
+        return self.compile()(x_q, self.weight_inputs, bias)
+
+
+class CompiledSumThenShift:
+    """Both PrimFuncs of a kernel built into one module (functions ``pack`` and ``main``). The module
+    depends on the spec, lane dtype and target only (plan buffers have symbolic lengths), so it is cached
+    by those and serves any weights of that spec."""
+
+    def __init__(self, k: SumThenShiftKernel) -> None:
+        mod = tvm.IRModule({"pack": k.pack.with_attr("global_symbol", "pack"),
+                            "main": k.main.with_attr("global_symbol", "main")})
+        self.module = tvm.tirx.build(mod, target=k.target)
+        self.packed_shape, self.lane_dtype, self.out_shape = k.packed_shape, k.lane_dtype, k.spec.out_shape
+        self.has_bias = bool(k.spec.has_bias)
+
+    def __call__(self, x_q: np.ndarray, weight_inputs: Sequence[np.ndarray],
+                 bias: Optional[np.ndarray] = None) -> np.ndarray:
+        """Pack ``x_q`` and run the kernel with ``weight_inputs``; returns the float32 output."""
+        if self.has_bias and bias is None:
+            raise ValueError("the kernel was built with a bias; pass one")
+        x_t = tvm.runtime.tensor(np.ascontiguousarray(np.asarray(x_q).astype(np.int32)))
+        packed = tvm.runtime.tensor(np.zeros(self.packed_shape, self.lane_dtype))
+        out = tvm.runtime.tensor(np.zeros(self.out_shape, np.float32))
+        self.module["pack"](x_t, packed)
+        args = [packed] + [tvm.runtime.tensor(np.ascontiguousarray(w)) for w in weight_inputs]
+        if self.has_bias:
+            args.append(tvm.runtime.tensor(np.ascontiguousarray(np.asarray(bias, np.float32))))
+        self.module["main"](*args, out)
+        return out.numpy()
+
+
+_COMPILED: dict = {}
+_COMPILED_LOCK = threading.Lock()
+
+
+def _compiled(k: SumThenShiftKernel) -> CompiledSumThenShift:
+    key = (k.kind, k.spec, k.lane_dtype, k.vector_lanes, k.block, k.packed_shape, str(k.target))
+    with _COMPILED_LOCK:
+        hit = _COMPILED.get(key)
+    if hit is None:
+        hit = CompiledSumThenShift(k)
+        with _COMPILED_LOCK:
+            _COMPILED[key] = hit
+    return hit
+
+
+def _x_absmax(act_bits: Tuple[int, int]) -> int:
+    i, f = (int(v) for v in act_bits)
+    if i + f < 1 or i + f > 32:
+        raise ValueError(f"activation format Q({i},{f}) must have 1..32 bits")
+    return 2 ** (i + f - 1)
+
+
+def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
+          target: Union[str, dict, tvm.target.Target], act_bits: Tuple[int, int]) -> SumThenShiftKernel:
+    """Build the sum-then-shift kernel of one layer (see the module doc for layouts and numerics).
+
+    Args:
+        kind: ``"conv2d"`` (with a :class:`Conv2dSpec`; depthwise specs get the depthwise kernel) or
+            ``"dense"`` (with a :class:`DenseSpec`; meant for batch > 1, see the module doc).
+        spec: the kernel spec; ``spec.acc_dtype`` must be the accumulator the accumulator pass proved
+            (``passes.accumulator.plan_accumulator``), ``spec.s0`` the codes' ``s0``.
+        codes: int8 codes ``sign * (shift - s0 + 1)`` in PyTorch layout ``(O, C/G, KH, KW)`` / ``(N, K)``.
+        target: anything :func:`schedules.target.resolve_target` takes (LLVM targets).
+        act_bits: the activation format ``(I, F)`` (``|x_q| <= 2**(I+F-1)``); ``F`` must be ``spec.frac_bits``.
+
+    Returns:
+        The :class:`SumThenShiftKernel`.
+
+    Raises:
+        ValueError: unknown kind, spec/codes mismatch, a non-LLVM target, or a format whose bound the
+            codes cannot meet.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown sum-then-shift kind {kind!r}; expected one of {KINDS}")
+    tgt = resolve_target(target)
+    if tgt.kind.name != "llvm":
+        raise ValueError(f"sum-then-shift kernels are built for LLVM (CPU) targets, got {tgt.kind.name!r}")
+    if int(act_bits[1]) != int(spec.frac_bits):
+        raise ValueError(f"act_bits F={act_bits[1]} differs from spec.frac_bits={spec.frac_bits}")
+    x_absmax = _x_absmax(act_bits)
+    codes = np.asarray(codes)
+    if kind == "conv2d":
+        if not isinstance(spec, Conv2dSpec):
+            raise ValueError(f"kind 'conv2d' needs a Conv2dSpec, got {type(spec).__name__}")
+        want = (spec.out_channels, spec.group_in, spec.kernel_h, spec.kernel_w)
+    else:
+        if not isinstance(spec, DenseSpec):
+            raise ValueError(f"kind 'dense' needs a DenseSpec, got {type(spec).__name__}")
+        want = (spec.out_features, spec.in_features)
+    if tuple(codes.shape) != want:
+        raise ValueError(f"codes have shape {tuple(codes.shape)}, the spec needs {want}")
+    _check_bound(spec, codes, x_absmax)
+    acc = spec.acc_dtype
+    if kind == "conv2d" and is_depthwise(spec):
+        lane = "int16" if x_absmax <= 2 ** 15 else "int32"
+        vw = _lanes(tgt, acc)                    # the depthwise sum is in the accumulator dtype
+        n_pix = spec.out_hw[0] * conv_rows(spec, vw)[0]
+        nv, vb = _block(n_pix, vw)
+        tail = _round_up(n_pix, vb)              # zero weights read a whole image of zeros
+        derive = functools.partial(derive_depthwise_inputs, spec, tail=tail, row_align=vw)
+        kkind = "depthwise"
+    else:
+        lane = lane_dtype_for(x_absmax)
+        vw = _lanes(tgt, lane)
+        if kind == "dense":
+            nv, vb = _block(spec.batch, vw)
+            derive = functools.partial(derive_dense_inputs, spec, x_absmax=x_absmax, tail=vb)
+        else:
+            nv, vb = _block(spec.out_hw[0] * conv_rows(spec, vw)[0], vw)
+            derive = functools.partial(derive_conv2d_inputs, spec, x_absmax=x_absmax, tail=vb, row_align=vw)
+        tail = vb
+        kkind = kind
+    layout, pack, main = _primfuncs(kkind, spec, lane, vw, nv, tail)
+    return SumThenShiftKernel(kind=kkind, spec=spec, pack=pack, main=main, weight_inputs=tuple(derive(codes)),
+                              derive=derive, lane_dtype=lane, packed_shape=(layout.length,), layout=layout,
+                              vector_lanes=vw, block=nv * vw, target=tgt)
+
+
+@functools.lru_cache(maxsize=256)
+def _primfuncs(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int
+               ) -> Tuple[ActivationLayout, tirx.PrimFunc, tirx.PrimFunc]:
+    """``(layout, pack, main)`` of one kernel instance (they depend on the shapes only, not on the weights)."""
+    if kind == "dense":
+        layout = dense_layout(spec, tail)
+    else:
+        layout = conv_layout(spec, tail, vw)
+    if kind == "depthwise":
+        main = _dw_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv)
+    else:
+        main = _stst_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv)
+    pack = _pack_primfunc(layout, tuple(int(d) for d in spec.x_shape), lane)
+    return layout, pack, main
+
+
+def _check_bound(spec: Any, codes: np.ndarray, x_absmax: int) -> None:
+    """The accumulator must hold the proven bound (what the accumulator pass decided)."""
+    from shiftcomp.reference import accumulator_bound
+    import torch
+
+    c = torch.from_numpy(codes.astype(np.int64).reshape(codes.shape[0], -1))
+    sign = torch.sign(c)
+    shift = torch.where(c != 0, c.abs() - 1, torch.zeros_like(c))
+    bound = accumulator_bound(shift, sign, x_absmax, 0)
+    limit = 2 ** (LANE_BITS[spec.acc_dtype] - 1)
+    if bound >= limit:
+        raise ValueError(f"accumulator bound {bound} does not fit spec.acc_dtype={spec.acc_dtype}; "
+                         f"use passes.accumulator.plan_accumulator to choose it")
