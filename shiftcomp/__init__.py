@@ -16,10 +16,11 @@ Modules: :mod:`shiftcomp.config` (``ShiftConfig``), :mod:`shiftcomp.quant` (quan
 from __future__ import annotations
 
 from shiftcomp import nn, quant, reference
+from shiftcomp.adder_config import AdderConfig, ShiftAddConfig
 from shiftcomp.config import ShiftConfig
 from shiftcomp.convert import convert
 
-__all__ = ["ShiftConfig", "convert", "nn", "quant", "reference"]
+__all__ = ["ShiftConfig", "AdderConfig", "ShiftAddConfig", "convert", "nn", "quant", "reference"]
 
 __version__ = "0.1.0"
 

@@ -17,11 +17,12 @@ from torch import nn
 from .mnist import SimpleConv, SimpleLinear
 from .mobilenetv2 import MobileNetV2Cifar, mobilenetv2
 from .resnet18 import ResNet18Cifar, resnet18
+from .resnet_adder import resnet20_adder, resnet20_shiftadd
 from .resnet_cifar import CifarResNet, resnet20, resnet32, resnet44, resnet56, resnet110
 
 __all__ = ["MODELS", "INPUT_SHAPES", "get_model", "SimpleLinear", "SimpleConv", "CifarResNet", "ResNet18Cifar",
            "MobileNetV2Cifar", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet18",
-           "mobilenetv2"]
+           "mobilenetv2", "resnet20_adder", "resnet20_shiftadd"]
 
 #: name -> constructor taking ``num_classes``.
 MODELS: dict[str, Callable[[int], nn.Module]] = {
@@ -34,6 +35,8 @@ MODELS: dict[str, Callable[[int], nn.Module]] = {
     "resnet110": resnet110,
     "resnet18": resnet18,
     "mobilenetv2": mobilenetv2,
+    "resnet20_adder": resnet20_adder,
+    "resnet20_shiftadd": resnet20_shiftadd,
 }
 
 #: name -> per-sample input shape ``(C, H, W)`` the model expects.
