@@ -25,7 +25,7 @@ Kernels (all take ``X_q, W, bias, out``; ``bias`` is always present, zeros when 
   block are 4 output pixels x 8 channels; ``vpsadbw`` against one tap's 8 weight bytes broadcast to 4
   lanes gives 4 pixels' partial sums in 4 ``uint64`` lanes -- no horizontal reduction. Weights are packed
   once at compile time (:func:`psadbw_weights`). With AVX-512BW the kernel uses the 64-byte form. Its
-  epilogue scales by exponent arithmetic (``schedules.compute.ldexp_f32_bits``), so it has no multiply at all.
+  epilogue scales by subtracting ``F`` from the float32 exponent field, so it has no multiply at all.
 
 Float mode (``spec.frac_bits is None``): ``acc = 0 - Σ|x - w|`` accumulated in float32 (checked against a
 float64 reference within the summation bound), ``out = acc + bias``.
@@ -39,8 +39,6 @@ import numpy as np
 import tvm
 from tvm import s_tir, te, tirx
 from tvm.script import tirx as T
-
-from .compute import ldexp_f32_bits
 
 __all__ = ["AdderSpec", "adder_conv2d", "schedule_x86", "schedule_cuda", "adder_conv2d_psadbw", "psadbw_weights",
            "psadbw_applicable", "weight_dtype", "build_adder_kernel", "PSAD_ISAS"]
@@ -296,11 +294,13 @@ def adder_conv2d_psadbw(spec: AdderSpec, isa: str = "avx2", pvec: Optional[int] 
     NB, NO = npr // PB, O // ob
     ACC = pvec * ob * LN
     out_dt = spec.acc_dtype
-    neg_f = tirx.const(-int(spec.frac_bits), "int32")
+    exp_step = tirx.const(int(spec.frac_bits) << 23, "int32")
 
     def scaled(f):
-        # float32(acc) * 2**-F by exponent arithmetic: exact here, and no multiply anywhere in this kernel
-        return tirx.reinterpret("float32", ldexp_f32_bits(tirx.reinterpret("int32", f), neg_f))
+        # float32(acc) * 2**-F as an exponent-field subtraction: f is 0 or an integer >= 1 in magnitude, so
+        # the result (>= 2**-32) is normal and exact; no multiply anywhere in this kernel
+        bits = tirx.reinterpret("int32", f)
+        return tirx.reinterpret("float32", tirx.Select(f == tirx.const(0.0, "float32"), bits, bits - exp_step))
 
     def sad(xbuf, base, wq):
         return tirx.call_llvm_pure_intrin(
