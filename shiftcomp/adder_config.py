@@ -145,3 +145,11 @@ class ShiftAddConfig:
             self.depth = _as_int(self.depth, "depth")
             if self.depth < 0:
                 raise ValueError(f"ShiftAddConfig.depth must be >= 0 or None (all layers), got {self.depth}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"shift": ShiftConfig.to_dict(), "adder": AdderConfig.to_dict(), "depth": ...}``."""
+        return {"shift": self.shift.to_dict(), "adder": self.adder.to_dict(), "depth": self.depth}
+
+    def to_json(self) -> str:
+        """JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), sort_keys=True)
