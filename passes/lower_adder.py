@@ -13,7 +13,8 @@ Entries of the ``LOWERINGS`` table of :mod:`passes.lower_shift`::
   around the kernel); a layer without bias gets a zero bias constant (one kernel signature).
 * x86: 8-bit operands with stride 1 and ``groups == 1`` use the ``vpsadbw`` kernel (weights packed as
   uint64 per channel block and tap), except a dense layer with fewer than 8 rows (its pixel lanes would
-  idle); everything else the plain sub/abs/add kernel. ``SHIFTCOMP_ADDER_KERNEL=plain`` forces the plain one.
+  idle); everything else the plain sub/abs/add kernel. CUDA: 8-bit operands use ``__vsadu4`` (4 byte
+  differences per instruction), else the plain kernel. ``SHIFTCOMP_ADDER_KERNEL=plain`` forces the plain one.
 * Kernel PrimFuncs carry ``{"shiftcomp.role": "adder", "shiftcomp.layer", "shiftcomp.kind",
   "shiftcomp.acc_dtype", "shiftcomp.variant"}``; the multiplication audit counts their data path like
   the shift kernels'. Their weights stay constants of the compiled library (not lifted into the
@@ -61,18 +62,20 @@ def _weights(call: relax.Call, info: AdderLayerInfo) -> np.ndarray:
 
 def _emit(ctx: Any, call: relax.Call, info: AdderLayerInfo, spec: Any, x: relax.Expr, w: np.ndarray,
           plan: Any, prefer_plain: bool) -> relax.Expr:
-    from schedules.adder import build_adder_kernel, psadbw_weights, weight_dtype
+    from schedules.adder import build_adder_kernel, psadbw_weights, vsadu4_weights, weight_dtype
 
     from .lower_shift import LoweredLayer
 
     choice = os.environ.get("SHIFTCOMP_ADDER_KERNEL", "auto")
-    if choice not in ("auto", "plain", "psadbw"):
-        raise LoweringError(f"SHIFTCOMP_ADDER_KERNEL must be auto, plain or psadbw, got {choice!r}")
+    if choice not in ("auto", "plain", "psadbw", "vsadu4"):
+        raise LoweringError(f"SHIFTCOMP_ADDER_KERNEL must be auto, plain, psadbw or vsadu4, got {choice!r}")
     if prefer_plain and choice == "auto":
         choice = "plain"
     prim, variant = build_adder_kernel(spec, ctx.target, choice)
     if variant.startswith("psadbw"):
         wk = psadbw_weights(w)
+    elif variant.startswith("vsadu4"):
+        wk = vsadu4_weights(w)
     elif spec.float_mode:
         wk = w.astype(np.float32)
     else:

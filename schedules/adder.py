@@ -27,6 +27,10 @@ Kernels (all take ``X_q, W, bias, out``; ``bias`` is always present, zeros when 
   once at compile time (:func:`psadbw_weights`). With AVX-512BW the kernel uses the 64-byte form. Its
   epilogue scales by subtracting ``F`` from the float32 exponent field, so it has no multiply at all.
 
+* :func:`adder_conv2d_vsadu4` (CUDA, 8-bit operands, any geometry): 4 channels of ``x + 128`` per ``uint32``
+  word and ``__vsadu4`` (sum of the 4 byte absolute differences) per word; weights packed at compile time
+  (:func:`vsadu4_weights`).
+
 Float mode (``spec.frac_bits is None``): ``acc = 0 - Σ|x - w|`` accumulated in float32 (checked against a
 float64 reference within the summation bound), ``out = acc + bias``.
 """
@@ -41,7 +45,7 @@ from tvm import s_tir, te, tirx
 from tvm.script import tirx as T
 
 __all__ = ["AdderSpec", "adder_conv2d", "schedule_x86", "schedule_cuda", "adder_conv2d_psadbw", "psadbw_weights",
-           "psadbw_applicable", "weight_dtype", "build_adder_kernel", "PSAD_ISAS"]
+           "psadbw_applicable", "adder_conv2d_vsadu4", "vsadu4_weights", "vsadu4_applicable", "weight_dtype", "build_adder_kernel", "PSAD_ISAS"]
 
 #: vpsadbw variants: intrinsic name and pixels (uint64 lanes) per vector
 PSAD_ISAS = {"avx2": ("llvm.x86.avx2.psad.bw", 4), "avx512": ("llvm.x86.avx512.psad.bw.512", 8)}
@@ -212,7 +216,8 @@ def schedule_x86(prim: tvm.tirx.PrimFunc, spec: AdderSpec) -> tvm.tirx.PrimFunc:
 
 
 def schedule_cuda(prim: tvm.tirx.PrimFunc, spec: AdderSpec, threads: int = 128) -> tvm.tirx.PrimFunc:
-    """CUDA schedule of :func:`adder_conv2d`: one thread per output element (and per padded input)."""
+    """CUDA schedule of :func:`adder_conv2d` / :func:`adder_conv2d_vsadu4`: one thread per output element (and
+    per padded/packed input element)."""
     sch = s_tir.Schedule(prim)
 
     def bind(block):
@@ -224,7 +229,11 @@ def schedule_cuda(prim: tvm.tirx.PrimFunc, spec: AdderSpec, threads: int = 128) 
         sch.bind(tx, "threadIdx.x")
         return tx
 
-    bind(sch.get_sblock("pad"))
+    try:
+        first = sch.get_sblock("pad")
+    except Exception:  # noqa: BLE001 - the __vsadu4 kernel packs instead of padding
+        first = sch.get_sblock("pack")
+    bind(first)
     acc = sch.get_sblock("acc")
     tx = bind(acc)
     sch.set_scope(acc, 0, "local")
@@ -349,6 +358,70 @@ def adder_conv2d_psadbw(spec: AdderSpec, isa: str = "avx2", pvec: Optional[int] 
     return kernel
 
 
+# ---------------------------------------------------------------------------------------------- CUDA __vsadu4
+def vsadu4_applicable(spec: AdderSpec) -> bool:
+    """True when the CUDA ``__vsadu4`` kernel computes ``spec`` exactly: fixed point, 8-bit operands."""
+    return not spec.float_mode and spec.x_bits <= 8 and spec.w_bits <= 8
+
+
+def vsadu4_weights(w_q: np.ndarray) -> np.ndarray:
+    """``(O, C/G, KH, KW)`` 8-bit weights -> ``uint32 (O, ceil(C/G / 4), KH, KW)``: 4 channels' bytes ``w + 128``
+    per word, channel ``4q + i`` in byte ``i`` (channels past ``C/G`` are 128, i.e. ``w = 0``)."""
+    w = np.asarray(w_q).astype(np.int64)
+    o, cg, kh, kw = w.shape
+    c4 = -(-cg // 4)
+    wu = np.full((o, c4 * 4, kh, kw), 128, dtype=np.uint32)
+    wu[:, :cg] = (w + 128).astype(np.uint32)
+    wu = wu.reshape(o, c4, 4, kh, kw)
+    return (wu[:, :, 0] | (wu[:, :, 1] << 8) | (wu[:, :, 2] << 16) | (wu[:, :, 3] << 24)).astype(np.uint32)
+
+
+def adder_conv2d_vsadu4(spec: AdderSpec) -> tvm.tirx.PrimFunc:
+    """Unscheduled CUDA adder conv with ``__vsadu4`` (sum of 4 byte absolute differences): ``(X_q int32 NCHW,
+    W uint32 (vsadu4_weights), bias, out)``. Blocks ``pack`` (4 channels of ``x + 128`` per word, padded
+    positions 128), ``acc`` (``Σ __vsadu4``) and ``out``."""
+    if not vsadu4_applicable(spec):
+        raise ValueError(f"the __vsadu4 kernel needs 8-bit fixed-point operands: {spec}")
+    N, C, H, Wd = spec.x_shape
+    O, Cg, KH, KW = spec.weight_shape
+    G, Og, C4 = spec.groups, O // spec.groups, -(-(spec.in_channels // spec.groups) // 4)
+    OH, OW = spec.out_hw
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    pt, pl, pb, pr = spec.padding
+    HP = max(pt + H + pb, (OH - 1) * sh + (KH - 1) * dh + 1)
+    WP = max(pl + Wd + pr, (OW - 1) * sw + (KW - 1) * dw + 1)
+    X = te.placeholder((N, C, H, Wd), "int32", name="X_q")
+    Wt = te.placeholder((O, C4, KH, KW), "uint32", name="W")
+    B = te.placeholder((O,), "float32", name="bias")
+    u32 = lambda v: tirx.const(v, "uint32")  # noqa: E731
+
+    def byte(n, g, c, h, w):
+        ok = tirx.all(c < Cg, h >= pt, h < pt + H, w >= pl, w < pl + Wd)
+        xv = X[n, g * Cg + tirx.min(c, Cg - 1), tirx.min(tirx.max(h - pt, 0), H - 1),
+               tirx.min(tirx.max(w - pl, 0), Wd - 1)]
+        return tirx.if_then_else(ok, (xv + 128).astype("uint32"), u32(128))
+
+    def pack_fn(n, g, q, h, w):
+        word = byte(n, g, q * 4, h, w)
+        for i in range(1, 4):
+            word = word | (byte(n, g, q * 4 + i, h, w) << u32(8 * i))
+        return word
+
+    Xp = te.compute((N, G, C4, HP, WP), pack_fn, name="pack")
+    ry, rx, rq = te.reduce_axis((0, KH), "ry"), te.reduce_axis((0, KW), "rx"), te.reduce_axis((0, C4), "rq")
+    adt = spec.acc_dtype
+
+    def acc_fn(n, o, oh, ow):
+        sad = tirx.call_pure_extern("uint32", "__vsadu4", Xp[n, o // Og, rq, oh * sh + ry * dh, ow * sw + rx * dw],
+                                    Wt[o, rq, ry, rx])
+        return te.sum(sad.astype(adt), axis=[ry, rx, rq])
+
+    acc = te.compute((N, O, OH, OW), acc_fn, name="acc")
+    out = te.compute((N, O, OH, OW), lambda n, o, oh, ow: (tirx.const(0, adt) - acc[n, o, oh, ow]).astype("float32")
+                     * _scale_const(spec.frac_bits) + B[o], name="out")
+    return te.create_prim_func([X, Wt, B, out], index_dtype_override="int64").without_attr("global_symbol")
+
+
 # ---------------------------------------------------------------------------------------------- dispatch
 def _has_avx512bw(target: tvm.target.Target) -> bool:
     feats = ""
@@ -372,8 +445,9 @@ def _has_avx512bw(target: tvm.target.Target) -> bool:
 def build_adder_kernel(spec: AdderSpec, target: tvm.target.Target, kernel: str = "auto") -> Tuple[tvm.tirx.PrimFunc, str]:
     """The scheduled adder kernel for ``target`` and the name of the variant used.
 
-    ``kernel``: ``"auto"`` (x86: ``vpsadbw`` when :func:`psadbw_applicable`, else plain), ``"plain"`` or
-    ``"psadbw"``. Variant names: ``"plain"``, ``"psadbw-avx2"``, ``"psadbw-avx512"``, ``"plain-cuda"``.
+    ``kernel``: ``"auto"`` (x86: ``vpsadbw`` when :func:`psadbw_applicable`; CUDA: ``__vsadu4`` when
+    :func:`vsadu4_applicable`; else plain), ``"plain"``, ``"psadbw"`` or ``"vsadu4"``. Variant names:
+    ``"plain"``, ``"psadbw-avx2"``, ``"psadbw-avx512"``, ``"vsadu4-cuda"``, ``"plain-<gpu kind>"``.
     """
     kind = target.kind.name
     if kind == "llvm":
@@ -384,4 +458,6 @@ def build_adder_kernel(spec: AdderSpec, target: tvm.target.Target, kernel: str =
         return schedule_x86(adder_conv2d(spec), spec), "plain"
     if kernel == "psadbw":
         raise ValueError(f"the vpsadbw kernel is x86 only, target is {kind!r}")
+    if kind == "cuda" and kernel in ("auto", "vsadu4") and vsadu4_applicable(spec):
+        return schedule_cuda(adder_conv2d_vsadu4(spec), spec), "vsadu4-cuda"
     return schedule_cuda(adder_conv2d(spec), spec), "plain-" + kind

@@ -163,3 +163,16 @@ def test_shift_and_adder_layers_compile_export_load(tmp_path):
     compiled.export(path)
     loaded = sc.load(path)
     assert torch.equal(loaded(x), y)
+
+
+def test_cuda_target_builds_vsadu4_and_plain_kernels():
+    """sc.compile for CUDA (code generation only, no GPU needed): 8-bit adder convs use __vsadu4."""
+    torch.manual_seed(0)
+    cfg = sc.AdderConfig(act_bits=(3, 5))
+    model = nn.Sequential(sc.nn.Conv2dAdder(4, 6, 3, padding=1, config=cfg), nn.ReLU(), nn.Flatten(),
+                          sc.nn.LinearAdder(6 * 5 * 5, 5, config=sc.AdderConfig(act_bits=(8, 8)))).eval()
+    compiled = sc.compile(model, torch.randn(2, 4, 5, 5), target={"kind": "cuda", "arch": "sm_80"})
+    variants = sorted(str(f.attrs["shiftcomp.variant"]) for _, f in compiled.relax_module.functions_items()
+                      if f.attrs is not None and "shiftcomp.variant" in f.attrs)
+    assert variants == ["plain-cuda", "vsadu4-cuda"]
+    assert compiled.audit.datapath_multiplies == 0

@@ -154,3 +154,35 @@ def test_cuda_kernel_builds_without_multiply():
     ex = tvm.compile(prim.with_attr("global_symbol", "main"), tgt)
     src = ex.mod.imports[0].inspect_source()
     assert "__global__" in src and "max(" in src
+
+
+_VSADU4_SHIM = """
+static inline unsigned int __vsadu4(unsigned int a, unsigned int b) {
+  unsigned int s = 0;
+  for (int i = 0; i < 32; i += 8) { int d = (int)((a >> i) & 255u) - (int)((b >> i) & 255u); s += d < 0 ? -d : d; }
+  return s;
+}
+"""
+
+
+@pytest.mark.skipif(not __import__("shutil").which("g++"), reason="g++ not on PATH")
+@pytest.mark.parametrize("variant", ["vsadu4", "plain"])
+def test_cuda_adder_source_runs_correctly_on_cpu(monkeypatch, variant):
+    """The generated CUDA C (``__vsadu4`` and plain) run on the CPU over its launch grid equals the reference."""
+    import test_cuda_codegen as tcc
+    from schedules.adder import adder_conv2d_vsadu4, vsadu4_weights
+
+    monkeypatch.setattr(tcc, "_PRELUDE", tcc._PRELUDE + _VSADU4_SHIM)
+    spec = AdderSpec(2, 6, 5, 6, 4, 3, 2, (1, 2), (1, 0, 2, 1), (1, 1), 2, frac_bits=4, x_bits=8, w_bits=7,
+                     w_dtype="int8")
+    case = dict(spec=spec, bias=True, seed=3)
+    x, w, b = _data(case)
+    prim = schedule_cuda(adder_conv2d_vsadu4(spec) if variant == "vsadu4" else adder_conv2d(spec), spec)
+    ex = tvm.compile(prim.with_attr("global_symbol", "main"), resolve_target({"kind": "cuda", "arch": "sm_80"}))
+    src = ex.mod.imports[0].inspect_source()
+    assert ("__vsadu4" in src) == (variant == "vsadu4")
+    wk = vsadu4_weights(w.numpy()) if variant == "vsadu4" else w.numpy().astype("int8")
+    out = tcc.emulate_cuda(src, prim, {"X_q": x.numpy().astype("int32"), "W": wk, "bias": b.numpy(),
+                                       "out": np.zeros(spec.out_shape, "float32")})["out"]
+    r = ref_conv(x, w, spec.frac_bits, b, spec.stride, spec.padding, spec.dilation, spec.groups)
+    assert torch.equal(torch.from_numpy(out), r.out)
