@@ -152,7 +152,8 @@ def adder_conv2d(spec: AdderSpec) -> tvm.tirx.PrimFunc:
     zero = tirx.const(0, adt)
 
     def acc_fn(n, o, oh, ow):
-        xv = Xp[n, (o // Og) * Cg + rc, oh * sh + ry * dh, ow * sw + rx * dw].astype(adt)
+        cidx = rc if spec.groups == 1 else (o // Og) * Cg + rc
+        xv = Xp[n, cidx, oh * sh + ry * dh, ow * sw + rx * dw].astype(adt)
         d = xv - Wt[o, rc, ry, rx].astype(adt)
         return te.sum(tirx.max(d, zero - d), axis=[ry, rx, rc])
 
