@@ -30,6 +30,14 @@ from shiftcomp.config import ACT_GRADS, MAX_ACT_BITS, ROUNDINGS, ShiftConfig, _a
 __all__ = ["AdderConfig", "ShiftAddConfig"]
 
 
+def _named(fn, value, field: str, owner: str):
+    """``fn(value, field)`` (the ShiftConfig validators) with errors naming ``owner.field``."""
+    try:
+        return fn(value, field)
+    except ValueError as e:
+        raise ValueError(str(e).replace("ShiftConfig.", owner + ".", 1)) from None
+
+
 @dataclass
 class AdderConfig:
     """Numerics and training options of adder layers (see the module docstring for every field).
@@ -56,7 +64,7 @@ class AdderConfig:
     def validate(self) -> None:
         """Check and normalise every field in place; raise ``ValueError`` naming the bad field."""
         if self.act_bits is not None:
-            i_bits, f_bits = _as_pair(self.act_bits, "act_bits")
+            i_bits, f_bits = _named(_as_pair, self.act_bits, "act_bits", "AdderConfig")
             if i_bits < 1 or f_bits < 0 or i_bits + f_bits > MAX_ACT_BITS:
                 raise ValueError(f"AdderConfig.act_bits=(I, F) needs I >= 1, F >= 0, I + F <= {MAX_ACT_BITS}, "
                                  f"got ({i_bits}, {f_bits})")
@@ -65,7 +73,7 @@ class AdderConfig:
             if self.act_bits is None:
                 raise ValueError("AdderConfig.weight_bits needs act_bits: fixed-point weights share the "
                                  "activations' fraction bits (float activations keep float weights)")
-            self.weight_bits = _as_int(self.weight_bits, "weight_bits")
+            self.weight_bits = _named(_as_int, self.weight_bits, "weight_bits", "AdderConfig")
             f_bits = self.act_bits[1]
             if not f_bits < self.weight_bits <= MAX_ACT_BITS:
                 raise ValueError(f"AdderConfig.weight_bits must be in {f_bits + 1}..{MAX_ACT_BITS} (more than "
@@ -73,7 +81,7 @@ class AdderConfig:
         if self.rounding not in ROUNDINGS:
             raise ValueError(f"AdderConfig.rounding must be one of {ROUNDINGS}, got {self.rounding!r}")
         if self.depth is not None:
-            self.depth = _as_int(self.depth, "depth")
+            self.depth = _named(_as_int, self.depth, "depth", "AdderConfig")
             if self.depth < 0:
                 raise ValueError(f"AdderConfig.depth must be >= 0 or None (all layers), got {self.depth}")
         if self.act_grad not in ACT_GRADS:
@@ -142,7 +150,7 @@ class ShiftAddConfig:
         if not isinstance(self.adder, AdderConfig):
             raise ValueError(f"ShiftAddConfig.adder must be an AdderConfig, got {type(self.adder).__name__}")
         if self.depth is not None:
-            self.depth = _as_int(self.depth, "depth")
+            self.depth = _named(_as_int, self.depth, "depth", "ShiftAddConfig")
             if self.depth < 0:
                 raise ValueError(f"ShiftAddConfig.depth must be >= 0 or None (all layers), got {self.depth}")
 
