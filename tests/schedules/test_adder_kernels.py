@@ -186,3 +186,13 @@ def test_cuda_adder_source_runs_correctly_on_cpu(monkeypatch, variant):
                                        "out": np.zeros(spec.out_shape, "float32")})["out"]
     r = ref_conv(x, w, spec.frac_bits, b, spec.stride, spec.padding, spec.dilation, spec.groups)
     assert torch.equal(torch.from_numpy(out), r.out)
+
+
+def test_avx512_vpsadbw_kernel_cross_compiles():
+    """On an AVX-512BW target the 64-byte form is chosen and LLVM emits zmm vpsadbw (cannot run on AVX2 hosts)."""
+    tgt = resolve_target({"kind": "llvm", "mcpu": "sapphirerapids"})
+    spec = AdderSpec(1, 16, 8, 8, 16, 3, 3, padding=(1, 1, 1, 1), frac_bits=5, x_bits=8, w_bits=8, w_dtype="int8")
+    prim, variant = build_adder_kernel(spec, tgt)
+    assert variant == "psadbw-avx512"
+    asm = tvm.compile(tvm.IRModule({"main": prim.with_attr("global_symbol", "main")}), target=tgt).mod.inspect_source("asm")
+    assert any("vpsadbw" in ln and "zmm" in ln for ln in asm.splitlines())
