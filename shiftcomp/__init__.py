@@ -8,7 +8,12 @@ PyTorch side (imported eagerly, no TVM)::
     with sc.reference.exact(model.eval()):         # bit-exact integer reference forward
         y = model(x)
 
-Modules: :mod:`shiftcomp.config` (``ShiftConfig``), :mod:`shiftcomp.quant` (quantizers),
+Adder networks: ``sc.convert(model, sc.AdderConfig(act_bits=(3, 5)))`` (AdderNet: ``sc.nn.Conv2dAdder`` /
+``LinearAdder``) and ``sc.convert(model, sc.ShiftAddConfig(shift=..., adder=...))`` (ShiftAddNet);
+``sc.ShiftConfig(..., zero_free=True)`` gives DenseShift's zero-free codes.
+
+Modules: :mod:`shiftcomp.config` (``ShiftConfig``), :mod:`shiftcomp.adder_config` (``AdderConfig``,
+``ShiftAddConfig``), :mod:`shiftcomp.adder` (adder layers), :mod:`shiftcomp.quant` (quantizers),
 :mod:`shiftcomp.nn` (shift layers), :mod:`shiftcomp.convert` (``convert``), :mod:`shiftcomp.reference`
 (exact integer reference). Note: ``shiftcomp.convert`` is the *function*; import module-level helpers with
 ``from shiftcomp.convert import convertible_layers``.
