@@ -176,3 +176,15 @@ def test_cuda_target_builds_vsadu4_and_plain_kernels():
                       if f.attrs is not None and "shiftcomp.variant" in f.attrs)
     assert variants == ["plain-cuda", "vsadu4-cuda"]
     assert compiled.audit.datapath_multiplies == 0
+
+
+def test_unlowered_module_runs_the_composite_fallback():
+    """compile(lower=False) runs the adder composites' own bodies (the module as imported)."""
+    torch.manual_seed(0)
+    cfg = sc.AdderConfig(act_bits=(3, 5))
+    model = nn.Sequential(sc.nn.Conv2dAdder(3, 4, 3, padding=1, config=cfg), nn.Flatten(),
+                          sc.nn.LinearAdder(4 * 5 * 5, 3, config=cfg)).eval()
+    x = torch.randn(2, 3, 5, 5)
+    compiled = sc.compile(model, x, lower=False)
+    with sc.reference.exact(model):
+        assert torch.equal(compiled(x), model(x))
