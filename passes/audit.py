@@ -40,6 +40,8 @@ from .quantize_kernel import ROLE_ATTR
 
 __all__ = ["OpCounts", "KernelAudit", "MultiplicationAudit", "audit_module", "count_primfunc", "OP_CLASSES"]
 
+#: kernel roles whose data path must be multiplication-free (shift kernels; adder kernels, passes/lower_adder.py)
+DATAPATH_ROLES = ("shift", "adder")
 OP_CLASSES = ("mul", "add", "shift", "select", "bitwise", "cast", "minmax", "div", "cmp", "call", "fmul", "fadd")
 
 
@@ -118,13 +120,13 @@ class MultiplicationAudit:
 
     @property
     def datapath(self) -> OpCounts:
-        """Data-path ops of all shift kernels."""
-        return self._sum(("shift",), "data")
+        """Data-path ops of all shift (and adder) kernels."""
+        return self._sum(DATAPATH_ROLES, "data")
 
     @property
     def epilogue(self) -> OpCounts:
-        """Epilogue ops of all shift kernels."""
-        return self._sum(("shift",), "epilogue")
+        """Epilogue ops of all shift (and adder) kernels."""
+        return self._sum(DATAPATH_ROLES, "epilogue")
 
     @property
     def prologue(self) -> OpCounts:
@@ -139,7 +141,7 @@ class MultiplicationAudit:
     @property
     def index(self) -> OpCounts:
         """Index arithmetic in all kernels."""
-        return self._sum(("shift", "prologue", "other"), "index")
+        return self._sum(DATAPATH_ROLES + ("prologue", "other"), "index")
 
     @property
     def datapath_multiplies(self) -> int:
@@ -470,7 +472,7 @@ def audit_module(mod: tvm.IRModule, entry: str = "main") -> MultiplicationAudit:
     for name, calls in counts.items():
         prim = mod[name]
         role, layer = _role(prim)
-        parts = count_primfunc(prim, is_shift=role == "shift")
+        parts = count_primfunc(prim, is_shift=role in DATAPATH_ROLES)
         kernels.append(KernelAudit(name=name, role=role, layer=layer, calls=calls,
                                    data=parts["data"].scaled(calls), epilogue=parts["epilogue"].scaled(calls),
                                    index=parts["index"].scaled(calls)))

@@ -37,6 +37,7 @@ from shiftcomp.frontend.composite import (ARG_BIAS, ARG_SHIFT, ARG_SIGN, ARG_X, 
                                           COMPOSITE_DENSE, ShiftLayerInfo, composite_info)
 
 from .accumulator import AccumulatorPlan, plan_accumulator
+from .lower_adder import lower_adder_conv2d, lower_adder_dense
 from .quantize_kernel import ROLE_ATTR, quantize_primfunc
 
 __all__ = ["LOWERINGS", "LowerShiftOps", "LoweringReport", "LoweredLayer", "lower_shift_ops",
@@ -240,6 +241,8 @@ def lower_conv2d(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo) -> r
 LOWERINGS: dict[str, Callable[[LowerContext, relax.Call, ShiftLayerInfo], relax.Expr]] = {
     COMPOSITE_DENSE: lower_dense,
     COMPOSITE_CONV2D: lower_conv2d,
+    "shiftcomp.adder_dense": lower_adder_dense,
+    "shiftcomp.adder_conv2d": lower_adder_conv2d,
 }
 
 

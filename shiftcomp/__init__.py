@@ -8,7 +8,12 @@ PyTorch side (imported eagerly, no TVM)::
     with sc.reference.exact(model.eval()):         # bit-exact integer reference forward
         y = model(x)
 
-Modules: :mod:`shiftcomp.config` (``ShiftConfig``), :mod:`shiftcomp.quant` (quantizers),
+Adder networks: ``sc.convert(model, sc.AdderConfig(act_bits=(3, 5)))`` (AdderNet: ``sc.nn.Conv2dAdder`` /
+``LinearAdder``) and ``sc.convert(model, sc.ShiftAddConfig(shift=..., adder=...))`` (ShiftAddNet);
+``sc.ShiftConfig(..., zero_free=True)`` gives DenseShift's zero-free codes.
+
+Modules: :mod:`shiftcomp.config` (``ShiftConfig``), :mod:`shiftcomp.adder_config` (``AdderConfig``,
+``ShiftAddConfig``), :mod:`shiftcomp.adder` (adder layers), :mod:`shiftcomp.quant` (quantizers),
 :mod:`shiftcomp.nn` (shift layers), :mod:`shiftcomp.convert` (``convert``), :mod:`shiftcomp.reference`
 (exact integer reference). Note: ``shiftcomp.convert`` is the *function*; import module-level helpers with
 ``from shiftcomp.convert import convertible_layers``.
@@ -16,11 +21,13 @@ Modules: :mod:`shiftcomp.config` (``ShiftConfig``), :mod:`shiftcomp.quant` (quan
 from __future__ import annotations
 
 from shiftcomp import nn, quant, reference
+from shiftcomp.adder_config import AdderConfig, ShiftAddConfig
 from shiftcomp.config import ShiftConfig
 from shiftcomp.convert import convert
 from shiftcomp.decompose import DecomposeConfig, decompose, recompose
 
-__all__ = ["ShiftConfig", "convert", "nn", "quant", "reference", "DecomposeConfig", "decompose", "recompose"]
+__all__ = ["ShiftConfig", "AdderConfig", "ShiftAddConfig", "convert", "nn", "quant", "reference", "DecomposeConfig",
+           "decompose", "recompose"]
 
 __version__ = "0.1.0"
 

@@ -15,6 +15,9 @@ One :class:`ShiftConfig` describes everything that decides the numerics of the s
 * ``freeze_sign``: PS only, the ``sign`` parameter is not trained.
 * ``act_grad``: activation fake-quant gradient, ``"clip"`` (straight-through inside the clamp range, zero
   outside) or ``"identity"`` (straight-through everywhere, like the original DeepShift).
+* ``zero_free``: DenseShift's codes (Li et al. ICCV 2023): no zero weight, every weight is ``±2**shift``, so
+  ``b`` bits give a sign and ``2**(b-1)`` shift levels, default range ``[-(2**(b-1) - 1), 0]`` in both modes.
+  Q takes ``sign(0.0)`` as +1; PS rounds the sign to ``+1 if sign >= 0 else -1``.
 
 Limits (checked in ``__post_init__``, each violation is a ``ValueError`` naming the field):
 
@@ -81,6 +84,7 @@ class ShiftConfig:
         depth: number of ``Conv2d``/``Linear`` layers (from the start, module order) to convert; ``None`` = all.
         freeze_sign: PS only; the sign parameter gets ``requires_grad=False``.
         act_grad: ``"clip"`` or ``"identity"``; activation straight-through estimator.
+        zero_free: DenseShift codes: no zero weight, signs ±1, ``2**(b-1)`` shift levels.
 
     Lists are accepted for ``shift_range`` and ``act_bits`` (e.g. from JSON) and stored as tuples.
     The config is validated at construction; after mutating a field call :meth:`validate` (or build a new
@@ -95,6 +99,7 @@ class ShiftConfig:
     depth: int | None = None
     freeze_sign: bool = False
     act_grad: str = "clip"
+    zero_free: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -150,6 +155,9 @@ class ShiftConfig:
         if self.act_grad not in ACT_GRADS:
             raise ValueError(f"ShiftConfig.act_grad must be one of {ACT_GRADS}, got {self.act_grad!r}")
 
+        if not isinstance(self.zero_free, bool):
+            raise ValueError(f"ShiftConfig.zero_free must be a bool, got {self.zero_free!r}")
+
         lo, _ = self.shift_bounds
         if self.act_bits is not None and lo - self.act_bits[1] < MIN_SCALE_EXP:
             raise ValueError(
@@ -163,12 +171,12 @@ class ShiftConfig:
         """The resolved shift range ``(lo, hi)`` (integers, ``lo <= hi``).
 
         ``shift_range`` when given, else SPEC §1's default for ``(mode, weight_bits)``:
-        Q ``(-(2**(b-1) - 1), 0)``, PS ``(-(2**(b-1) - 2), 0)``.
+        Q ``(-(2**(b-1) - 1), 0)``, PS ``(-(2**(b-1) - 2), 0)``; zero-free (both modes) ``(-(2**(b-1) - 1), 0)``.
         """
         if self.shift_range is not None:
             return (int(self.shift_range[0]), int(self.shift_range[1]))
         b = self.weight_bits
-        if self.mode == "Q":
+        if self.mode == "Q" or self.zero_free:
             return (-(2 ** (b - 1) - 1), 0)
         return (-(2 ** (b - 1) - 2), 0)
 

@@ -44,7 +44,8 @@ def convert(model: nn.Module, config: ShiftConfig | None = None,
         model: any ``nn.Module``. If ``model`` itself is an ``nn.Conv2d``/``nn.Linear`` it cannot be replaced in
             place: the new shift layer is returned instead (so always use the return value).
         config: :class:`ShiftConfig` for every converted layer (default ``ShiftConfig()``); ``config.depth``
-            limits conversion to the first ``depth`` layers in module order.
+            limits conversion to the first ``depth`` layers in module order. An ``AdderConfig`` (AdderNet)
+            or ``ShiftAddConfig`` (ShiftAddNet) converts as :mod:`shiftcomp.adder_convert` describes.
         filter_fn: ``filter_fn(module, fqn) -> bool``; ``False`` keeps that layer float.
 
     Returns:
@@ -58,6 +59,9 @@ def convert(model: nn.Module, config: ShiftConfig | None = None,
     """
     if config is None:
         config = ShiftConfig()
+    if type(config).__name__ in ("AdderConfig", "ShiftAddConfig"):   # AdderNet / ShiftAddNet
+        from shiftcomp.adder_convert import convert_adder
+        return convert_adder(model, config, filter_fn)
     if not isinstance(config, ShiftConfig):
         raise TypeError(f"convert: config must be a ShiftConfig, got {type(config).__name__}")
     depth = config.depth

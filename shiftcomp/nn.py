@@ -38,7 +38,7 @@ from shiftcomp.quant import (fake_quant_act, ps_fake_weight, ps_round, q_fake_we
 _Device = Union[torch.device, str, int, None]
 
 __all__ = ["ShiftLayer", "LinearShift", "Conv2dShift", "shift_layers", "named_shift_layers",
-           "shift_weight_decay"]
+           "shift_weight_decay", "AdderLayer", "LinearAdder", "Conv2dAdder"]
 
 
 def _pair(v: int | Sequence[int], name: str, minimum: int) -> tuple[int, int]:
@@ -129,16 +129,18 @@ class ShiftLayer(nn.Module):
         parameters' device. Raises ``ValueError`` if a parameter is NaN.
         """
         lo, hi = self.shift_bounds
+        zf = self.config.zero_free
         if self.config.mode == "Q":
-            return q_round(self.weight, lo, hi)
-        return ps_round(self.shift, self.sign, lo, hi)
+            return q_round(self.weight, lo, hi, zf)
+        return ps_round(self.shift, self.sign, lo, hi, zf)
 
     def quantized_weight(self) -> torch.Tensor:
         """The float weight ``sign * 2**shift`` (exact, parameter dtype), differentiable (Q: STE; PS: SPEC §1)."""
         lo, hi = self.shift_bounds
+        zf = self.config.zero_free
         if self.config.mode == "Q":
-            return q_fake_weight(self.weight, lo, hi)
-        return ps_fake_weight(self.shift, self.sign, lo, hi)
+            return q_fake_weight(self.weight, lo, hi, zf)
+        return ps_fake_weight(self.shift, self.sign, lo, hi, zf)
 
     @torch.no_grad()
     def clamp_shift_(self) -> None:
@@ -207,6 +209,8 @@ class ShiftLayer(nn.Module):
             s += ", act_bits=None (float activations)"
         if self.config.mode == "PS" and self.config.freeze_sign:
             s += ", freeze_sign=True"
+        if self.config.zero_free:
+            s += ", zero_free=True"
         if self.exact:
             s += ", exact=True"
         return s
@@ -397,7 +401,7 @@ def _carry(new: ShiftLayer, module: nn.Module) -> None:
         new.weight.copy_(w)
     else:
         lo, hi = new.shift_bounds
-        shift, sign = q_round(w, lo, hi)
+        shift, sign = q_round(w, lo, hi, new.config.zero_free)
         new.shift.copy_(shift)
         new.sign.copy_(sign)
     if module.bias is not None:
@@ -438,3 +442,6 @@ def shift_weight_decay(model: nn.Module, wd: float) -> torch.Tensor:
         p = next(iter(model.parameters()), None)
         return torch.zeros((), device=None if p is None else p.device)
     return wd * 0.5 * total
+
+
+from shiftcomp.adder import AdderLayer, Conv2dAdder, LinearAdder  # noqa: E402  adder layers (AdderNet)

@@ -19,6 +19,9 @@ Everything here follows SPEC §1–§2 (and ARCHITECTURE §2):
   ``torch.floor``. The clamp bounds are applied without rounding them to float32 (``2**31 - 1`` is not a
   float32), so every ``I + F <= 32`` is exact.
 
+* **Zero-free codes** (DenseShift, ``zero_free=True``): no zero weight. Q takes ``sign(0.0)`` (and ``-0.0``)
+  as +1, so an exact zero becomes ``+2**lo``; PS rounds the sign to ``+1 if sign_p >= 0 else -1``.
+
 Integer results (``shift``, ``sign``) are ``int8``; ``to_fixed`` returns ``int64``. All functions work on
 any device; none modifies its inputs.
 """
@@ -87,6 +90,11 @@ def pow2(shift: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tenso
 _SQRT2_MANT_F32 = math.ceil((math.sqrt(2.0) - 1.0) * 2 ** 23)
 
 
+def _zero_free_sign(sign: torch.Tensor) -> torch.Tensor:
+    """DenseShift: a zero sign (from an exact 0.0, or a PS sign rounding to 0 from above) becomes +1."""
+    return torch.where(sign == 0, torch.ones_like(sign), sign)
+
+
 def _q_shift_sign_f32(w: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Fast path of :func:`_q_shift_sign` for float32 weights and normal ranges (``-126 <= lo``, ``hi <= 127``):
     the exponent and mantissa are read from the float32 bits (10-20x faster than frexp in float64)."""
@@ -99,8 +107,11 @@ def _q_shift_sign_f32(w: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, 
     return shift.to(torch.int64), sign.to(torch.float64)
 
 
-def _q_shift_sign(w: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Q rounding as (shift int64, sign float64 in {-1, 0, 1}); zero weights get shift ``lo``."""
+def _q_shift_sign(w: torch.Tensor, lo: int, hi: int, zero_free: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q rounding as (shift int64, sign float64 in {-1, 0, 1}); zero weights get shift ``lo`` (zero-free: +1)."""
+    if zero_free:
+        shift, sign = _q_shift_sign(w, lo, hi)
+        return shift, _zero_free_sign(sign)
     if w.dtype == torch.float32 and -126 <= lo and hi <= 127:
         return _q_shift_sign_f32(w, lo, hi)
     wd = w.detach().to(torch.float64)
@@ -114,24 +125,28 @@ def _q_shift_sign(w: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torc
 
 
 def _ps_shift_sign(shift_p: torch.Tensor, sign_p: torch.Tensor, lo: int,
-                   hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+                   hi: int, zero_free: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """PS rounding as float tensors (shift_q, sign_q) in the parameters' dtypes."""
     shift_q = torch.round(shift_p.detach().clamp(lo, hi))
-    sign_q = torch.sign(torch.round(sign_p.detach()))
+    if zero_free:
+        sign_q = torch.where(sign_p.detach() >= 0, 1.0, -1.0).to(sign_p.dtype)
+    else:
+        sign_q = torch.sign(torch.round(sign_p.detach()))
     return shift_q, sign_q
 
 
 # ---------------------------------------------------------------------------------------------- Q mode
-def q_round(w: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+def q_round(w: torch.Tensor, lo: int, hi: int, zero_free: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """DeepShift-Q rounding of float weights to integer shift/sign (SPEC §1).
 
     Args:
         w: float weights (any shape, any float dtype). Must not contain NaN.
         lo, hi: shift range (integers, ``lo <= hi``), i.e. magnitudes ``2**lo .. 2**hi``.
+        zero_free: DenseShift codes: an exact ±0.0 gets sign +1 (weight ``2**lo``).
 
     Returns:
         ``(shift, sign)``, both ``int8`` shaped like ``w``: ``sign = sign(w)`` in {-1, 0, +1} (0 only for an
-        exact ±0.0), ``shift = round(log2(clamp(|w|, 2**lo, 2**hi)))`` in ``[lo, hi]`` (exact log-domain
+        exact ±0.0, never with ``zero_free``), ``shift = round(log2(clamp(|w|, 2**lo, 2**hi)))`` in ``[lo, hi]`` (exact log-domain
         rounding, cut at ``sqrt(2) * 2**(k-1)``). Where ``sign == 0`` the shift is reported as ``lo``.
     """
     lo, hi = _check_bounds(lo, hi)
@@ -141,23 +156,24 @@ def q_round(w: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tens
         raise TypeError(f"q_round: weights must be a float tensor, got {w.dtype}")
     if bool(torch.isnan(w).any()):
         raise ValueError("q_round: weights contain NaN")
-    shift, sign = _q_shift_sign(w, lo, hi)
+    shift, sign = _q_shift_sign(w, lo, hi, zero_free)
     return shift.to(torch.int8), sign.to(torch.int8)
 
 
 class _QFakeWeight(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, w: torch.Tensor, lo: int, hi: int) -> torch.Tensor:  # type: ignore[override]
-        shift, sign = _q_shift_sign(w, lo, hi)
+    def forward(ctx, w: torch.Tensor, lo: int, hi: int,  # type: ignore[override]
+                zero_free: bool = False) -> torch.Tensor:
+        shift, sign = _q_shift_sign(w, lo, hi, zero_free)
         wq = (sign * _pow2_unchecked(shift, torch.float64)).to(w.dtype)   # exact where representable
         return torch.where(torch.isnan(w), w, wq)                          # NaN propagates
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):  # type: ignore[override]
-        return g, None, None
+        return g, None, None, None
 
 
-def q_fake_weight(w: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+def q_fake_weight(w: torch.Tensor, lo: int, hi: int, zero_free: bool = False) -> torch.Tensor:
     """Differentiable Q fake-quantisation of weights.
 
     Args:
@@ -169,12 +185,12 @@ def q_fake_weight(w: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         ``grad(w) = grad(output)`` everywhere (no clip mask, like DeepShift).
     """
     lo, hi = _check_bounds(lo, hi)
-    return _QFakeWeight.apply(w, lo, hi)
+    return _QFakeWeight.apply(w, lo, hi, bool(zero_free))
 
 
 # ---------------------------------------------------------------------------------------------- PS mode
 def ps_round(shift_p: torch.Tensor, sign_p: torch.Tensor, lo: int,
-             hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+             hi: int, zero_free: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """DeepShift-PS rounding of the float ``shift``/``sign`` parameters (SPEC §1).
 
     Args:
@@ -182,6 +198,7 @@ def ps_round(shift_p: torch.Tensor, sign_p: torch.Tensor, lo: int,
             (``torch.round``: ties to even).
         sign_p: float sign parameter, same shape; ``sign_q = sign(round(sign_p))`` (``|sign_p| <= 0.5`` -> 0).
         lo, hi: shift range (integers).
+        zero_free: DenseShift codes: ``sign_q = +1 if sign_p >= 0 else -1`` (never 0).
 
     Returns:
         ``(shift, sign)`` ``int8`` tensors; where ``sign == 0`` the shift is reported as ``lo``.
@@ -191,7 +208,7 @@ def ps_round(shift_p: torch.Tensor, sign_p: torch.Tensor, lo: int,
         raise ValueError(f"ps_round: shift {tuple(shift_p.shape)} and sign {tuple(sign_p.shape)} differ in shape")
     if bool(torch.isnan(shift_p).any()) or bool(torch.isnan(sign_p).any()):
         raise ValueError("ps_round: shift/sign parameters contain NaN")
-    shift_q, sign_q = _ps_shift_sign(shift_p, sign_p, lo, hi)
+    shift_q, sign_q = _ps_shift_sign(shift_p, sign_p, lo, hi, zero_free)
     shift_q = torch.where(sign_q == 0, torch.full_like(shift_q, lo), shift_q)
     return shift_q.to(torch.int8), sign_q.to(torch.int8)
 
@@ -199,8 +216,8 @@ def ps_round(shift_p: torch.Tensor, sign_p: torch.Tensor, lo: int,
 class _PSFakeWeight(torch.autograd.Function):
     @staticmethod
     def forward(ctx, shift_p: torch.Tensor, sign_p: torch.Tensor, lo: int,  # type: ignore[override]
-                hi: int) -> torch.Tensor:
-        shift_q, sign_q = _ps_shift_sign(shift_p, sign_p, lo, hi)
+                hi: int, zero_free: bool = False) -> torch.Tensor:
+        shift_q, sign_q = _ps_shift_sign(shift_p, sign_p, lo, hi, zero_free)
         nan = torch.isnan(shift_p) | torch.isnan(sign_p)
         shift_q = torch.where(nan, torch.zeros_like(shift_q), shift_q)
         w = (sign_q.to(torch.float64) * _pow2_unchecked(shift_q, torch.float64)).to(shift_p.dtype)
@@ -213,10 +230,11 @@ class _PSFakeWeight(torch.autograd.Function):
         (w,) = ctx.saved_tensors
         g_shift = g * w * LN2 if ctx.needs_input_grad[0] else None      # g * sign_q * 2**shift_q * ln 2
         g_sign = g if ctx.needs_input_grad[1] else None                   # straight-through
-        return g_shift, g_sign, None, None
+        return g_shift, g_sign, None, None, None
 
 
-def ps_fake_weight(shift_p: torch.Tensor, sign_p: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+def ps_fake_weight(shift_p: torch.Tensor, sign_p: torch.Tensor, lo: int, hi: int,
+                   zero_free: bool = False) -> torch.Tensor:
     """Differentiable PS weight ``sign_q * 2**shift_q`` (values of :func:`ps_round`, exact, NaN propagates).
 
     Args:
@@ -230,7 +248,7 @@ def ps_fake_weight(shift_p: torch.Tensor, sign_p: torch.Tensor, lo: int, hi: int
     if shift_p.shape != sign_p.shape:
         raise ValueError(f"ps_fake_weight: shift {tuple(shift_p.shape)} and sign {tuple(sign_p.shape)} "
                          f"differ in shape")
-    return _PSFakeWeight.apply(shift_p, sign_p, lo, hi)
+    return _PSFakeWeight.apply(shift_p, sign_p, lo, hi, bool(zero_free))
 
 
 class _RoundSTE(torch.autograd.Function):

@@ -446,14 +446,14 @@ def shift_conv2d_float(x: torch.Tensor, shift: torch.Tensor, sign: torch.Tensor,
 # ---------------------------------------------------------------------------------------------- exact mode
 @contextlib.contextmanager
 def exact(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Context manager: inside it every shift layer of ``model`` has ``.exact = True``.
+    """Context manager: inside it every shift and adder layer of ``model`` has ``.exact = True``.
 
     The layers then compute through this reference when in eval mode (``model.eval()``; training-mode
     forwards are unaffected). The previous ``.exact`` values are restored on exit. Yields ``model``.
     """
-    from shiftcomp.nn import ShiftLayer  # local: nn imports this module
+    from shiftcomp.nn import AdderLayer, ShiftLayer  # local: nn imports this module
 
-    layers = [m for m in model.modules() if isinstance(m, ShiftLayer)]
+    layers = [m for m in model.modules() if isinstance(m, (ShiftLayer, AdderLayer))]
     saved = [m.exact for m in layers]
     try:
         for m in layers:
@@ -462,3 +462,7 @@ def exact(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     finally:
         for m, v in zip(layers, saved):
             m.exact = v
+
+
+from shiftcomp.adder_reference import (AdderResult, adder_conv2d, adder_conv2d_float,  # noqa: E402,F401
+                                       adder_linear, adder_linear_float)

@@ -41,6 +41,7 @@ accuracy is summed over rank shards, and the model is wrapped in ``DistributedDa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import json
 import math
@@ -121,6 +122,15 @@ def add_common_args(parser: argparse.ArgumentParser, defaults: DatasetDefaults |
     g.add_argument("--freeze-sign", dest="freeze_sign", action="store_true", help="PS: do not train the signs")
     g.add_argument("--act-grad", dest="act_grad", choices=["clip", "identity"], default="clip",
                    help="activation STE: zero outside the clamp range (clip) or everywhere identity (DeepShift)")
+    g.add_argument("--layer-type", dest="layer_type", choices=["shift", "adder", "shiftadd"], default="shift",
+                   help="shift: DeepShift layers; adder: AdderNet (-sum|x - w|); shiftadd: ShiftAddNet (each conv -> "
+                        "shift conv + adder conv); -ab sets the activation format of both kinds")
+    g.add_argument("--zero-free", dest="zero_free", action="store_true",
+                   help="DenseShift zero-free shift codes (no zero weight; b bits give 2**(b-1) shift levels)")
+    g.add_argument("--adder-weight-bits", dest="adder_weight_bits", type=int, default=None,
+                   help="adder weights' total bits with -ab (default: the activation width I+F)")
+    g.add_argument("--adaptive-lr", dest="adaptive_lr", type=float, default=0.2,
+                   help="AdderNet's adaptive learning-rate scale eta for adder weights (0 = off; default 0.2)")
 
     g = parser.add_argument_group("optimisation")
     g.add_argument("-opt", "--opt", "--optimizer", dest="opt", type=str.lower, choices=OPTIMIZERS, default=d.opt,
@@ -171,7 +181,11 @@ def run_dir_name(args: argparse.Namespace) -> str:
         name = "fp32"
     else:
         depth = "all" if args.shift_depth is None else str(args.shift_depth)
-        name = f"shift_{args.shift_type.lower()}_{depth}_wb_{args.weight_bits}"
+        layer_type = getattr(args, "layer_type", "shift")
+        name = f"{layer_type}_{depth}" if layer_type == "adder" else \
+            f"{layer_type}_{args.shift_type.lower()}_{depth}_wb_{args.weight_bits}"
+        if getattr(args, "zero_free", False) and layer_type != "adder":
+            name += "_zf"
         if args.activation_bits:
             name += "_ab_{}_{}".format(*args.activation_bits)
     if args.desc:
@@ -180,12 +194,13 @@ def run_dir_name(args: argparse.Namespace) -> str:
 
 
 def shift_config_from_args(args: argparse.Namespace):
-    """The :class:`shiftcomp.ShiftConfig` the flags describe (None for FP32, ``-s 0``)."""
+    """The config the flags describe: :class:`shiftcomp.ShiftConfig`, or with ``--layer-type adder|shiftadd`` an
+    ``AdderConfig`` / ``ShiftAddConfig`` (None for FP32, ``-s 0``)."""
     if args.shift_depth == 0:
         return None
     from shiftcomp.config import ShiftConfig
 
-    return ShiftConfig(
+    shift = ShiftConfig(
         mode=args.shift_type,
         weight_bits=args.weight_bits,
         shift_range=tuple(args.shift_range) if args.shift_range else None,
@@ -194,7 +209,19 @@ def shift_config_from_args(args: argparse.Namespace):
         depth=args.shift_depth,
         freeze_sign=args.freeze_sign,
         act_grad=getattr(args, "act_grad", "clip"),
+        zero_free=getattr(args, "zero_free", False),
     )
+    layer_type = getattr(args, "layer_type", "shift")
+    if layer_type == "shift":
+        return shift
+    from shiftcomp.adder_config import AdderConfig, ShiftAddConfig
+
+    adder = AdderConfig(weight_bits=args.adder_weight_bits if args.activation_bits else None,
+                        act_bits=shift.act_bits, rounding=shift.rounding, act_grad=shift.act_grad,
+                        adaptive_lr=args.adaptive_lr or None)
+    if layer_type == "adder":
+        return dataclasses.replace(adder, depth=args.shift_depth)
+    return ShiftAddConfig(shift=shift, adder=adder, depth=args.shift_depth)
 
 
 # ------------------------------------------------------------------------------------------- shift parameters
@@ -594,7 +621,15 @@ def _integer_weights(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
 def _convert(model: nn.Module, config: Any) -> nn.Module:
     import shiftcomp
 
-    out = shiftcomp.convert(model, config)
+    filter_fn = None
+    if type(config).__name__ in ("AdderConfig", "ShiftAddConfig"):
+        # AdderNet and ShiftAddNet keep the first and the last Conv2d/Linear float
+        from shiftcomp.convert import convertible_layers
+
+        names = [n for n, _ in convertible_layers(model)]
+        ends = {names[0], names[-1]} if names else set()
+        filter_fn = lambda m, fqn: fqn not in ends  # noqa: E731
+    out = shiftcomp.convert(model, config, filter_fn=filter_fn)
     return out if isinstance(out, nn.Module) else model
 
 

@@ -179,7 +179,10 @@ def _capture(model: nn.Module, layers: Sequence[str], inputs: Sequence[torch.Ten
     from shiftcomp.reference import exact
 
     # a bare shift layer is compiled as the child "layer" of a wrapper (shiftcomp.frontend.trace)
-    named = {"layer": model} if is_shift_layer(model) else dict(model.named_modules())
+    from shiftcomp.frontend.adder_layers import is_adder_layer
+
+    bare = is_shift_layer(model) or is_adder_layer(model)
+    named = {"layer": model} if bare else dict(model.named_modules())
     seen: dict[str, int] = {}
     captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     handles = []
@@ -217,6 +220,26 @@ def _find_prologue(mod: tvm.IRModule, layer: str) -> tvm.ir.GlobalVar | None:
     return None
 
 
+def _is_adder(low: Any) -> bool:
+    return str(low.info.composite).startswith("shiftcomp.adder")
+
+
+def _kernel_call_args(mod: tvm.IRModule, kernel: str) -> list:
+    """The arguments of the ``call_tir`` of ``kernel`` in ``main`` (adder kernels keep their constants there)."""
+    found: list = []
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+
+    def visit(e: Any) -> None:
+        if isinstance(e, relax.Call) and e.op == call_tir and isinstance(e.args[0], tvm.ir.GlobalVar) \
+                and e.args[0].name_hint == kernel and not found:
+            found.extend(e.args[1].fields)
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    if not found:
+        raise RuntimeError(f"no call of kernel {kernel!r} in the compiled module")
+    return found
+
+
 def standalone_ops(compiled: Any) -> tuple[Any, dict[str, str]]:
     """Build the compiled model's shift ops as standalone functions (one ``tvm.compile``).
 
@@ -230,11 +253,11 @@ def standalone_ops(compiled: Any) -> tuple[Any, dict[str, str]]:
     codes_by_layer = dict(zip(compiled.weights.layers, compiled.weights.arrays))
     for i, (layer, low) in enumerate(compiled.layers.items()):
         info = low.info
-        data = compiled.imported.layers[layer]
+        adder = _is_adder(low)
         kernel_gv = src.get_global_var(low.kernel)
-        codes = codes_by_layer[layer]
+        codes = low.codes if adder else codes_by_layer[layer]
         x = relax.Var("x", relax.TensorType(info.in_shape, "float32"))
-        w = relax.Var("codes", relax.TensorType(codes.shape, "int8"))
+        w = relax.Var("codes", relax.TensorType(codes.shape, str(codes.dtype)))
         fname = f"op_{i}"
         with bb.function(fname, [x, w]):
             with bb.dataflow():
@@ -245,11 +268,19 @@ def standalone_ops(compiled: Any) -> tuple[Any, dict[str, str]]:
                         raise RuntimeError(f"no quantise prologue for layer {layer!r} in the compiled module")
                     xq = bb.emit(relax.call_tir(q, [x], relax.TensorType(info.in_shape, "int32")))
                 spec_x = tuple(int(d) for d in low.spec.x_shape)
+                if adder and info.kind == "dense":   # the (1, K, 1, M) image of passes/lower_adder.py
+                    xq = bb.emit(relax.op.permute_dims(relax.op.reshape(xq, (spec_x[3], spec_x[1])), [1, 0]))
                 if tuple(info.in_shape) != spec_x:
                     xq = bb.emit(relax.op.reshape(xq, spec_x))
-                args = [xq, w] + ([relax.const(data.bias, "float32")] if data.bias is not None else [])
+                if adder:   # kernel args (x_q, w, bias): the bias constant as in the compiled module
+                    args = [xq, w, _kernel_call_args(src, low.kernel)[2]]
+                else:
+                    data = compiled.imported.layers[layer]
+                    args = [xq, w] + ([relax.const(data.bias, "float32")] if data.bias is not None else [])
                 spec_out = tuple(int(d) for d in low.spec.out_shape)
                 y = bb.emit(relax.call_tir(kernel_gv, args, relax.TensorType(spec_out, "float32")))
+                if adder and info.kind == "dense":
+                    y = bb.emit(relax.op.permute_dims(relax.op.reshape(y, (spec_out[1], spec_out[3])), [1, 0]))
                 if spec_out != tuple(info.out_shape):
                     y = bb.emit(relax.op.reshape(y, info.out_shape))
                 y = bb.emit_output(y)
@@ -292,14 +323,21 @@ def verify(compiled: Any, model: nn.Module, inputs: Any, *, probes: bool = True)
         for layer in layers:
             low = compiled.layers[layer]
             x_in, y_ref = captured[layer]
+            codes = low.codes if _is_adder(low) else codes_by_layer[layer]
             out = vm[fnames[layer]](tvm.runtime.tensor(x_in.contiguous().numpy(), dev),
-                                    tvm.runtime.tensor(codes_by_layer[layer], dev))
+                                    tvm.runtime.tensor(codes, dev))
             y = torch.from_numpy(out.numpy().copy())
             diff = ulp_diff(y, y_ref)
             check = OpCheck(layer=layer, kind=low.info.kind, acc_dtype=low.plan.dtype if low.plan else "float32",
                             bit_exact=torch.equal(y, y_ref), mismatches=int((diff > 0).sum()),
                             max_ulp=int(diff.max()) if diff.numel() else 0, float_acts=low.float_acts)
-            if low.float_acts:
+            if low.float_acts and _is_adder(low):
+                from shiftcomp.adder_reference import adder_float_error_bound
+
+                k = int(np.prod(low.info.weight_shape[1:]))
+                bound = adder_float_error_bound(y_ref, k, y_ref.abs() + 1.0) + 2.0 ** -23 * y_ref.abs()
+                check.within_bound = bool(((y.double() - y_ref.double()).abs() <= bound).all())
+            elif low.float_acts:
                 bound = _float_bound(compiled.imported.layers[layer], x_in, y_ref)
                 check.within_bound = bool(((y.double() - y_ref.double()).abs() <= bound).all())
             ops.append(check)

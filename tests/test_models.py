@@ -13,8 +13,10 @@ from torch import nn
 from shiftcomp.models import INPUT_SHAPES, MODELS, get_model
 from shiftcomp.training import shift_layer_types
 
+from shiftcomp.nn import AdderLayer, ShiftLayer  # noqa: E402
+
 ALLOWED_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.MaxPool2d, nn.AvgPool2d,
-                   nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+                   nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity, AdderLayer, ShiftLayer)
 ALLOWED_FUNCTIONS = {operator.add, operator.getitem, F.pad, torch.flatten, torch.cat}
 
 
@@ -22,7 +24,7 @@ class ShiftLeafTracer(torch.fx.Tracer):
     """fx tracer that keeps shiftcomp shift layers as leaves (as the compiler front end does)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        types = shift_layer_types()
+        types = shift_layer_types() + (AdderLayer,)
         return bool(types and isinstance(m, types)) or super().is_leaf_module(m, qualname)
 
 

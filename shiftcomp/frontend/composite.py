@@ -115,11 +115,14 @@ class ShiftLayerInfo:
 
 
 def composite_info(func: Any) -> ShiftLayerInfo | None:
-    """The :class:`ShiftLayerInfo` of a Relax function if it is a shiftcomp composite, else ``None``."""
+    """The :class:`ShiftLayerInfo` (shift) or ``AdderLayerInfo`` (adder) of a Relax function if it is a
+    shiftcomp composite, else ``None``."""
     if not isinstance(func, relax.Function) or func.attrs is None:
         return None
     if "Composite" not in func.attrs or str(func.attrs["Composite"]) not in COMPOSITES:
-        return None
+        from .adder_layers import adder_composite_info   # adder composites (AdderLayerInfo)
+
+        return adder_composite_info(func)
     return ShiftLayerInfo.from_attrs(func.attrs)
 
 

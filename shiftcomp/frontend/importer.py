@@ -28,6 +28,7 @@ from tvm.relax.frontend.torch.fx_translator import TorchFXImporter
 
 from shiftcomp.errors import FrontendError, ShiftCompError, UnsupportedOpError
 
+from .adder_layers import adder_layer_types, emit_adder_layer
 from .composite import make_composite_function
 from .quantize import emit_quantize
 from .shift_layers import ShiftLayerData, read_shift_layer
@@ -119,6 +120,7 @@ class ShiftFXImporter(TorchFXImporter):
 
     def __init__(self) -> None:
         self.shift_layers: dict[str, ShiftLayerData] = {}
+        self.adder_layers: dict[str, Any] = {}                 # AdderLayerData by layer name
         super().__init__()
 
     # ------------------------------------------------------------------ convert map
@@ -126,6 +128,8 @@ class ShiftFXImporter(TorchFXImporter):
         cmap = super().create_convert_map()
         for cls in shift_layer_types():
             cmap[cls] = self._shift_layer
+        for cls in adder_layer_types():
+            cmap[cls] = self._adder_layer
         ident = lambda node: self.env[node.args[0]]  # noqa: E731
         cmap.update({
             nn.BatchNorm1d: self._batch_norm_eval,
@@ -177,6 +181,17 @@ class ShiftFXImporter(TorchFXImporter):
         if data.bias is not None:
             args.append(relax.const(data.bias, "float32"))
         return bb.emit(relax.Call(gv, args))
+
+    def _adder_layer(self, node: fx.Node) -> relax.Var:
+        x = self.env[node.args[0]]
+        if x.ty.dtype != "float32":
+            raise FrontendError(f"adder layer {node.target!r} needs a float32 input, got {x.ty.dtype}")
+        name, k = node.target, 1
+        while name in self.adder_layers:  # the same module called more than once
+            name, k = f"{node.target}#{k}", k + 1
+        y, data = emit_adder_layer(self.block_builder, x, name, self.named_modules[node.target])
+        self.adder_layers[name] = data
+        return y
 
     # ------------------------------------------------------------------ fixed stock converters
     def _batch_norm_eval(self, node: fx.Node) -> relax.Var:

@@ -20,6 +20,12 @@ def is_shift_layer(m: nn.Module) -> bool:
     return isinstance(m, shift_layer_types())
 
 
+def _is_adder_layer(m: nn.Module) -> bool:
+    from .adder_layers import is_adder_layer
+
+    return is_adder_layer(m)
+
+
 class ShiftTracer(fx.Tracer):
     """An fx tracer that does not trace into shift layers (they become ``call_module`` leaves).
 
@@ -31,7 +37,7 @@ class ShiftTracer(fx.Tracer):
         self.record_stack_traces = True
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:  # noqa: D102
-        if is_shift_layer(m):
+        if is_shift_layer(m) or _is_adder_layer(m):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
@@ -42,7 +48,7 @@ def trace(model: nn.Module) -> fx.GraphModule:
     The root module is always traced through its ``forward``, so a bare shift layer is first wrapped in a
     one-child container: it then appears as one ``call_module`` node with module path ``"layer"``.
     """
-    if is_shift_layer(model):
+    if is_shift_layer(model) or _is_adder_layer(model):
         model = _Bare(model)
     graph = ShiftTracer().trace(model)
     name = type(model).__name__ if not isinstance(model, _Bare) else type(model.layer).__name__

@@ -14,19 +14,21 @@ from typing import Callable
 
 from torch import nn
 
-from .mnist import SimpleConv, SimpleLinear
+from .mnist import SimpleConv, SimpleConvBN, SimpleLinear
 from .mobilenetv2 import MobileNetV2Cifar, mobilenetv2
 from .resnet18 import ResNet18Cifar, resnet18
+from .resnet_adder import resnet20_adder, resnet20_shiftadd
 from .resnet_cifar import CifarResNet, resnet20, resnet32, resnet44, resnet56, resnet110
 
-__all__ = ["MODELS", "INPUT_SHAPES", "get_model", "SimpleLinear", "SimpleConv", "CifarResNet", "ResNet18Cifar",
+__all__ = ["MODELS", "INPUT_SHAPES", "get_model", "SimpleLinear", "SimpleConv", "SimpleConvBN", "CifarResNet", "ResNet18Cifar",
            "MobileNetV2Cifar", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet18",
-           "mobilenetv2"]
+           "mobilenetv2", "resnet20_adder", "resnet20_shiftadd"]
 
 #: name -> constructor taking ``num_classes``.
 MODELS: dict[str, Callable[[int], nn.Module]] = {
     "simple_linear": lambda num_classes=10: SimpleLinear(num_classes),
     "simple_conv": lambda num_classes=10: SimpleConv(num_classes),
+    "simple_conv_bn": lambda num_classes=10: SimpleConvBN(num_classes),
     "resnet20": resnet20,
     "resnet32": resnet32,
     "resnet44": resnet44,
@@ -34,6 +36,8 @@ MODELS: dict[str, Callable[[int], nn.Module]] = {
     "resnet110": resnet110,
     "resnet18": resnet18,
     "mobilenetv2": mobilenetv2,
+    "resnet20_adder": resnet20_adder,
+    "resnet20_shiftadd": resnet20_shiftadd,
 }
 
 #: name -> per-sample input shape ``(C, H, W)`` the model expects.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["SimpleLinear", "SimpleConv"]
+__all__ = ["SimpleLinear", "SimpleConv", "SimpleConvBN"]
 
 
 class SimpleLinear(nn.Module):
@@ -64,3 +64,26 @@ class SimpleConv(nn.Module):
         x = self.flatten(x)
         x = self.relu3(self.fc1(x))
         return self.fc2(x)
+
+
+class SimpleConvBN(SimpleConv):
+    """:class:`SimpleConv` with BatchNorm after ``conv1``, ``conv2`` and ``fc1``.
+
+    Adder layers (AdderNet) output ``-Σ|x - w| <= 0``: without a normalisation before the ReLU almost every
+    unit is dead, so AdderNet and ShiftAddNet always put BatchNorm after their adder layers. Comparisons
+    of shift, adder and float layers use this model for every row.
+    """
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__(num_classes)
+        self.bn1 = nn.BatchNorm2d(20)
+        self.bn2 = nn.BatchNorm2d(50)
+        self.bn3 = nn.BatchNorm1d(500)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(self.relu1(self.bn1(self.conv1(x))))
+        x = self.pool2(self.relu2(self.bn2(self.conv2(x))))
+        x = self.flatten(x)
+        x = self.relu3(self.bn3(self.fc1(x)))
+        return self.fc2(x)
+

@@ -1,0 +1,141 @@
+"""Lowering of adder composites (AdderNet layers) to ``call_tir`` of multiplication-free adder kernels.
+
+Entries of the ``LOWERINGS`` table of :mod:`passes.lower_shift`::
+
+    composite_adder_<kind>_<layer>(x_q, w, [bias])
+      ->  y = R.call_tir(adder_<kind>_<layer>, (x_q, w_kernel, bias), out f32)    # schedules.adder
+
+* The fixed-point weights ``w_q`` are read from the call's constant argument; the accumulator dtype follows
+  from the proven bound ``max_o Σ_k (2**(I+F-1) + |w_q[o,k]|)``: int32 below ``2**31``, int64 below
+  ``2**63``, else :class:`~shiftcomp.errors.AccumulatorOverflowError` naming the layer.
+* The frontend's quantise prologue feeding ``x_q`` becomes one quantize kernel, as for shift layers.
+* A dense layer ``(M, K)`` runs as the 1x1 convolution of the image ``(1, K, 1, M)`` (reshape/transpose
+  around the kernel); a layer without bias gets a zero bias constant (one kernel signature).
+* x86: 8-bit operands with stride 1 and ``groups == 1`` use the ``vpsadbw`` kernel (weights packed as
+  uint64 per channel block and tap), except a dense layer with fewer than 8 rows (its pixel lanes would
+  idle); everything else the plain sub/abs/add kernel. CUDA: 8-bit operands use ``__vsadu4`` (4 byte
+  differences per instruction), else the plain kernel. ``SHIFTCOMP_ADDER_KERNEL=plain`` forces the plain one.
+* Kernel PrimFuncs carry ``{"shiftcomp.role": "adder", "shiftcomp.layer", "shiftcomp.kind",
+  "shiftcomp.acc_dtype", "shiftcomp.variant"}``; the multiplication audit counts their data path like
+  the shift kernels'. Their weights stay constants of the compiled library (not lifted into the
+  bit-packed artifact weights).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from shiftcomp.errors import AccumulatorOverflowError, LoweringError
+from shiftcomp.frontend.adder_layers import ARG_BIAS, ARG_W, ARG_X, AdderLayerInfo
+
+__all__ = ["lower_adder_dense", "lower_adder_conv2d", "ADDER_ROLE", "adder_plan"]
+
+ADDER_ROLE = "adder"
+_OPAQUE = 8  # relax OpPatternKind.kOpaque
+
+
+def adder_plan(info: AdderLayerInfo, w_q: np.ndarray):
+    """The :class:`passes.accumulator.AccumulatorPlan` of a fixed-point adder layer (see module doc)."""
+    import torch
+
+    from passes.accumulator import INT32_LIMIT, INT64_LIMIT, AccumulatorPlan
+    from shiftcomp.adder_reference import adder_accumulator_bound
+
+    x_absmax = 2 ** (info.act_bits[0] + info.act_bits[1] - 1)
+    bound = adder_accumulator_bound(torch.from_numpy(np.asarray(w_q, dtype=np.int64)), x_absmax)
+    if bound >= INT64_LIMIT:
+        raise AccumulatorOverflowError(info.layer, bound)
+    dtype = "int32" if bound < INT32_LIMIT else "int64"
+    return AccumulatorPlan(layer=info.layer, dtype=dtype, bound=bound, x_absmax=x_absmax, s0=0)
+
+
+def _weights(call: relax.Call, info: AdderLayerInfo) -> np.ndarray:
+    e = call.args[ARG_W]
+    if not isinstance(e, tvm.ir.expr.Constant):
+        raise LoweringError(f"adder layer {info.layer!r}: the weights must be a constant to be lowered")
+    return e.value.numpy()
+
+
+def _emit(ctx: Any, call: relax.Call, info: AdderLayerInfo, spec: Any, x: relax.Expr, w: np.ndarray,
+          plan: Any, prefer_plain: bool) -> relax.Expr:
+    from schedules.adder import build_adder_kernel, psadbw_weights, vsadu4_weights, weight_dtype
+
+    from .lower_shift import LoweredLayer
+
+    choice = os.environ.get("SHIFTCOMP_ADDER_KERNEL", "auto")
+    if choice not in ("auto", "plain", "psadbw", "vsadu4"):
+        raise LoweringError(f"SHIFTCOMP_ADDER_KERNEL must be auto, plain, psadbw or vsadu4, got {choice!r}")
+    if prefer_plain and choice == "auto":
+        choice = "plain"
+    prim, variant = build_adder_kernel(spec, ctx.target, choice)
+    if variant.startswith("psadbw"):
+        wk = psadbw_weights(w)
+    elif variant.startswith("vsadu4"):
+        wk = vsadu4_weights(w)
+    elif spec.float_mode:
+        wk = w.astype(np.float32)
+    else:
+        wk = w.astype(weight_dtype(spec.w_bits))
+    acc = "float32" if plan is None else plan.dtype
+    kind = "adder_" + info.kind
+    for k, v in {"shiftcomp.role": ADDER_ROLE, "shiftcomp.layer": info.layer, "shiftcomp.kind": kind,
+                 "shiftcomp.acc_dtype": acc, "shiftcomp.variant": variant, "op_pattern": _OPAQUE}.items():
+        prim = prim.with_attr(k, v)
+    if ctx.target.kind.name != "llvm":
+        prim = prim.with_attr("tirx.is_scheduled", True)
+    gv = ctx.builder.add_func(prim, kind + "_" + "".join(c if c.isalnum() else "_" for c in info.layer))
+    bias = call.args[ARG_BIAS] if info.has_bias else relax.const(np.zeros(spec.out_channels, np.float32))
+    y = ctx.builder.emit(relax.call_tir(gv, [x, relax.const(wk), bias],
+                                        relax.TensorType(spec.out_shape, "float32")))
+    ctx.report.layers[info.layer] = LoweredLayer(info=info, spec=spec, plan=plan, kernel=gv.name_hint, codes=wk,
+                                                 float_acts=plan is None)
+    return y
+
+
+def _spec(info: AdderLayerInfo, in_nchw: tuple[int, ...], geometry: dict, plan: Any):
+    from schedules.adder import AdderSpec, weight_dtype
+
+    n, c, h, w = in_nchw
+    o = info.weight_shape[0]
+    kh, kw = (info.weight_shape[2], info.weight_shape[3]) if info.kind == "conv2d" else (1, 1)
+    x_bits = 32 if info.act_bits is None else sum(info.act_bits)
+    w_bits = 32 if info.act_bits is None else info.weight_bits
+    return AdderSpec(n, c, h, w, o, kh, kw, frac_bits=info.frac_bits, acc_dtype=plan.dtype if plan else "int32",
+                     x_bits=x_bits, w_bits=w_bits, w_dtype=weight_dtype(w_bits), **geometry)
+
+
+def _input(ctx: Any, call: relax.Call, info: AdderLayerInfo) -> relax.Expr:
+    from .lower_shift import _quantize_input
+
+    return _quantize_input(ctx, call.args[ARG_X], info)
+
+
+def lower_adder_conv2d(ctx: Any, call: relax.Call, info: AdderLayerInfo) -> relax.Expr:
+    """Lower one ``shiftcomp.adder_conv2d`` call (see module doc)."""
+    w = _weights(call, info)
+    plan = None if info.act_bits is None else adder_plan(info, w)
+    spec = _spec(info, info.in_shape, dict(stride=info.strides, padding=info.padding, dilation=info.dilation,
+                                           groups=info.groups), plan)
+    return _emit(ctx, call, info, spec, _input(ctx, call, info), w, plan, prefer_plain=False)
+
+
+def lower_adder_dense(ctx: Any, call: relax.Call, info: AdderLayerInfo) -> relax.Expr:
+    """Lower one ``shiftcomp.adder_dense`` call: the 1x1 conv of the ``(1, K, 1, M)`` image (module doc)."""
+    w = _weights(call, info)
+    plan = None if info.act_bits is None else adder_plan(info, w)
+    n_out, k = info.weight_shape
+    m = int(np.prod(info.in_shape[:-1], dtype=np.int64)) if len(info.in_shape) > 1 else 1
+    spec = _spec(info, (1, k, 1, m), {}, plan)
+    b = ctx.builder
+    x = _input(ctx, call, info)
+    x = b.emit(relax.op.reshape(x, (m, k)))
+    x = b.emit(relax.op.reshape(relax.op.permute_dims(x, [1, 0]), (1, k, 1, m)))
+    y = _emit(ctx, call, info, spec, x, w.reshape(n_out, k, 1, 1), plan, prefer_plain=m < 8)
+    y = b.emit(relax.op.permute_dims(relax.op.reshape(y, (n_out, m)), [1, 0]))
+    if tuple(info.out_shape) != (m, n_out):
+        y = b.emit(relax.op.reshape(y, info.out_shape))
+    return y
