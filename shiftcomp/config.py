@@ -15,6 +15,9 @@ One :class:`ShiftConfig` describes everything that decides the numerics of the s
 * ``freeze_sign``: PS only, the ``sign`` parameter is not trained.
 * ``act_grad``: activation fake-quant gradient, ``"clip"`` (straight-through inside the clamp range, zero
   outside) or ``"identity"`` (straight-through everywhere, like the original DeepShift).
+* ``numerics``: ``"exact"`` (shiftcomp's contract, the default) or ``"deepshift"`` (reproduce the original
+  DeepShift code's arithmetic, the default for imported DeepShift checkpoints; see
+  :mod:`shiftcomp.deepshift`).
 
 Limits (checked in ``__post_init__``, each violation is a ``ValueError`` naming the field):
 
@@ -37,11 +40,12 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["ShiftConfig", "MODES", "ROUNDINGS", "ACT_GRADS", "SHIFT_MIN", "SHIFT_MAX", "MAX_SHIFT_SPAN",
-           "MAX_ACT_BITS", "MIN_SCALE_EXP"]
+           "MAX_ACT_BITS", "MIN_SCALE_EXP", "NUMERICS"]
 
 MODES = ("Q", "PS")
 ROUNDINGS = ("nearest", "floor")
 ACT_GRADS = ("clip", "identity")
+NUMERICS = ("exact", "deepshift")
 SHIFT_MIN = -128          # smallest allowed shift (int8 storage; 2**-128 is an exact subnormal float32)
 SHIFT_MAX = 127           # largest allowed shift: 2**127 is the largest float32 power of two; int8 max
 MAX_SHIFT_SPAN = 127      # hi - lo <= 127 (Q with weight_bits=8 spans exactly 127)
@@ -81,6 +85,8 @@ class ShiftConfig:
         depth: number of ``Conv2d``/``Linear`` layers (from the start, module order) to convert; ``None`` = all.
         freeze_sign: PS only; the sign parameter gets ``requires_grad=False``.
         act_grad: ``"clip"`` or ``"identity"``; activation straight-through estimator.
+        numerics: ``"exact"`` or ``"deepshift"`` (the original code's activation clamp, PS-linear inputs and
+            conv bias rounding; :mod:`shiftcomp.deepshift`).
 
     Lists are accepted for ``shift_range`` and ``act_bits`` (e.g. from JSON) and stored as tuples.
     The config is validated at construction; after mutating a field call :meth:`validate` (or build a new
@@ -95,6 +101,7 @@ class ShiftConfig:
     depth: int | None = None
     freeze_sign: bool = False
     act_grad: str = "clip"
+    numerics: str = "exact"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -149,6 +156,9 @@ class ShiftConfig:
 
         if self.act_grad not in ACT_GRADS:
             raise ValueError(f"ShiftConfig.act_grad must be one of {ACT_GRADS}, got {self.act_grad!r}")
+
+        if self.numerics not in NUMERICS:
+            raise ValueError(f"ShiftConfig.numerics must be one of {NUMERICS}, got {self.numerics!r}")
 
         lo, _ = self.shift_bounds
         if self.act_bits is not None and lo - self.act_bits[1] < MIN_SCALE_EXP:
