@@ -31,7 +31,7 @@ from torch import nn
 from shiftcomp.checkpoint_pickle import (PickledObject, class_path, load_pickled, module_tree_layers,
                                          module_tree_state_dict, object_state)
 
-__all__ = ["ImportOptions", "DeepShiftImport", "read_command_args", "deepshift_order", "deepshift_selection",
+__all__ = ["load_float_weights", "ImportOptions", "DeepShiftImport", "read_command_args", "deepshift_order", "deepshift_selection",
            "import_deepshift", "RUN_FILES", "is_deepshift_folder"]
 
 #: the files of a DeepShift run folder, in the order the importer prefers them
@@ -523,3 +523,29 @@ def import_deepshift(path: str | Path, options: ImportOptions | None = None) -> 
                + f"; read {', '.join(notes)}")
     return DeepShiftImport(model=model, arch=arch, dataset=dataset, config=config, layers=tuple(layers),
                            path=file, epoch=facts.get("epoch"), acc1=facts.get("acc1"), summary=summary)
+
+
+def load_float_weights(model: nn.Module, path: str | Path, arch: str) -> None:
+    """Load float weights (a state_dict, checkpoint or pickled model, DeepShift's or torchvision's) into the float
+    zoo ``model`` in place, for ``shiftcomp convert --weights``.
+
+    Raises ValueError with the fix when the file holds shift parameters (it is a shift model already: compile
+    or verify it directly) or its tensors do not fit ``arch``.
+    """
+    file = _pick_file(Path(path))
+    state, _ = _load_file(file)
+    ps = sorted({_layer_of(k)[0] for k in state if _layer_of(k)[1] in ("shift", "sign")})
+    if ps:
+        raise ValueError(f"{file} holds shift parameters (DeepShift-PS: {ps[0]}.shift ...), it is a shift model "
+                         f"already: compile or verify it directly (shiftcomp compile {file} -o model.so)")
+    state = _rename_to(state, set(model.state_dict()))
+    sig = _signature(state)
+    if sig != {k: tuple(v.shape) for k, v in model.state_dict().items()}:
+        hint = ""
+        guess = _match_arch(sig)
+        if guess is not None and guess != arch:
+            hint = f"; it fits {guess}: pass that architecture"
+        elif "fc.weight" in sig and any(k.startswith("layer4.") for k in sig) and "imagenet" not in arch:
+            hint = "; a torchvision ResNet needs resnet18_imagenet/resnet34_imagenet/resnet50_imagenet"
+        raise ValueError(f"{file}: {_describe_mismatch(sig, model, arch)}{hint}")
+    model.load_state_dict(state)
