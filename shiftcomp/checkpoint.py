@@ -99,8 +99,9 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None,
     model = get_model(arch, num_classes=_num_classes(state))
     cfg_dict = obj.get("shift_config")
     config = ShiftConfig.from_dict(cfg_dict) if cfg_dict else None
+    chosen = obj.get("shift_layers")  # written when a layer subset was converted (convert --layers/--shift-depth)
     if config is not None:
-        convert(model, config)
+        convert(model, config, filter_fn=None if chosen is None else (lambda m, fqn: fqn in set(chosen)))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{file} does not match {arch} with config {config}: missing {list(missing)[:5]}, "

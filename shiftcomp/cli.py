@@ -65,6 +65,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         chosen = _layer_names(args.layers, model)
     sc.convert(model, config, filter_fn=None if chosen is None else (lambda m, fqn: fqn in chosen))
     atomic_save({"arch": args.arch, "dataset": None, "shift_config": config.to_dict(),
+                 "shift_layers": [n for n, _ in sc.nn.named_shift_layers(model)],
                  "state_dict": model.state_dict(), "epoch": None, "acc1": None}, args.output)
     print(f"converted {args.arch} ({sum(1 for _ in sc.nn.shift_layers(model))} shift layers, {config}) -> {args.output}")
     return 0
