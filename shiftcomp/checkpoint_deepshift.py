@@ -467,17 +467,17 @@ def import_deepshift(path: str | Path, options: ImportOptions | None = None) -> 
     if ps_layers and set(ps_layers) != set(layers):
         raise ValueError(f"{file}: PS parameters are in {ps_layers[:3]}..., but the layer selection ({how}) "
                          f"gives {layers[:3]}...; drop --layers/--shift-depth")
-    if mode == "Q" and args is None and not class_modes and opt.layers is None and opt.shift_depth is None:
-        rounded, _ = _pow2_layers(state, layers)
-        if set(rounded) != set(layers):
-            raise ValueError(f"{file}: layers {sorted(set(layers) - set(rounded))[:3]} hold plain weights that "
-                             f"are not powers of two (a DeepShift-Q checkpoint is saved unrounded); keep "
-                             f"command_args.txt beside it or pass --mode Q with --shift-depth N or --layers")
     if not layers and not opt.allow_float:
-        what = ("a float model (command_args.txt: shift_depth 0)" if args_depth == 0 else
-                "no shift layer: no shift/sign parameters and no power-of-two weights")
-        raise ValueError(f"{file}: {what}; pass --mode Q|PS with --shift-depth N or --layers to convert it, "
-                         f"or --allow-float to use it as a float model")
+        if args_depth == 0:
+            what = "a float model (command_args.txt: shift_depth 0); pass --mode Q|PS with --shift-depth N or --layers"
+        elif "epoch" in facts:
+            what = ("neither shift/sign parameters nor power-of-two weights (a DeepShift-Q checkpoint is saved "
+                    "unrounded): keep its command_args.txt beside it or pass --mode Q with -wb/-ab/--shift-depth "
+                    "as trained")
+        else:
+            what = ("no shift layer: no shift/sign parameters and no power-of-two weights; pass --mode Q|PS "
+                    "(with --shift-depth N or --layers) to convert it")
+        raise ValueError(f"{file}: {what}, or --allow-float to use it as a float model")
 
     # ---- numeric format
     config = None

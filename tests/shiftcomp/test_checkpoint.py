@@ -56,7 +56,7 @@ def test_pickled_objects_are_read_without_their_code(tmp_path) -> None:
     sched = obj["lr_scheduler"]
     assert isinstance(sched, PickledObject) and class_path(sched) == "torch.optim.lr_scheduler.MultiStepLR"
     assert class_path(object_state(sched)["optimizer"]) == "optim.radam.RAdam"
-    assert "optim" not in sys.modules and not any(m.startswith("deepshift") for m in sys.modules)
+    assert "optim.radam" not in sys.modules and not any(m.startswith("deepshift") for m in sys.modules)
 
 
 def test_model_pth_alone_gives_its_config(tmp_path) -> None:
@@ -86,7 +86,7 @@ def test_q_weights_alone_detected_by_powers_of_two(tmp_path) -> None:
 
 def test_unrounded_q_checkpoint_without_command_args_is_refused(tmp_path) -> None:
     run = run_folder("cifar10_resnet20_q_3_5", tmp_path, files=("checkpoint.pth.tar",), command_args=False)
-    with pytest.raises(ValueError, match="--mode Q"):
+    with pytest.raises(ValueError, match="saved unrounded.*--mode Q"):
         load_checkpoint(run / "checkpoint.pth.tar")
     ck = load_checkpoint(run / "checkpoint.pth.tar", options=ImportOptions(mode="Q", act_bits=(3, 5)))
     diff, argmax = agree("cifar10_resnet20_q_3_5", ck.model, rounded=False)
