@@ -10,7 +10,7 @@ from shiftcomp.checkpoint import load_checkpoint
 from shiftcomp.cli import main
 from shiftcomp.compiler import compile
 
-FAST = ["mnist_conv_ps_3_5", "cifar10_resnet20_q_3_5"]
+FAST = ["mnist_conv_ps_3_5"]   # a few minutes each on 2 loaded cores: the rest run with -m slow
 
 
 def check(name: str, tmp_path) -> None:
