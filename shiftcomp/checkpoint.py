@@ -83,7 +83,7 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None,
     try:
         obj = load_pickled(file)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for foreign files
-        raise ValueError(f"{file} is not a readable PyTorch file ({type(e).__name__}: {str(e)[:120]}); "
+        raise ValueError(f"{file} is not a PyTorch checkpoint or is truncated ({type(e).__name__}: {str(e)[:120]}); "
                          f"check that it is complete (not truncated)") from None
     if not (isinstance(obj, dict) and "shift_config" in obj):
         return _from_deepshift(import_deepshift(file, options), INPUT_SHAPES)

@@ -331,7 +331,7 @@ def _load_file(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     try:
         obj = load_pickled(file)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for foreign or broken files
-        raise ValueError(f"{file} is not a readable PyTorch file ({type(e).__name__}: {str(e)[:120]}); "
+        raise ValueError(f"{file} is not a PyTorch checkpoint or is truncated ({type(e).__name__}: {str(e)[:120]}); "
                          f"check the file is complete (not truncated)") from None
     facts: dict[str, Any] = {}
     if isinstance(obj, nn.Module):  # a pickled model whose classes are all importable torch ones

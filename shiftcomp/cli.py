@@ -312,3 +312,7 @@ def error_line(e: BaseException) -> str:
     if isinstance(e, (ValueError, KeyError, FileNotFoundError, ShiftCompError)):
         return text
     return f"{type(e).__name__}: {text}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

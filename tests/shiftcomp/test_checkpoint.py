@@ -134,7 +134,7 @@ def test_truncated_file_is_a_clear_error(tmp_path) -> None:
     run = run_folder("mnist_linear_ps_3_5", tmp_path)
     data = (run / "weights.pth").read_bytes()
     (run / "weights.pth").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="not a readable PyTorch file"):
+    with pytest.raises(ValueError, match="not a PyTorch checkpoint or is truncated"):
         load_checkpoint(run / "weights.pth")
 
 

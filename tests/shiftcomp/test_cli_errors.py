@@ -44,7 +44,7 @@ def test_truncated_weights(capsys, tmp_path) -> None:
     data = (tmp_path / "w.pth").read_bytes()
     (tmp_path / "w.pth").write_bytes(data[:1000])
     fails(capsys, ["convert", "simple_linear", "--weights", str(tmp_path / "w.pth"), "-o", str(tmp_path / "o")],
-          "not a readable PyTorch file", "truncated")
+          "not a PyTorch checkpoint or is truncated", "truncated")
 
 
 def test_missing_path_and_unknown_arch(capsys, tmp_path) -> None:
