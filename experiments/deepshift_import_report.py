@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", default=None, help="fixture names (default: all)")
     args = ap.parse_args(argv)
     names = args.only or (MNIST_RUNS + CIFAR_RUNS)
-    rows = ["| DeepShift run | command | import | shift ops bit-exact | max abs diff vs original | argmax | result |",
+    rows = ["| DeepShift run | route | import (no flags) | shift ops bit-exact | max abs diff vs original | argmax | result |",
             "|---|---|---|---|---|---|---|"]
     ok_all = True
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             ok = n_exact == len(report.ops) and diff <= 1e-4 and agree == 1.0
             ok_all &= ok
             short = ck.summary.split(": ", 1)[1].split(" (from")[0]
-            rows.append(f"| {name} | `shiftcomp verify {name}/` | {short} | {n_exact}/{len(report.ops)} | "
+            rows.append(f"| {name} | `load_checkpoint(run dir)` -> `compile` -> `verify` | {short} | {n_exact}/{len(report.ops)} | "
                         f"{diff:.3g} | {agree:.0%} ({len(x)}) | {'pass' if ok else 'FAIL'} |")
             print(rows[-1], flush=True)
     text = "\n".join(rows)
