@@ -533,6 +533,14 @@ def load_float_weights(model: nn.Module, path: str | Path, arch: str) -> None:
     or verify it directly) or its tensors do not fit ``arch``.
     """
     file = _pick_file(Path(path))
+    beside = file.parent / "command_args.txt"
+    if beside.is_file():
+        args = read_command_args(beside)
+        depth = _int_arg(args, "shift_depth") if "shift_type" in args else None
+        if depth:
+            raise ValueError(f"{file} is from a DeepShift {args.get('shift_type')} run (command_args.txt: shift_depth "
+                             f"{depth}), a shift model already: compile or verify it directly (shiftcomp compile "
+                             f"{file.parent} -o model.so); its -s counts from the end, --shift-depth N here too")
     state, _ = _load_file(file)
     ps = sorted({_layer_of(k)[0] for k in state if _layer_of(k)[1] in ("shift", "sign")})
     if ps:

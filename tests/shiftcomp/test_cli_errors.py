@@ -20,7 +20,7 @@ def fails(capsys, argv: list[str], *needles: str) -> str:
 
 
 def test_ps_weights_given_to_convert(capsys, tmp_path) -> None:
-    run = run_folder("mnist_conv_ps_3_5", tmp_path)
+    run = run_folder("mnist_conv_ps_3_5", tmp_path, files=("weights.pth",), command_args=False)
     fails(capsys, ["convert", "simple_conv", "--weights", str(run / "weights.pth"), "-o", str(tmp_path / "o.tar")],
           "shift parameters", "shiftcomp compile")
 
@@ -81,3 +81,10 @@ def test_bad_artifact_in_verify(capsys, tmp_path) -> None:
     run = run_folder("mnist_linear_q_depth1_3_5", tmp_path)
     (tmp_path / "bad.so").write_bytes(b"not an artifact at all")
     fails(capsys, ["verify", str(run), "--artifact", str(tmp_path / "bad.so")], str(tmp_path / "bad.so"))
+
+
+def test_deepshift_q_run_given_to_convert(capsys, tmp_path) -> None:
+    """A DeepShift-Q run converted the LAST layer (-s counts from the end): re-converting it is refused."""
+    run = run_folder("mnist_linear_q_depth1_3_5", tmp_path)
+    fails(capsys, ["convert", "simple_linear", "--weights", str(run / "weights.pth"), "--depth", "1",
+                   "-o", str(tmp_path / "o.tar")], "shift model already", "shiftcomp compile", "from the end")
