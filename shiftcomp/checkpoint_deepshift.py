@@ -312,6 +312,19 @@ def _pow2_layers(state: dict[str, torch.Tensor], names: list[str]) -> tuple[list
     return found, deepest
 
 
+def _deepest_ps_shift(state: dict[str, torch.Tensor], layers: list[str]) -> int:
+    """``-min(round(shift))`` over the PS weights whose sign rounds to nonzero (zero weights carry any shift)."""
+    deepest = 0
+    for n in layers:
+        shift, sign = state.get(f"{n}.shift"), state.get(f"{n}.sign")
+        if shift is None or sign is None:
+            continue
+        live = shift[torch.sign(torch.round(sign)) != 0]
+        if live.numel():
+            deepest = max(deepest, int(-live.clamp(min=-127).round().min().item()))
+    return deepest
+
+
 def _bits_for(mode: str, deepest: int) -> int:
     """The smallest DeepShift ``-wb`` (at least its default 5) whose range reaches shift ``-deepest``."""
     for b in range(5, 9):
@@ -487,8 +500,7 @@ def import_deepshift(path: str | Path, options: ImportOptions | None = None) -> 
         if wb is None and attrs.get("shift_range") is not None:
             wb = _bits_from_range(mode, int(attrs["shift_range"][0]))
         if wb is None:
-            _, deepest = _pow2_layers(state, layers) if mode == "Q" else (None, int(max(
-                -state[f"{n}.shift"].clamp(min=-127).round().min().item() for n in layers)))
+            _, deepest = _pow2_layers(state, layers) if mode == "Q" else (None, _deepest_ps_shift(state, layers))
             wb = _bits_for(mode, deepest)
         act = opt.act_bits or (_act_bits_arg(args) if args is not None else None)
         if act is None and "act_integer_bits" in attrs:

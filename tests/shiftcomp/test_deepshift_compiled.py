@@ -17,7 +17,7 @@ def check(name: str, tmp_path) -> None:
     run = run_folder(name, tmp_path)
     assert main(["compile", str(run), "-o", str(tmp_path / "model.so")]) == 0
     assert (tmp_path / "model.so").stat().st_size > 0
-    assert main(["verify", str(run)]) == 0
+    assert main(["verify", str(run), "--artifact", str(tmp_path / "model.so")]) == 0   # the file reproduces it
     ck = load_checkpoint(run)
     x = images(name)
     cm = compile(ck.model, (x,))
