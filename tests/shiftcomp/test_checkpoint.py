@@ -146,3 +146,21 @@ def test_float_run_is_refused_unless_allowed(tmp_path) -> None:
         load_checkpoint(run / "weights.pth")
     ck = load_checkpoint(run / "weights.pth", options=ImportOptions(allow_float=True))
     assert ck.config is None and not list(named_shift_layers(ck.model))
+
+
+class _Evil:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickled_code_is_never_run(tmp_path) -> None:
+    marker = tmp_path / "ran"
+    torch.save({"state_dict": {"fc.weight": torch.ones(2, 2)}, "x": _Evil(str(marker))}, tmp_path / "evil.pth")
+    obj = load_pickled(tmp_path / "evil.pth")
+    assert isinstance(obj["x"], PickledObject) and class_path(obj["x"]).endswith(".system")
+    assert not marker.exists()
