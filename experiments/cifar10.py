@@ -24,8 +24,10 @@ from shiftcomp.training import DatasetDefaults, add_common_args, run_experiment,
 
 DEFAULTS = DatasetDefaults(batch_size=128, test_batch_size=500, lr=0.1, momentum=0.9, wd=1e-4, epochs=200, opt="sgd",
                            lr_schedule="multistep", lr_milestones=[80, 120, 160, 180], workers=0)
-# the zoo's pre-converted adder models are reached with --layer-type adder|shiftadd on their float base
-ARCHS = sorted(n for n in MODELS if not n.startswith("simple_") and not n.endswith(("_adder", "_shiftadd")))
+# the zoo's pre-converted adder models are reached with --layer-type adder|shiftadd on their float base;
+# the ImageNet ResNets need 224x224 inputs
+ARCHS = sorted(n for n in MODELS
+               if not n.startswith("simple_") and not n.endswith(("_adder", "_shiftadd", "_imagenet")))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -107,7 +107,7 @@ def _quantize_input(ctx: LowerContext, x: relax.Expr, info: ShiftLayerInfo) -> r
     chain = _match_prologue(ctx, x)
     if chain is None:
         return x
-    prim = quantize_primfunc(info.in_shape, info.act_bits[0], info.act_bits[1], info.rounding)
+    prim = quantize_primfunc(info.in_shape, info.act_bits[0], info.act_bits[1], info.rounding, qmax=info.act_qmax)
     prim = prim.with_attr("shiftcomp.layer", info.layer)
     gv = ctx.builder.add_func(prim, "shiftcomp_quantize")
     return ctx.builder.emit(relax.call_tir(gv, [chain], relax.TensorType(info.in_shape, "int32")))

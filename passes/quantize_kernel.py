@@ -17,20 +17,22 @@ __all__ = ["quantize_primfunc", "ROLE_ATTR"]
 ROLE_ATTR = "shiftcomp.role"  #: PrimFunc attribute naming a kernel's role for the audit
 
 
-def quantize_primfunc(shape: Sequence[int], int_bits: int, frac_bits: int, rounding: str) -> tirx.PrimFunc:
+def quantize_primfunc(shape: Sequence[int], int_bits: int, frac_bits: int, rounding: str,
+                      qmax: int | None = None) -> tirx.PrimFunc:
     """``x (float32, shape) -> x_q (int32, shape)``: ``clamp(round_mode(x * 2**F), qmin, qmax)``.
 
     Args:
         shape: static tensor shape.
         int_bits, frac_bits: the activation format Q(I, F), ``1 <= I + F <= 32``.
         rounding: ``"nearest"`` (``nearbyint``: ties to even) or ``"floor"``.
+        qmax: a smaller upper clamp than ``2**(I+F-1) - 1`` (``numerics="deepshift"``), or ``None``.
     """
     n = int(int_bits) + int(frac_bits)
     if not 1 <= n <= 32:
         raise ValueError(f"activation format Q({int_bits},{frac_bits}) has {n} bits; need 1..32")
     if rounding not in ("nearest", "floor"):
         raise ValueError(f"unknown rounding {rounding!r}")
-    qmin, qmax = -(2 ** (n - 1)), 2 ** (n - 1) - 1
+    qmin, qmax = -(2 ** (n - 1)), (2 ** (n - 1) - 1 if qmax is None else min(int(qmax), 2 ** (n - 1) - 1))
     X = te.placeholder(tuple(int(d) for d in shape), "float32", name="x")
     scale = tirx.const(2.0 ** frac_bits, "float32")
 

@@ -1,11 +1,18 @@
-"""Rebuild a model from a training run's checkpoint (the files ``experiments/*.py`` write).
+"""Rebuild a model from a training run's files: shiftcomp's own checkpoints and the original DeepShift's.
 
-A checkpoint (``checkpoint.pth.tar`` / ``model_best.pth.tar``) records the zoo architecture (``arch``), the
-``ShiftConfig`` as a dict (``shift_config``, None for FP32 runs) and the ``state_dict``, so nothing but the
-path is needed. A run folder may be given instead of a file (``model_best.pth.tar`` is preferred there).
+A shiftcomp checkpoint (``checkpoint.pth.tar`` / ``model_best.pth.tar`` written by ``experiments/*.py``)
+records the zoo architecture (``arch``), the ``ShiftConfig`` as a dict (``shift_config``, None for FP32 runs)
+and the ``state_dict``, so nothing but the path is needed. A run folder may be given instead of a file
+(``model_best.pth.tar`` is preferred there).
+
+Everything else -- a DeepShift run folder, ``weights.pth``, ``model.pth`` or a DeepShift
+``checkpoint.pth.tar`` -- goes through :mod:`shiftcomp.checkpoint_deepshift`, which reads the files as
+DeepShift wrote them (pickled objects of classes that are not importable here are read without running them,
+:mod:`shiftcomp.checkpoint_pickle`) and defaults to ``numerics="deepshift"``.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +36,8 @@ class LoadedCheckpoint:
     path: Path
     epoch: int | None
     acc1: float | None
+    summary: str = ""          # one line: where the model and its numerics came from
+    origin: str = "shiftcomp"  # "shiftcomp" or "deepshift"
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
@@ -44,28 +53,45 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     return p
 
 
-def load_checkpoint(path: str | os.PathLike, arch: str | None = None) -> LoadedCheckpoint:
-    """Rebuild the model a training run saved.
+def load_checkpoint(path: str | os.PathLike, arch: str | None = None,
+                    options: "ImportOptions | None" = None) -> LoadedCheckpoint:
+    """Rebuild the model a training run saved (shiftcomp's or DeepShift's, see the module doc).
 
     Args:
         path: a checkpoint file or a run folder.
         arch: zoo name, needed only for a bare ``state_dict`` file that does not record it.
+        options: :class:`~shiftcomp.checkpoint_deepshift.ImportOptions` for DeepShift files (mode, bits,
+            layers, numerics ...); a shiftcomp checkpoint records all of that and refuses them.
 
     Raises:
-        FileNotFoundError: nothing to load; ValueError: the file is not a shiftcomp/DeepShift checkpoint or
-        the architecture is unknown.
+        FileNotFoundError: nothing to load; ValueError: the file is not a shiftcomp/DeepShift checkpoint, the
+        architecture is unknown, or the file does not say enough (the message names the flag to pass).
     """
+    from shiftcomp.checkpoint_deepshift import ImportOptions, import_deepshift, is_deepshift_folder
+    from shiftcomp.checkpoint_pickle import load_pickled
     from shiftcomp.config import ShiftConfig
     from shiftcomp.convert import convert
     from shiftcomp.models import INPUT_SHAPES, get_model
 
+    options = options or ImportOptions()
+    if arch is not None and options.arch is None:
+        options = dataclasses.replace(options, arch=arch)
+    p = Path(path)
+    if p.is_dir() and not (p / "shift_config.json").is_file() and is_deepshift_folder(p):  # not one of ours
+        return _from_deepshift(import_deepshift(p, options), INPUT_SHAPES)
     file = find_checkpoint(path)
     try:
-        obj = torch.load(file, map_location="cpu", weights_only=False)
+        obj = load_pickled(file)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for foreign files
-        raise ValueError(f"{file} is not a PyTorch checkpoint: {e}") from e
-    if not isinstance(obj, dict):
-        raise ValueError(f"{file} holds a {type(obj).__name__}, not a checkpoint dict")
+        raise ValueError(f"{file} is not a PyTorch checkpoint or is truncated ({type(e).__name__}: {str(e)[:120]}); "
+                         f"check that it is complete (not truncated)") from None
+    if not (isinstance(obj, dict) and "shift_config" in obj):
+        return _from_deepshift(import_deepshift(file, options), INPUT_SHAPES)
+    given = options.given()
+    if [g for g in given if g != "arch"]:
+        raise ValueError(f"{file} is a shiftcomp checkpoint that records its ShiftConfig; "
+                         f"{', '.join('--' + g.replace('_', '-') for g in given if g != 'arch')} apply only to "
+                         f"DeepShift files: drop them")
     state = obj.get("state_dict", obj)
     arch = obj.get("arch", arch)
     if arch is None:
@@ -78,8 +104,9 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None) -> LoadedC
         apply_plan(model, plan)
     cfg_dict = obj.get("shift_config")
     config = ShiftConfig.from_dict(cfg_dict) if cfg_dict else None
+    chosen = obj.get("shift_layers")  # written when a layer subset was converted (convert --layers/--shift-depth)
     if config is not None:
-        convert(model, config)
+        convert(model, config, filter_fn=None if chosen is None else (lambda m, fqn: fqn in set(chosen)))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{file} does not match {arch} with config {config}: missing {list(missing)[:5]}, "
@@ -88,6 +115,12 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None) -> LoadedC
     return LoadedCheckpoint(model=model, arch=arch, dataset=obj.get("dataset"), config=config,
                             input_shape=tuple(INPUT_SHAPES[arch]), path=file, epoch=obj.get("epoch"),
                             acc1=obj.get("acc1"))
+
+
+def _from_deepshift(imp, input_shapes) -> LoadedCheckpoint:
+    return LoadedCheckpoint(model=imp.model, arch=imp.arch, dataset=imp.dataset, config=imp.config,
+                            input_shape=tuple(input_shapes[imp.arch]), path=imp.path, epoch=imp.epoch,
+                            acc1=imp.acc1, summary=imp.summary, origin="deepshift")
 
 
 def _num_classes(state: dict[str, torch.Tensor]) -> int:

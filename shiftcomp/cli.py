@@ -50,26 +50,68 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from shiftcomp.models import get_model
     from shiftcomp.training import atomic_save
 
+    from shiftcomp.checkpoint_deepshift import deepshift_selection, load_float_weights
+
     model = get_model(args.arch, num_classes=args.num_classes)
     if args.weights:
-        state = torch.load(args.weights, map_location="cpu", weights_only=False)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+        load_float_weights(model, args.weights, args.arch)
     config = sc.ShiftConfig(mode=args.mode, weight_bits=args.weight_bits,
                             act_bits=tuple(args.act_bits) if args.act_bits else None,
-                            rounding=args.rounding, depth=args.depth)
-    sc.convert(model, config)
+                            rounding=args.rounding, depth=args.depth, numerics=args.numerics)
+    chosen = None
+    if args.shift_depth is not None:  # DeepShift's -s N: counted from the end
+        chosen = set(deepshift_selection(model, args.shift_depth))
+    elif args.layers is not None:
+        chosen = _layer_names(args.layers, model)
+    sc.convert(model, config, filter_fn=None if chosen is None else (lambda m, fqn: fqn in chosen))
     atomic_save({"arch": args.arch, "dataset": None, "shift_config": config.to_dict(),
+                 "shift_layers": [n for n, _ in sc.nn.named_shift_layers(model)],
                  "state_dict": model.state_dict(), "epoch": None, "acc1": None}, args.output)
     print(f"converted {args.arch} ({sum(1 for _ in sc.nn.shift_layers(model))} shift layers, {config}) -> {args.output}")
     return 0
 
 
+def _layer_names(text: str, model) -> set[str]:
+    """``--layers a,b``: names of Conv2d/Linear layers of ``model`` (ValueError naming unknown ones)."""
+    from shiftcomp.convert import convertible_layers
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    known = [n for n, _ in convertible_layers(model)]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"--layers: {', '.join(unknown)} not a Conv2d/Linear of the model (they are: "
+                         f"{', '.join(known)})")
+    return set(names)
+
+
+def _import_options(args: argparse.Namespace):
+    """The DeepShift-import flags of compile/verify as :class:`~shiftcomp.checkpoint_deepshift.ImportOptions`."""
+    from shiftcomp.checkpoint_deepshift import ImportOptions
+
+    return ImportOptions(arch=args.arch, mode=args.mode, weight_bits=args.weight_bits,
+                         act_bits=tuple(args.act_bits) if args.act_bits else None, rounding=args.rounding,
+                         numerics=args.numerics,
+                         layers=tuple(n.strip() for n in args.layers.split(",")) if args.layers else None,
+                         shift_depth=args.shift_depth, allow_float=args.allow_float)
+
+
+def _load(args: argparse.Namespace):
+    from shiftcomp.checkpoint import load_checkpoint
+    from shiftcomp.nn import shift_layers
+
+    ck = load_checkpoint(args.checkpoint, options=_import_options(args))
+    if ck.summary:
+        print(ck.summary)
+    if not any(True for _ in shift_layers(ck.model)) and not args.allow_float:
+        raise ValueError(f"{ck.path} gives a model with 0 shift layers (a float model): nothing would be "
+                         f"checked; pass --allow-float to accept it, or --mode Q|PS to convert it")
+    return ck
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     import shiftcomp as sc
-    from shiftcomp.checkpoint import load_checkpoint
 
-    ck = load_checkpoint(args.checkpoint, arch=args.arch)
+    ck = _load(args)
     x = _example_input(ck.input_shape, args.batch)
     if args.tuned == "none":
         compiled = sc.compile(ck.model, (x,), target=args.target)
@@ -88,10 +130,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     import shiftcomp as sc
-    from shiftcomp.checkpoint import load_checkpoint
 
-    ck = load_checkpoint(args.checkpoint, arch=args.arch)
-    x = _test_batch(ck, args.batch) if args.data == "test" else _example_input(ck.input_shape, args.batch)
+    ck = _load(args)
+    use_test = args.data == "test" or (args.data == "auto" and ck.dataset in (None, "mnist")
+                                       and tuple(ck.input_shape) == (1, 28, 28))
+    x = _test_batch(ck, args.batch) if use_test else _example_input(ck.input_shape, args.batch)
     compiled = sc.compile(ck.model, (x,), target=args.target)
     report = sc.verify(compiled, ck.model, (x,))
     print(report)
@@ -100,7 +143,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         # An exported file carries no per-layer probes: it must reproduce the verified compile exactly.
         import torch
 
-        same = torch.equal(sc.load(args.artifact)(x), compiled(x))
+        same = torch.equal(sc.load(args.artifact)(x), compiled(x))  # ArtifactError -> exit 2 in main
         print(f"artifact {args.artifact}: outputs {'identical to' if same else 'DIFFER from'} the verified compile")
         ok = ok and same
     return 0 if ok else 1
@@ -108,8 +151,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _test_batch(ck, batch: int):
     """The first ``batch`` test images of the checkpoint's data set (MNIST-5k for MNIST models)."""
-    if ck.dataset not in (None, "mnist"):
-        raise SystemExit("shiftcomp: --data test is only bundled for MNIST; use --data random")
+    if ck.dataset not in (None, "mnist") or tuple(ck.input_shape) != (1, 28, 28):
+        raise ValueError("--data test is only bundled for MNIST models; use --data random")
     from shiftcomp.data import load_mnist
 
     _, test = load_mnist(None)
@@ -154,6 +197,20 @@ def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=None, help="zoo architecture, only for bare state_dict files")
     p.add_argument("--batch", type=int, default=1, help="batch size the model is compiled for (default 1)")
     p.add_argument("--target", default="llvm", help="llvm (this CPU) or cuda (default llvm)")
+    g = p.add_argument_group("DeepShift files", "override what a DeepShift run folder / file says about itself")
+    g.add_argument("--mode", choices=["Q", "PS"], default=None, help="shift mode (default: from the files)")
+    g.add_argument("-wb", "--weight-bits", type=int, default=None, help="DeepShift's -wb (default: from the files)")
+    g.add_argument("-ab", "--act-bits", type=int, nargs=2, metavar=("I", "F"), default=None,
+                   help="DeepShift's -ab I F (default: from the files, else 16 16)")
+    g.add_argument("--rounding", choices=["nearest", "floor"], default=None,
+                   help="activation rounding (default floor, as DeepShift)")
+    g.add_argument("--numerics", choices=["deepshift", "exact"], default=None,
+                   help="deepshift (default for DeepShift files): the original's arithmetic; exact: shiftcomp's")
+    g.add_argument("--layers", default=None, help="comma-separated names of the layers that are shift layers")
+    g.add_argument("--shift-depth", type=int, default=None,
+                   help="DeepShift's -s N: the last N layers are shift layers (every Linear too, except "
+                        "for mnist --type linear)")
+    p.add_argument("--allow-float", action="store_true", help="accept a model with no shift layer")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-ab", "--act-bits", type=int, nargs=2, metavar=("I", "F"), default=None)
     s.add_argument("--rounding", choices=["nearest", "floor"], default="nearest")
     s.add_argument("--depth", type=int, default=None, help="convert only the first N Conv2d/Linear layers")
+    s.add_argument("--shift-depth", type=int, default=None,
+                   help="DeepShift's -s N: convert the last N layers (counted from the end, every Linear too)")
+    s.add_argument("--layers", default=None, help="convert only these comma-separated layers")
+    s.add_argument("--numerics", choices=["exact", "deepshift"], default="exact",
+                   help="exact (default): shiftcomp's contract; deepshift: the original code's arithmetic")
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("compile", help="compile a checkpoint to one deployable file")
@@ -191,8 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("verify", help="check compiled shift ops bit for bit against the integer reference")
     _add_checkpoint_args(s)
     s.add_argument("--artifact", default=None, help="also check that this exported file reproduces the verified compile exactly")
-    s.add_argument("--data", choices=["test", "random"], default="test",
-                   help="inputs: the bundled MNIST-5k test images (MNIST models) or random (default test)")
+    s.add_argument("--data", choices=["auto", "test", "random"], default="auto",
+                   help="inputs: the bundled MNIST-5k test images (MNIST models) or random; auto (default): "
+                        "test for MNIST models, else random")
     s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("tune", help="MetaSchedule-tune the shift kernels of a model; stores a database")
@@ -223,9 +286,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"shiftcomp {args.command}: error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - bad input becomes one line and exit 2; anything else propagates
+        if not isinstance(e, _input_errors()):
+            raise
+        print(f"shiftcomp {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    import pickle
+
+    from shiftcomp.errors import ShiftCompError
+
+    return (ShiftCompError, FileNotFoundError, IsADirectoryError, PermissionError, ValueError, KeyError,
+            EOFError, pickle.UnpicklingError)
+
+
+def error_line(e: BaseException) -> str:
+    """One line for a bad-input error: its message (a KeyError's without quotes), first line only."""
+    from shiftcomp.errors import ShiftCompError
+
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+    lines = str(msg).strip().splitlines()
+    text = lines[0] if lines else type(e).__name__
+    if isinstance(e, (ValueError, KeyError, FileNotFoundError, ShiftCompError)):
+        return text
+    return f"{type(e).__name__}: {text}"
 
 
 if __name__ == "__main__":

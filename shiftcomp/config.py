@@ -18,6 +18,9 @@ One :class:`ShiftConfig` describes everything that decides the numerics of the s
 * ``zero_free``: DenseShift's codes (Li et al. ICCV 2023): no zero weight, every weight is ``±2**shift``, so
   ``b`` bits give a sign and ``2**(b-1)`` shift levels, default range ``[-(2**(b-1) - 1), 0]`` in both modes.
   Q takes ``sign(0.0)`` as +1; PS rounds the sign to ``+1 if sign >= 0 else -1``.
+* ``numerics``: ``"exact"`` (shiftcomp's contract, the default) or ``"deepshift"`` (reproduce the original
+  DeepShift code's arithmetic, the default for imported DeepShift checkpoints; see
+  :mod:`shiftcomp.deepshift`).
 
 Limits (checked in ``__post_init__``, each violation is a ``ValueError`` naming the field):
 
@@ -40,11 +43,12 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["ShiftConfig", "MODES", "ROUNDINGS", "ACT_GRADS", "SHIFT_MIN", "SHIFT_MAX", "MAX_SHIFT_SPAN",
-           "MAX_ACT_BITS", "MIN_SCALE_EXP"]
+           "MAX_ACT_BITS", "MIN_SCALE_EXP", "NUMERICS"]
 
 MODES = ("Q", "PS")
 ROUNDINGS = ("nearest", "floor")
 ACT_GRADS = ("clip", "identity")
+NUMERICS = ("exact", "deepshift")
 SHIFT_MIN = -128          # smallest allowed shift (int8 storage; 2**-128 is an exact subnormal float32)
 SHIFT_MAX = 127           # largest allowed shift: 2**127 is the largest float32 power of two; int8 max
 MAX_SHIFT_SPAN = 127      # hi - lo <= 127 (Q with weight_bits=8 spans exactly 127)
@@ -85,6 +89,8 @@ class ShiftConfig:
         freeze_sign: PS only; the sign parameter gets ``requires_grad=False``.
         act_grad: ``"clip"`` or ``"identity"``; activation straight-through estimator.
         zero_free: DenseShift codes: no zero weight, signs ±1, ``2**(b-1)`` shift levels.
+        numerics: ``"exact"`` or ``"deepshift"`` (the original code's activation clamp, PS-linear inputs and
+            conv bias rounding; :mod:`shiftcomp.deepshift`).
 
     Lists are accepted for ``shift_range`` and ``act_bits`` (e.g. from JSON) and stored as tuples.
     The config is validated at construction; after mutating a field call :meth:`validate` (or build a new
@@ -100,6 +106,7 @@ class ShiftConfig:
     freeze_sign: bool = False
     act_grad: str = "clip"
     zero_free: bool = False
+    numerics: str = "exact"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -157,6 +164,8 @@ class ShiftConfig:
 
         if not isinstance(self.zero_free, bool):
             raise ValueError(f"ShiftConfig.zero_free must be a bool, got {self.zero_free!r}")
+        if self.numerics not in NUMERICS:
+            raise ValueError(f"ShiftConfig.numerics must be one of {NUMERICS}, got {self.numerics!r}")
 
         lo, _ = self.shift_bounds
         if self.act_bits is not None and lo - self.act_bits[1] < MIN_SCALE_EXP:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shiftcomp import reference
+from shiftcomp import deepshift, reference
 from shiftcomp.config import ShiftConfig
 from shiftcomp.quant import (fake_quant_act, ps_fake_weight, ps_round, q_fake_weight, q_round, round_ste,
                              to_fixed)
@@ -66,6 +66,7 @@ class ShiftLayer(nn.Module):
     config: ShiftConfig
     exact: bool
     weight_shape: tuple[int, ...]
+    _kind: str = ""  # "linear" / "conv2d" (shiftcomp.deepshift's layer kinds)
 
     def _init_params(self, weight_shape: tuple[int, ...], bias: bool, config: ShiftConfig | None,
                      device: _Device = None, dtype: torch.dtype | None = None) -> None:
@@ -74,6 +75,7 @@ class ShiftLayer(nn.Module):
         if not isinstance(config, ShiftConfig):
             raise TypeError(f"config must be a ShiftConfig, got {type(config).__name__}")
         self.config = dataclasses.replace(config)          # private, re-validated copy
+        self.config = deepshift.layer_config(self.config, self._kind)   # numerics="deepshift": PS linear floats
         self.exact = False
         self.weight_shape = tuple(int(s) for s in weight_shape)
         fk = {"device": device, "dtype": dtype}
@@ -153,6 +155,10 @@ class ShiftLayer(nn.Module):
     def _linear_op(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def effective_bias(self) -> torch.Tensor | None:
+        """The bias the layer adds: ``bias``, or under ``numerics="deepshift"`` a conv's bias floored to Q(I, F)."""
+        return deepshift.round_bias(self.bias, self.config, self._kind)
+
     def _reference(self, x_q: torch.Tensor, shift: torch.Tensor, sign: torch.Tensor,
                    frac_bits: int) -> reference.ShiftResult:
         raise NotImplementedError
@@ -169,6 +175,7 @@ class ShiftLayer(nn.Module):
         act = self.config.act_bits
         if act is not None:
             x = fake_quant_act(x, act[0], act[1], self.config.rounding, self.config.act_grad)
+            x = deepshift.clamp_fake(x, self.config)
         return self._linear_op(x, self.quantized_weight())
 
     def exact_result(self, x: torch.Tensor) -> reference.ShiftResult:
@@ -181,7 +188,7 @@ class ShiftLayer(nn.Module):
             raise ValueError("exact_result needs fixed-point activations (config.act_bits); "
                              "use exact_forward for float activations")
         shift, sign = self.integer_weights()
-        x_q = to_fixed(x, act[0], act[1], self.config.rounding)
+        x_q = deepshift.clamp_fixed(to_fixed(x, act[0], act[1], self.config.rounding), self.config)
         return self._reference(x_q, shift, sign, act[1])
 
     def exact_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,6 +232,8 @@ class LinearShift(ShiftLayer):
         config: :class:`ShiftConfig` (default ``ShiftConfig()``: Q, 5 bits, float activations).
         device, dtype: factory kwargs for the parameters (as ``nn.Linear``).
     """
+
+    _kind = "linear"
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  config: ShiftConfig | None = None, *, device: _Device = None,
@@ -288,6 +297,8 @@ class Conv2dShift(ShiftLayer):
         device, dtype: factory kwargs for the parameters.
     """
 
+    _kind = "conv2d"
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
                  stride: int | Sequence[int] = 1, padding: int | Sequence[int] | str = 0,
                  dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True,
@@ -344,10 +355,10 @@ class Conv2dShift(ShiftLayer):
         return (ph, pw, ph, pw)
 
     def _linear_op(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return F.conv2d(x, w, self.effective_bias(), self.stride, self.padding, self.dilation, self.groups)
 
     def _ref_bias(self) -> torch.Tensor | None:
-        return None if self.bias is None else self.bias.detach()
+        return None if self.bias is None else self.effective_bias().detach()
 
     def _reference(self, x_q: torch.Tensor, shift: torch.Tensor, sign: torch.Tensor,
                    frac_bits: int) -> reference.ShiftResult:

@@ -50,6 +50,8 @@ class ShiftLayerInfo:
         s0: accumulator shift = smallest shift over nonzero weights (0 if none), ``reference.acc_shift``.
         strides, padding (top, left, bottom, right), dilation, groups: conv2d geometry (dense: defaults).
         has_bias: whether the layer has a bias.
+        act_qmax: largest activation code when it is not ``2**(I+F-1) - 1`` (``numerics="deepshift"``:
+            ``2**(I+F-1) - 2**F``), else ``None``.
     """
 
     layer: str
@@ -68,6 +70,7 @@ class ShiftLayerInfo:
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
     has_bias: bool = False
+    act_qmax: int | None = None
 
     @property
     def composite(self) -> str:
@@ -96,6 +99,7 @@ class ShiftLayerInfo:
             "shift_lo": self.shift_range[0], "shift_hi": self.shift_range[1], "s0": self.s0,
             "strides": list(self.strides), "padding": list(self.padding), "dilation": list(self.dilation),
             "groups": self.groups, "has_bias": int(self.has_bias),
+            "act_qmax": -1 if self.act_qmax is None else int(self.act_qmax),
         }
 
     @classmethod
@@ -111,6 +115,7 @@ class ShiftLayerInfo:
             shift_range=(int(a["shift_lo"]), int(a["shift_hi"])), s0=int(a["s0"]),
             strides=ints(a["strides"]), padding=ints(a["padding"]), dilation=ints(a["dilation"]),
             groups=int(a["groups"]), has_bias=bool(int(a["has_bias"])),
+            act_qmax=None if int(a.get("act_qmax", -1)) < 0 else int(a["act_qmax"]),
         )
 
 

@@ -171,7 +171,7 @@ class ShiftFXImporter(TorchFXImporter):
         info = data.info
         self.shift_layers[info.layer] = data
         if info.act_bits is not None:
-            xq = emit_quantize(bb, x, info.act_bits[0], info.act_bits[1], info.rounding)
+            xq = emit_quantize(bb, x, info.act_bits[0], info.act_bits[1], info.rounding, qmax=info.act_qmax)
         else:
             xq = x
         fname = "composite_" + info.kind + "_" + re.sub(r"\W", "_", info.layer)

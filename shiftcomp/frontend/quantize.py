@@ -29,7 +29,7 @@ def act_range(int_bits: int, frac_bits: int) -> tuple[int, int]:
 
 
 def emit_quantize(bb: relax.BlockBuilder, x: relax.Expr, int_bits: int, frac_bits: int,
-                  rounding: str) -> relax.Var:
+                  rounding: str, qmax: int | None = None) -> relax.Var:
     """Emit ``x (float32) -> x_q (int32)`` into ``bb``'s current dataflow block (see module doc).
 
     Args:
@@ -38,13 +38,15 @@ def emit_quantize(bb: relax.BlockBuilder, x: relax.Expr, int_bits: int, frac_bit
         int_bits: I, integer bits including the sign, ``I + F`` in ``1..32``.
         frac_bits: F, fraction bits (may be negative or zero).
         rounding: ``"nearest"`` (ties to even) or ``"floor"``.
+        qmax: a smaller upper clamp than ``2**(I+F-1) - 1`` (``numerics="deepshift"``), or ``None``.
     """
     n = int_bits + frac_bits
     if not 1 <= n <= MAX_ACT_BITS:
         raise ValueError(f"activation format Q({int_bits},{frac_bits}) has {n} bits; need 1..{MAX_ACT_BITS}")
     if rounding not in ("nearest", "floor"):
         raise ValueError(f"unknown activation rounding {rounding!r} (expected 'nearest' or 'floor')")
-    qmin, qmax = act_range(int_bits, frac_bits)
+    qmin, top = act_range(int_bits, frac_bits)
+    qmax = top if qmax is None else min(int(qmax), top)
     scaled = bb.emit(relax.op.multiply(x, relax.const(2.0 ** frac_bits, "float32")))
     rounded = bb.emit(relax.op.round(scaled) if rounding == "nearest" else relax.op.floor(scaled))
     if n - 1 <= 24:  # both bounds are exact float32 values

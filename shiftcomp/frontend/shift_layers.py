@@ -51,6 +51,7 @@ def read_shift_layer(name: str, module: nn.Module, in_shape: tuple[int, ...]) ->
         module: the ``LinearShift`` or ``Conv2dShift`` (eval mode).
         in_shape: static input shape (dense ``(..., K)``; conv2d ``(N, C, H, W)``).
     """
+    from shiftcomp.deepshift import act_qmax
     from shiftcomp.nn import Conv2dShift, LinearShift
     from shiftcomp.reference import acc_shift
 
@@ -62,11 +63,14 @@ def read_shift_layer(name: str, module: nn.Module, in_shape: tuple[int, ...]) ->
     s0 = int(acc_shift(shift_t, sign_t))
     bias = None
     if getattr(module, "bias", None) is not None:
-        bias = module.bias.detach().cpu().to(torch.float32).numpy().copy()
+        with torch.no_grad():  # numerics="deepshift": a conv's bias is rounded, a constant here
+            bias_t = module.effective_bias() if hasattr(module, "effective_bias") else module.bias
+        bias = bias_t.detach().cpu().to(torch.float32).numpy().copy()
     common = dict(layer=name, weight_shape=tuple(int(d) for d in shift.shape),
                   act_bits=None if cfg.act_bits is None else tuple(int(v) for v in cfg.act_bits),
                   rounding=str(cfg.rounding), mode=str(cfg.mode), weight_bits=int(cfg.weight_bits),
-                  shift_range=tuple(int(v) for v in cfg.shift_bounds), s0=s0, has_bias=bias is not None)
+                  shift_range=tuple(int(v) for v in cfg.shift_bounds), s0=s0, has_bias=bias is not None,
+                  act_qmax=act_qmax(cfg))
     in_shape = tuple(int(d) for d in in_shape)
     if isinstance(module, LinearShift):
         n_out, k = shift.shape

@@ -1,4 +1,5 @@
-"""Model zoo for the experiments: MNIST (simple linear / simple conv) and CIFAR (ResNets, MobileNetV2).
+"""Model zoo for the experiments: MNIST (simple linear / simple conv), CIFAR (ResNets, MobileNetV2) and ImageNet
+ResNet-18/34/50 (torchvision state_dict names: ``resnet18_imagenet``, ...; ``resnet18`` is the CIFAR variant).
 
 All models are plain ``nn.Module`` s built from ops the compiler handles (Conv2d, Linear, BatchNorm2d,
 ReLU/ReLU6, pooling, residual add, flatten, pad/slice shortcut, dropout), are ``torch.fx`` traceable,
@@ -19,10 +20,12 @@ from .mobilenetv2 import MobileNetV2Cifar, mobilenetv2
 from .resnet18 import ResNet18Cifar, resnet18
 from .resnet_adder import resnet20_adder, resnet20_shiftadd
 from .resnet_cifar import CifarResNet, resnet20, resnet32, resnet44, resnet56, resnet110
+from .resnet_imagenet import ResNetImageNet, resnet18_imagenet, resnet34_imagenet, resnet50_imagenet
 
 __all__ = ["MODELS", "INPUT_SHAPES", "get_model", "SimpleLinear", "SimpleConv", "SimpleConvBN", "CifarResNet", "ResNet18Cifar",
            "MobileNetV2Cifar", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet18",
-           "mobilenetv2", "resnet20_adder", "resnet20_shiftadd"]
+           "mobilenetv2", "resnet20_adder", "resnet20_shiftadd",
+           "ResNetImageNet", "resnet18_imagenet", "resnet34_imagenet", "resnet50_imagenet"]
 
 #: name -> constructor taking ``num_classes``.
 MODELS: dict[str, Callable[[int], nn.Module]] = {
@@ -38,11 +41,16 @@ MODELS: dict[str, Callable[[int], nn.Module]] = {
     "mobilenetv2": mobilenetv2,
     "resnet20_adder": resnet20_adder,
     "resnet20_shiftadd": resnet20_shiftadd,
+    # ImageNet ResNets, torchvision's state_dict names (``resnet18`` above is the CIFAR variant)
+    "resnet18_imagenet": resnet18_imagenet,
+    "resnet34_imagenet": resnet34_imagenet,
+    "resnet50_imagenet": resnet50_imagenet,
 }
 
 #: name -> per-sample input shape ``(C, H, W)`` the model expects.
 INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
-    name: ((1, 28, 28) if name.startswith("simple_") else (3, 32, 32)) for name in MODELS
+    name: ((1, 28, 28) if name.startswith("simple_") else (3, 224, 224) if name.endswith("_imagenet")
+           else (3, 32, 32)) for name in MODELS
 }
 
 
