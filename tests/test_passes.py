@@ -7,6 +7,7 @@ import torch
 import tvm
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_support import examples
 from torch import nn
 from tvm import relax
 
@@ -141,7 +142,7 @@ def test_plan_accumulator_matches_reference_bound() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ packing
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.data())
 def test_pack_unpack_round_trip(data: st.DataObject) -> None:
     shape = tuple(data.draw(st.lists(st.integers(0, 7), min_size=1, max_size=4)))

@@ -17,7 +17,7 @@ from shiftcomp.config import ShiftConfig
 from shiftcomp.errors import ArtifactError
 from shiftcomp.nn import Conv2dShift, LinearShift
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Net(nn.Module):

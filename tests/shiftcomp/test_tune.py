@@ -135,7 +135,7 @@ def test_rpc_loopback_tuning(tmp_path):
     import importlib.util
     import pathlib
 
-    path = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "tune_rpc_loopback.py"
+    path = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "tune_rpc_loopback.py"
     spec = importlib.util.spec_from_file_location("tune_rpc_loopback", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

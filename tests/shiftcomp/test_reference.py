@@ -9,12 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
+from hypothesis_support import examples
 
 from shiftcomp import reference
 from shiftcomp.reference import (acc_shift, accumulator_bound, int64_to_float32, shift_conv2d, shift_conv2d_float,
                                  shift_linear, shift_linear_float)
 
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=examples(60), deadline=None)
 
 
 # ------------------------------------------------------------------------------------------- brute force
