@@ -37,7 +37,7 @@ from shiftcomp.quant import (fake_quant_act, ps_fake_weight, ps_round, q_fake_we
 
 _Device = Union[torch.device, str, int, None]
 
-__all__ = ["ShiftLayer", "LinearShift", "Conv2dShift", "shift_layers", "named_shift_layers",
+__all__ = ["ShiftLayer", "LinearShift", "Conv2dShift", "is_shift_layer", "shift_layers", "named_shift_layers",
            "shift_weight_decay"]
 
 
@@ -55,7 +55,7 @@ def _pair(v: int | Sequence[int], name: str, minimum: int) -> tuple[int, int]:
     return t  # type: ignore[return-value]
 
 
-class ShiftLayer(nn.Module):
+class ShiftLayer(reference.ExactSwitch, nn.Module):
     """Base class of the shift layers (use :class:`LinearShift` / :class:`Conv2dShift`).
 
     Attributes:
@@ -406,10 +406,15 @@ def _carry(new: ShiftLayer, module: nn.Module) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def is_shift_layer(m: object) -> bool:
+    """The one test for "is this a shift layer" (any :class:`ShiftLayer`, subclasses included)."""
+    return isinstance(m, ShiftLayer)
+
+
 def named_shift_layers(model: nn.Module) -> Iterator[tuple[str, ShiftLayer]]:
     """``(qualified name, layer)`` for every shift layer in ``model`` (``named_modules`` order, ``model`` included)."""
     for name, m in model.named_modules():
-        if isinstance(m, ShiftLayer):
+        if is_shift_layer(m):
             yield name, m
 
 

@@ -444,6 +444,12 @@ def shift_conv2d_float(x: torch.Tensor, shift: torch.Tensor, sign: torch.Tensor,
 
 
 # ---------------------------------------------------------------------------------------------- exact mode
+class ExactSwitch:
+    """Mixin of layers that compute through this reference when ``.exact`` is set (``shiftcomp.nn.ShiftLayer``)."""
+
+    exact: bool = False
+
+
 @contextlib.contextmanager
 def exact(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """Context manager: inside it every shift layer of ``model`` has ``.exact = True``.
@@ -451,9 +457,7 @@ def exact(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     The layers then compute through this reference when in eval mode (``model.eval()``; training-mode
     forwards are unaffected). The previous ``.exact`` values are restored on exit. Yields ``model``.
     """
-    from shiftcomp.nn import ShiftLayer  # local: nn imports this module
-
-    layers = [m for m in model.modules() if isinstance(m, ShiftLayer)]
+    layers = [m for m in model.modules() if isinstance(m, ExactSwitch)]
     saved = [m.exact for m in layers]
     try:
         for m in layers:

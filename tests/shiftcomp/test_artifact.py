@@ -1,6 +1,7 @@
 """The deployable artifact: export -> load in a fresh process -> identical outputs; size; bad files."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from shiftcomp.artifact import MAGIC, load, read_manifest
+from shiftcomp.artifact import MAGIC, file_sha256, load, read_manifest
 from shiftcomp.compiler import compile
 from shiftcomp.config import ShiftConfig
 from shiftcomp.errors import ArtifactError
@@ -129,3 +130,112 @@ def test_load_with_runtime_only_tvm(exported, tmp_path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     assert "runtime_only True" in r.stdout
     assert torch.equal(torch.load(tmp_path / "y.pt"), cm(x))
+
+
+# ---------------------------------------------------------------------------------------------- trust
+def test_expected_sha256_refuses_any_other_file(exported, tmp_path) -> None:
+    cm, x, path, _ = exported
+    digest = file_sha256(path)
+    assert torch.equal(load(path, expected_sha256=digest)(x), cm(x))
+    assert torch.equal(load(path, expected_sha256=digest.upper())(x), cm(x))
+    with pytest.raises(ArtifactError, match="refusing to load"):
+        load(path, expected_sha256="0" * 64)
+    other = tmp_path / "other.so"
+    cm.export(other)                       # a valid artifact, but not the one that was expected
+    data = bytearray(other.read_bytes())
+    with pytest.raises(ArtifactError, match="refusing to load"):
+        load(other, expected_sha256=hashlib.sha256(bytes(data) + b"x").hexdigest())
+
+
+def test_sha256_is_checked_before_the_library_is_opened(exported, tmp_path, monkeypatch) -> None:
+    """A corrupted file never reaches tvm.runtime.load_module (which would run its code)."""
+    import tvm
+
+    _, _, path, _ = exported
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF            # inside the library section
+    bad = tmp_path / "bad.so"
+    bad.write_bytes(bytes(data))
+    opened = []
+    monkeypatch.setattr(tvm.runtime, "load_module", lambda *a, **k: opened.append(a))
+    with pytest.raises(ArtifactError, match="checksum"):
+        load(bad)
+    with pytest.raises(ArtifactError, match="refusing"):
+        load(path, expected_sha256="ab" * 32)
+    assert not opened
+
+
+def test_load_docstring_says_trusted_files_only() -> None:
+    assert "Load only files you trust" in load.__doc__
+    assert "trust" in (REPO / "README.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------------- derived inputs
+def test_derived_kernel_inputs_are_rebuilt_at_load(tmp_path) -> None:
+    """A kernel family whose kernel reads a derived input: the artifact stores the packed codes and the
+    derivation's name, and load() rebuilds the array; outputs identical in a fresh process."""
+    from kernel_families import CODES_FROM_LOGICAL, derived_codes_family
+
+    from passes.kernels import ManualKernels
+
+    torch.manual_seed(1)
+    model = Net(ShiftConfig(mode="Q", weight_bits=5, act_bits=(4, 6))).eval()
+    x = torch.randn(2, 3, 8, 8)
+    provider = ManualKernels(families={"dense": derived_codes_family, "conv2d": derived_codes_family})
+    cm = compile(model, x, kernels=provider)
+    assert all(d is not None and d.fn == CODES_FROM_LOGICAL for d in cm.weights.derive)
+    path = tmp_path / "derived.so"
+    cm.export(path)
+    m = read_manifest(path)
+    derived = [w for w in m["weights"] if "derive" in w]
+    stored = [w for w in m["weights"] if "derive" not in w]
+    assert len(derived) == 3 and all("offset" not in w for w in derived)
+    assert len(stored) == 3 and not any(w["main_param"] for w in stored)
+    assert torch.equal(load(path)(x), cm(x))
+    torch.save(x, tmp_path / "x.pt")
+    r = _fresh(f"""
+        import sys, torch
+        sys.path.insert(0, {str(REPO / 'tests')!r})
+        import kernel_families, shiftcomp
+        torch.save(shiftcomp.load({str(path)!r})(torch.load({str(tmp_path / 'x.pt')!r})), {str(tmp_path / 'y.pt')!r})
+    """)
+    assert r.returncode == 0, r.stderr
+    assert torch.equal(torch.load(tmp_path / "y.pt"), cm(x))
+
+
+def test_export_refuses_a_derivation_that_does_not_reproduce_the_input(tmp_path) -> None:
+    import dataclasses
+
+    from kernel_families import derived_codes_family
+
+    from passes.kernels import ManualKernels
+
+    def off_by_one(req):
+        build = derived_codes_family(req)
+        (w,) = build.weights
+        return dataclasses.replace(build, weights=(dataclasses.replace(w, array=w.array.copy() + 0),))
+
+    torch.manual_seed(2)
+    layer = LinearShift(8, 4, config=ShiftConfig(act_bits=(4, 4))).eval()
+    cm = compile(layer, torch.randn(2, 8), kernels=ManualKernels(families={"dense": off_by_one}))
+    cm.weights.arrays[0] = cm.weights.arrays[0].copy()
+    cm.weights.arrays[0].flat[0] += 1      # the array the kernel ran with no longer follows from the codes
+    with pytest.raises(ArtifactError, match="does not reproduce"):
+        cm.export(tmp_path / "bad.so")
+
+
+def test_tvm_log_noise_is_not_shown(exported, tmp_path) -> None:
+    """Export and load in a fresh process: TVM's 'Scope Saving/Loaded' lines do not reach stderr."""
+    _, _, path, _ = exported
+    r = _fresh(f"""
+        import torch, shiftcomp
+        from shiftcomp.nn import LinearShift
+        from shiftcomp.config import ShiftConfig
+        m = LinearShift(8, 4, config=ShiftConfig(act_bits=(4, 4))).eval()
+        c = shiftcomp.compile(m, torch.randn(2, 8))
+        c.export({str(tmp_path / 'n.so')!r})
+        shiftcomp.load({str(tmp_path / 'n.so')!r})(torch.randn(2, 8))
+        shiftcomp.load({str(path)!r})(torch.randn(2, 3, 8, 8))
+    """)
+    assert r.returncode == 0, r.stderr
+    assert "Scope" not in r.stderr and "BlockBuilder destroyed" not in r.stderr, r.stderr

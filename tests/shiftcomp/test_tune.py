@@ -12,6 +12,8 @@ tvm = pytest.importorskip("tvm")
 from tvm import relax, te  # noqa: E402
 
 from shiftcomp import tune as T  # noqa: E402
+from shiftcomp.baseline import prepare_module  # noqa: E402
+from shiftcomp.tune.measure import cuda_available  # noqa: E402
 
 
 def _shift_dense(M=4, K=32, N=16):
@@ -56,7 +58,9 @@ def test_resolve_target_and_key():
 def test_apply_database_primfunc_lookup(tmp_path):
     prim = _shift_dense()
     tgt = T.resolve_target("llvm")
-    assert T.apply_database(prim, tgt, tmp_path / "none") is not None      # no database: unchanged
+    with pytest.raises(ValueError, match="no tuning database"):             # a folder without one: an error
+        T.apply_database(prim, tgt, tmp_path / "none")
+    assert T.apply_database(prim, tgt, None)["main"].same_as(prim)           # no database: unchanged
     assert not T.has_database(tmp_path / "none")
     T.record_schedule(tmp_path / "db", prim, _manual_schedule(prim), tgt, run_secs=[1e-4])
     assert T.has_database(tmp_path / "db")
@@ -88,31 +92,40 @@ def test_apply_database_relax_module_and_parent_dir(tmp_path):
         first = sch.get_child_blocks(sch.get_sblock("root"))[0]
         sch.parallel(sch.get_loops(first)[0])
         T.record_schedule(db, t.prim, sch, tgt)
-    untuned = T.apply_database(mod, tgt, False)
+    untuned = T.apply_database(mod, tgt, None)
     assert T.scheduled_names(untuned) == []
     tuned = T.apply_database(mod, tgt, tmp_path)
     assert len(T.scheduled_names(tuned)) == 1
     # applying to an already prepared module finds the same workloads (prepare is idempotent)
-    assert len(T.scheduled_names(T.apply_database(T.prepare_module(mod, tgt), tgt, db))) == 1
+    assert len(T.scheduled_names(T.apply_database(prepare_module(mod, tgt), tgt, db))) == 1
     vm = relax.VirtualMachine(tvm.compile(tuned, target=tgt), tvm.cpu())
     x = np.random.default_rng(1).standard_normal((4, 32)).astype("float32")
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(got, np.maximum(x @ w, 0), rtol=1e-5, atol=1e-5)
 
 
-def test_resolve_db_dir_rules(tmp_path):
+def test_resolve_database_rules(tmp_path, monkeypatch):
     tgt = T.resolve_target("llvm")
-    assert T.resolve_db_dir(tgt, False) is None
-    assert T.resolve_db_dir(tgt, tmp_path) is None
+    assert T.resolve_database(None, tgt) == (None, None) and T.resolve_database("none", tgt) == (None, None)
+    with pytest.raises(ValueError, match="no tuning database"):
+        T.resolve_database(tmp_path, tgt)
     prim = _shift_dense()
     T.record_schedule(tmp_path / "x", prim, _manual_schedule(prim), tgt)
-    assert T.resolve_db_dir(tgt, tmp_path / "x") == tmp_path / "x"
+    db, where = T.resolve_database(tmp_path / "x", tgt)
+    assert db is not None and where == str(tmp_path / "x")
+    assert T.resolve_database(db, tgt) == (db, "<Database>")
+    # "auto": this target's folder under schedules/, if it has a database
+    import schedules.database as sdb
+    monkeypatch.setattr(sdb, "SCHEDULES_DIR", tmp_path)
+    assert T.resolve_database("auto", tgt) == (None, None)
+    T.record_schedule(tmp_path / T.target_key(tgt), prim, _manual_schedule(prim), tgt)
+    assert T.resolve_database("auto", tgt)[1] == str(tmp_path / T.target_key(tgt))
 
 
 @pytest.mark.slow
 def test_cuda_space_generation_and_build_without_gpu(tmp_path):
     # slow: the first TuneContext in a process imports tvm.s_tir.tensor_intrin (~30-60 s here)
-    if T.cuda_available():
+    if cuda_available():
         pytest.skip("a GPU is present; the measured path is covered by the slow tests")
     tgt = T.resolve_target({"kind": "cuda", "arch": "sm_90"})
     summ = T.tune_module(_shift_dense(), tgt, 2, tmp_path / "cuda")
