@@ -204,7 +204,7 @@ def apply_layout(codes: np.ndarray, steps: Sequence[Sequence[Any]]) -> np.ndarra
 
 def _layout_steps(kind: str, logical_shape: tuple[int, ...], kernel_shape: tuple[int, ...],
                   groups: int) -> list[list[Any]]:
-    """The steps from PyTorch-layout codes to the kernel layout of ``schedules.compute`` (ARCHITECTURE §5):
+    """The steps from PyTorch-layout codes to the kernel layout of ``schedules.compute`` (ARCHITECTURE.md, Kernels):
     dense ``(N, K) -> (NBLK, K, NB)`` column blocks, conv2d ``(O, Cg, KH, KW) -> (G, KH, KW, Cg, Og_pad)``."""
     if kind == "dense":
         n, k = logical_shape

@@ -1,7 +1,7 @@
 """Shift layers: ``LinearShift`` and ``Conv2dShift`` (DeepShift Q and PS modes), plus small helpers.
 
 A shift layer's weight is ``sign * 2**shift`` with ``sign`` in {-1, 0, +1} and an integer ``shift`` in the
-config's range ``[lo, hi]`` (SPEC §1). Parameters:
+config's range ``[lo, hi]`` (docs/numerics.md, Weights). Parameters:
 
 * Q mode: a float ``weight`` (shaped like ``nn.Linear``/``nn.Conv2d``'s), rounded in every forward
   (:func:`shiftcomp.quant.q_fake_weight`, straight-through gradient). Training keeps the float weight.
@@ -134,7 +134,7 @@ class ShiftLayer(reference.ExactSwitch, nn.Module):
         return ps_round(self.shift, self.sign, lo, hi)
 
     def quantized_weight(self) -> torch.Tensor:
-        """The float weight ``sign * 2**shift`` (exact, parameter dtype), differentiable (Q: STE; PS: SPEC §1)."""
+        """The float weight ``sign * 2**shift`` (exact, parameter dtype), differentiable (Q: STE; PS: docs/numerics.md, Weights)."""
         lo, hi = self.shift_bounds
         if self.config.mode == "Q":
             return q_fake_weight(self.weight, lo, hi)

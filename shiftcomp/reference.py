@@ -1,7 +1,7 @@
 """The exact integer reference of shift layers: the oracle every compiled kernel must equal bit for bit.
 
 For one output element with inputs ``x_q[k]`` (fixed-point integers, padded positions 0) and weights
-``(sign[k], shift[k])`` (SPEC §3, ARCHITECTURE §4)::
+``(sign[k], shift[k])`` (docs/numerics.md, Shift layer)::
 
     s0   = min shift over the weights with sign != 0 (0 if there is none)      -- per layer
     acc  = Σ_k sign[k] * (x_q[k] << (shift[k] - s0))                          -- exact, int64
@@ -24,7 +24,7 @@ rounding to odd at 53 bits first otherwise, so the conversion is a single correc
 
 Float-activation mode (no fixed-point format): :func:`shift_linear_float` / :func:`shift_conv2d_float`
 compute ``Σ x * sign * 2**shift`` in float64, round once to float32, then add the float32 bias. That is a
-float64 reference, not a bit-exact one (SPEC §3: float kernels are compared within a summation bound).
+float64 reference, not a bit-exact one (docs/numerics.md, Float activations: compared within a summation bound).
 """
 from __future__ import annotations
 

@@ -104,7 +104,7 @@ def find_cases(names: Iterable[str] | None, cases: Sequence[LayerCase] = DEFAULT
 
 
 # ------------------------------------------------------------------------------------------------
-# model conversion (helper-1's API) and builds
+# model conversion
 # ------------------------------------------------------------------------------------------------
 def default_shift_config(weight_bits: int = 5, act_bits: tuple[int, int] | None = (3, 5), mode: str = "Q") -> Any:
     """The shift configuration the benchmarks use: DeepShift-Q, 5-bit weights, 8-bit activations Q(3,5)

@@ -110,7 +110,7 @@ def to_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
             ]
             out.write("| " + " | ".join(cells) + " |\n")
         threads = sorted({r["threads"] for r in srows if r["backend"] != "deepshift-cpu*" and r["threads"]})
-        out.write(f"\nThreads: {threads}. `deepshift-cpu*` = measured constant from DEEPSHIFT_NOTES.md "
+        out.write(f"\nThreads: {threads}. `deepshift-cpu*` = measured constant (BENCHMARKS.md) "
                   f"(original kernel, 1 thread), not re-run.\n")
     return out.getvalue()
 

@@ -1,4 +1,4 @@
-"""Every compiled shift op equals the exact reference bit for bit (SPEC §4), through the whole path:
+"""Every compiled shift op equals the exact reference bit for bit (docs/numerics.md, Reference), through the whole path:
 
     one-layer model (LinearShift / Conv2dShift) -> frontend -> passes -> tvm.compile -> float in, float out
     == the same layer under shiftcomp.reference.exact        (torch.equal)

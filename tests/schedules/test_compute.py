@@ -252,7 +252,7 @@ def _float_x(rng: np.random.Generator, shape) -> np.ndarray:
 @settings(max_examples=examples(60), **SETTINGS)
 @given(case=st.sampled_from(FLOAT_CASES), seed=st.integers(0, 2 ** 32 - 1))
 def test_float_activation_kernels(case, seed):
-    """float-activation kernels vs the float64 reference, within the float32 summation bound (SPEC §3)."""
+    """float-activation kernels vs the float64 reference, within the float32 summation bound (docs/numerics.md, Shift layer)."""
     kind, shp, s0, bias = case
     rng = np.random.default_rng(seed)
     num = Num("f", 5, s0, 0, "int32", 8, bias, hi=s0 + 12)

@@ -1,4 +1,4 @@
-"""ShiftConfig: defaults (SPEC §1), validation, serialisation."""
+"""ShiftConfig: defaults (docs/numerics.md, Weights), validation, serialisation."""
 from __future__ import annotations
 
 import dataclasses

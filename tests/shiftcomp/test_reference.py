@@ -278,7 +278,7 @@ def test_int64_to_float32_ties():
 
 
 def test_out_is_exact_product_rounded_once():
-    """SPEC §3: float32(acc) * 2**(s0-F) equals the exact Σ w x rounded once (normal range)."""
+    """docs/numerics.md, Shift layer: float32(acc) * 2**(s0-F) equals the exact Σ w x rounded once (normal range)."""
     g = torch.Generator().manual_seed(4)
     shift, sign = draw_weights(g, (6, 40), -15, 0)
     x = draw_x(g, (5, 40), 16)
