@@ -8,6 +8,7 @@ duration of a block and writes back every line that is not one of those, so real
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import re
 import sys
@@ -41,6 +42,7 @@ def quiet_tvm() -> Iterator[None]:
         try:
             yield
         finally:
+            gc.collect()  # Relax builders left in reference cycles log their warning when destroyed: do it here
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)

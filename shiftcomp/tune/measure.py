@@ -7,7 +7,6 @@ from typing import Any
 
 import psutil
 import tvm
-from tvm.driver import build as tvm_build
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
@@ -39,7 +38,7 @@ def fast_build(mod: tvm.IRModule, target: Target, _params: Any) -> tvm.runtime.M
     candidates would time out; our kernels use no tensor intrinsics.
     """
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    return tvm_build(mod, target=target)
+    return tvm.tirx.build(mod, target=target)
 
 
 @derived_object

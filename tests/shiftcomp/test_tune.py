@@ -154,3 +154,62 @@ def test_rpc_loopback_tuning(tmp_path):
     spec.loader.exec_module(mod)
     assert mod.main(["--trials", "2", "--work-dir", str(tmp_path / "db"), "--timeout", "400"]) == 0
     assert T.database_summary(tmp_path / "db")["measured"] >= 1
+
+
+# ---------------------------------------------------------------------------------------------- tune -> compile
+def _tiny_shift_model():
+    import torch
+    from torch import nn
+
+    import shiftcomp as sc
+
+    torch.manual_seed(0)
+    model = sc.convert(nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)),
+                       sc.ShiftConfig(act_bits=(4, 6))).eval()
+    return model, torch.randn(2, 16)
+
+
+def _bit_exact(model, compiled, x) -> bool:
+    import torch
+
+    from shiftcomp.reference import exact
+
+    with exact(model), torch.no_grad():
+        return torch.equal(compiled(x), model(x))
+
+
+def test_recorded_shift_kernels_are_what_compile_finds(tmp_path):
+    """The shift-kernel tasks of ``model_tasks`` are the keys ``compile`` looks up: records written for them
+    (here the manual schedules, measured: no search) are found and used, and the output stays bit-exact."""
+    import shiftcomp as sc
+
+    model, x = _tiny_shift_model()
+    tgt = T.resolve_target("llvm")
+    tasks = T.model_tasks(model, (x,), tgt, sides=("shift_kernels",))["shift_kernels"]
+    assert len(tasks) == 2 and all(t.kernel is not None for t in tasks)
+    manual = T.record_manual_schedules(tasks, tgt, tmp_path, number=1, repeat=1)
+    assert set(manual) == {t.name for t in tasks}
+    compiled = sc.compile(model, (x,), tgt, tuned=tmp_path)
+    assert sorted(compiled.tuned_kernels) == sorted(t.name for t in tasks)
+    assert all(low.source == "database" for low in compiled.layers.values())
+    assert compiled.settings.database == str(tmp_path)
+    assert _bit_exact(model, compiled, x)
+    untuned = sc.compile(model, (x,), tgt, tuned=None)
+    assert untuned.tuned_kernels == [] and all(low.source == "manual" for low in untuned.layers.values())
+
+
+@pytest.mark.slow
+def test_tune_then_compile_uses_the_records(tmp_path):
+    """``shiftcomp.tune.tune`` (a real MetaSchedule search, a few trials) writes records that ``compile``
+    finds for shift and glue kernels; ``trials`` bounds the measured candidates in total; bit-exact."""
+    import shiftcomp as sc
+
+    model, x = _tiny_shift_model()
+    summary = T.tune(model, (x,), "llvm", trials=6, work_dir=tmp_path, sides=("shift_kernels", "shift_glue"),
+                     record_manual=False)
+    assert 0 < summary.measured <= 6
+    compiled = sc.compile(model, (x,), "llvm", tuned=tmp_path)
+    tuned_shift = [low.task_name for low in compiled.layers.values() if low.source == "database"]
+    assert compiled.tuned_kernels and set(tuned_shift) <= set(summary.tasks)
+    assert set(compiled.tuned_kernels) <= set(summary.tasks) | set(compiled.tuned_kernels[len(tuned_shift):])
+    assert _bit_exact(model, compiled, x)
