@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import tvm
 from tvm import te, tirx
 
 __all__ = ["quantize_primfunc", "ROLE_ATTR"]

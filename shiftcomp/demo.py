@@ -135,18 +135,17 @@ def run_demo(epochs: int = 4, out_dir: Path = Path("out/demo"), mode: str = "Q",
                         latency_ms=latency)
     a = compiled.audit
     table = Table(title=f"{DEMO_ARCH}, DeepShift-{mode}, 5-bit weights, Q{DEMO_ACT_BITS} activations, "
-                        f"MNIST-5k test (1,000 digits)", title_justify="left")
+                        f"1,000 MNIST test digits", title_justify="left")
     table.add_column("")
     table.add_column("float torch", justify="right")
     table.add_column("PyTorch reference", justify="right")
     table.add_column("compiled", justify="right")
     table.add_row("accuracy", f"{result.acc_fake_quant:.2f}%", f"{result.acc_reference:.2f}%",
                   f"{result.acc_compiled:.2f}%")
-    table.add_row(f"latency, batch {DEMO_BATCH} (median)", f"{latency['float_torch']:.2f} ms",
-                  f"{latency['reference']:.2f} ms", f"{latency['compiled']:.2f} ms")
-    table.add_row("bit-exact vs reference", "", "", "yes" if bit_exact and report.ok else "NO")
-    table.add_row("model file", f"{f32_bytes / 1024:.1f} KiB (float32 weights)", "",
-                  f"{result.artifact_bytes / 1024:.1f} KiB (whole artifact)")
+    table.add_row(f"latency, {DEMO_BATCH} images", f"{latency['float_torch']:.1f} ms",
+                  f"{latency['reference']:.1f} ms", f"{latency['compiled']:.1f} ms")
+    table.add_row("bit-exact", "", "(reference)", "yes" if bit_exact and report.ok else "NO")
+    table.add_row("size", f"{f32_bytes / 1024:.0f} KiB float32", "", f"{result.artifact_bytes / 1024:.0f} KiB file")
     console.print(table)
     console.print(f"shift weights: {info.packed_weight_bytes:,} B packed vs {info.float32_weight_bytes:,} B float32 "
                   f"({info.float32_weight_bytes / max(info.packed_weight_bytes, 1):.1f}x smaller); "
