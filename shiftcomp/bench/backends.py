@@ -98,8 +98,7 @@ def build_tvm_float(model: nn.Module, inputs: Sequence[torch.Tensor], target: An
 
 def build_shiftcomp(model: nn.Module, inputs: Sequence[torch.Tensor], target: Any = "llvm",
                     tuned: Any = "auto") -> Built:
-    """The shift model through ``shiftcomp.compile`` (via :func:`shiftcomp.tune.compile_tuned`, which also
-    serves shift kernels from the database when one resolves for the target).
+    """The shift model through ``shiftcomp.compile(tuned=tuned)`` (the database serves shift and glue kernels).
 
     Timed through the compiled model's Relax VM on pre-converted inputs (``CompiledModel.vm_runner``).
     ``build_s`` is the whole compile time.
