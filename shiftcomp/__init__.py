@@ -8,6 +8,12 @@ PyTorch side (imported eagerly, no TVM)::
     with sc.reference.exact(model.eval()):         # bit-exact integer reference forward
         y = model(x)
 
+Compiler side (loaded on first use; imports TVM)::
+
+    compiled = sc.compile(model, (x,), target="llvm")   # tuned="auto": this target's database if shipped
+    sc.verify(compiled, model, (x,)); compiled.export("model.so"); m = sc.load("model.so")
+    rows = sc.benchmark(model, (x,), baselines=["torch", "tvm-float"])
+
 Modules: :mod:`shiftcomp.config` (``ShiftConfig``), :mod:`shiftcomp.quant` (quantizers),
 :mod:`shiftcomp.nn` (shift layers), :mod:`shiftcomp.convert` (``convert``), :mod:`shiftcomp.reference`
 (exact integer reference). Note: ``shiftcomp.convert`` is the *function*; import module-level helpers with
@@ -23,7 +29,7 @@ __all__ = ["ShiftConfig", "convert", "nn", "quant", "reference"]
 
 __version__ = "0.1.0"
 
-# Compiler API: imports TVM (~5 s), so it is loaded lazily on first use, never at `import shiftcomp` time.
+# The compiler API imports TVM (seconds), so it loads on first use, never at `import shiftcomp` time.
 _LAZY = {
     "compile": ("shiftcomp.compiler", "compile"),
     "CompiledModel": ("shiftcomp.compiler", "CompiledModel"),

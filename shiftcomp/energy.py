@@ -44,6 +44,8 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from shiftcomp.nn import is_shift_layer
+
 #: Energy per operation in picojoules at 45 nm (see the module docstring for sources).
 ENERGY_45NM_PJ: dict[str, float] = {
     "fp32_mul": 3.7,
@@ -130,7 +132,7 @@ def linear_ops(rows: int, in_features: int, out_features: int, bias: bool = True
 
 
 def _is_shift_module(m: nn.Module) -> bool:
-    return hasattr(m, "integer_weights") and callable(getattr(m, "integer_weights"))
+    return is_shift_layer(m)
 
 
 def _pair(v: Any) -> tuple[int, int]:
