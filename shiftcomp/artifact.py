@@ -23,7 +23,8 @@ into the kernel's (padded) layout). An entry with ``"main_param": false`` only s
 kernel does not read them directly). A *derived* entry ``{"name", "layer", "derive": {"fn", "params",
 "module"}, "from", "shape", "dtype"}`` holds no data: at load time the registered derivation
 (:mod:`passes.derived_inputs`) rebuilds it from the logical codes of entry ``from``. ``layers`` (informational: accumulator dtype and bound per layer),
-``stats`` (``packed_weight_bytes``, ``float32_weight_bytes``, ``lib_bytes``).
+``stats`` (``packed_weight_bytes``, ``float32_weight_bytes``, ``lib_bytes``), ``tuning`` (the database the
+build used, if any, and the kernels it scheduled).
 
 **Load only files you trust**: the library is native code that runs when it is opened (like unpickling).
 Loading checks, in order, each failure an :class:`ArtifactError` naming the file: the whole file's
@@ -299,6 +300,7 @@ def export(compiled: Any, path: str | os.PathLike) -> ArtifactInfo:
         "output_tuple": bool(compiled.output_tuple), "num_input": len(compiled.input_info),
         "lib": {"offset": 0, "size": len(lib)}, "weights": weights_meta,
         "layers": compiled.layer_summary(),
+        "tuning": {"database": compiled.settings.database, "tuned_kernels": list(compiled.tuned_kernels)},
         "stats": {"packed_weight_bytes": packed_total, "float32_weight_bytes": float_total, "lib_bytes": len(lib)},
     }
     payload = b"".join(sections)

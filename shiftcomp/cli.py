@@ -103,9 +103,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         # An exported file carries no per-layer probes: it must reproduce the verified compile exactly.
         import torch
 
+        import shiftcomp.artifact as sc_artifact
+
         same = torch.equal(sc.load(args.artifact)(x), compiled(x))
         if not same:
-            print(f"(compiled with --tuned {args.tuned}; pass the --tuned the artifact was compiled with)")
+            used = sc_artifact.read_manifest(args.artifact).get("tuning", {}).get("database")
+            print(f"(this check compiled with --tuned {args.tuned}, database {compiled.settings.database}; the "
+                  f"artifact was built with database {used}: pass the same --tuned)")
         print(f"artifact {args.artifact}: outputs {'identical to' if same else 'DIFFER from'} the verified compile")
         ok = ok and same
     return 0 if ok else 1
