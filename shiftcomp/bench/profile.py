@@ -1,7 +1,7 @@
 """Per-kernel profiles of a build and the weight-size facts of a model."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np

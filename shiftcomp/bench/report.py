@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import csv
+import datetime as _dt
+import io
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .backends import BACKENDS
 from .suites import ROW_FIELDS
+from .timing import machine_info
 
 __all__ = ["write_csv", "read_csv", "to_markdown", "plot_rows", "write_outputs"]
 

@@ -4,7 +4,10 @@ import csv
 import pytest
 import torch
 
+from torch import nn
+
 from shiftcomp import bench
+from shiftcomp.bench.suites import _add_ratios as add_ratios
 
 TINY_CONV = bench.LayerCase("tiny_conv", "conv", 4, 4, hw=6, kernel=3, stride=1, padding=1)
 TINY_LIN = bench.LayerCase("tiny_lin", "linear", 16, 8, batch=2)
@@ -54,7 +57,7 @@ def test_markdown_ratios_and_deepshift_constant():
         r = {k: None for k in bench.ROW_FIELDS}
         r.update(suite="layer", case="c", batch=1, backend=b, median_ms=ms, threads=1)
         rows.append(r)
-    bench._add_ratios(rows)
+    add_ratios(rows)
     sh = [r for r in rows if r["backend"] == "shiftcomp"][0]
     assert sh["rel_torch"] == pytest.approx(0.5) and sh["speedup_vs_deepshift"] == pytest.approx(100.0)
     md = bench.to_markdown(rows)
