@@ -82,7 +82,7 @@ def layer_candidates(c: int, hw: int, number: int):
     from schedules.adder import AdderSpec, adder_conv2d_psadbw, adder_conv2d, psadbw_weights, schedule_x86
     from schedules.compute import Conv2dSpec, conv2d_weight_codes
     from shiftcomp.adder import adder_conv2d_train
-    from shiftcomp.adder_reference import adder_conv2d as ref
+    from shiftcomp.reference import adder_conv2d as ref
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(-128, 128, (1, c, hw, hw), generator=g)

@@ -39,12 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = bench.default_shift_config(a.weight_bits, tuple(a.act_bits)) if {"shiftcomp", "tvm-float"} & set(a.backends) else None
     t0 = time.time()
     load0 = os.getloadavg()
-    rows = bench.run_layer_bench(a.cases, a.backends, a.target, False if a.untuned else a.db, a.threads, a.warmup,
+    rows = bench.run_layer_bench(a.cases, a.backends, a.target, None if a.untuned else (a.db or "auto"), a.threads, a.warmup,
                                  a.repeats, a.min_repeat_ms, cfg)
     meta = {"command": "python " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
             "loadavg_before": load0, "loadavg_after": os.getloadavg(), "wall_s": round(time.time() - t0, 1),
             "shift_config": {"weight_bits": a.weight_bits, "act_bits": a.act_bits, "mode": "Q"},
-            "errors": bench.rows_errors.get(id(rows), [])}
+            "errors": rows.errors}
     paths = bench.write_outputs(rows, a.out, "layers", meta, plot=not a.no_plot)
     print(bench.to_markdown(rows))
     print({k: str(v) for k, v in paths.items()})

@@ -35,13 +35,13 @@ def energy_rows(models: list[str], cfg, batch: int = 1) -> list[dict]:
             from shiftcomp.compiler import compile as sc_compile
             from shiftcomp.energy import audit_shift_energy
             t0 = time.perf_counter()
-            comp = sc_compile(sm, (x,), "llvm")
+            comp = sc_compile(sm, (x,), "llvm", tuned=None)
             row["compile_s_untuned"] = round(time.perf_counter() - t0, 2)
             counts, pj = audit_shift_energy(comp.audit)
             row["shift_uJ_audit"] = pj * 1e-6
             row["audit_shift_ops"] = counts["int32_shift"]
             row["audit_datapath_mul"] = int(comp.audit.datapath_multiplies)
-            try:  # artifact weight bytes, as exported (helper-4's packing)
+            try:  # artifact weight bytes, as exported
                 import tempfile
                 with tempfile.TemporaryDirectory() as d:
                     info = comp.export(os.path.join(d, "m.so"))
@@ -84,12 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = bench.default_shift_config(a.weight_bits, tuple(a.act_bits))
     t0 = time.time()
     load0 = os.getloadavg()
-    rows = bench.run_model_bench(a.models, a.batches, a.backends, a.target, False if a.untuned else a.db,
+    rows = bench.run_model_bench(a.models, a.batches, a.backends, a.target, None if a.untuned else (a.db or "auto"),
                                  a.threads, a.warmup, a.repeats, a.min_repeat_ms, cfg)
     meta = {"command": "python " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
             "loadavg_before": load0, "loadavg_after": os.getloadavg(), "wall_s": round(time.time() - t0, 1),
             "shift_config": {"weight_bits": a.weight_bits, "act_bits": a.act_bits, "mode": "Q"},
-            "errors": bench.rows_errors.get(id(rows), [])}
+            "errors": rows.errors}
     paths = bench.write_outputs(rows, a.out, "models", meta, plot=not a.no_plot)
     print(bench.to_markdown(rows))
     if not a.no_energy:

@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             from shiftcomp import bench
             case = bench.find_cases([a.layer])[0]
             sm = bench.to_shift(case.float_module(), bench.default_shift_config())
-            kind, spec, name = T._kernel_specs(sm, case.example_inputs(), tgt)[0]
-            mod = T.IRModule({name: T.shift_kernel_prim(kind, spec)})
+            task = T.model_tasks(sm, case.example_inputs(), tgt, sides=("shift_kernels",))["shift_kernels"][0]
+            mod = {task.name: task.prim}
         else:
             mod = tiny_prim()
         rpc = T.RPCSpec(HOST, tracker.port, a.key, session_timeout_sec=60)

@@ -1,11 +1,12 @@
-"""Accumulator-width analysis of a shift layer from its constant weights (SPEC §3).
+"""Accumulator-width analysis of a shift layer from its constant weights (docs/numerics.md, "Accumulator").
 
 For a layer with integer weights ``(shift, sign)``, accumulator shift ``s0`` (smallest used shift) and
 activations in ``Q(I, F)`` (``|x_q| <= 2**(I+F-1)``) the exact accumulator is bounded by
 
     bound = max_o Σ_k |sign[o,k]| * 2**(shift[o,k] - s0) * 2**(I+F-1)
 
-(``shiftcomp.reference.accumulator_bound``, the one definition). Every partial sum and every single term
+computed here with exact Python integers, independently of the PyTorch reference
+(``shiftcomp.reference.accumulator_bound``); the tests assert both agree. Every partial sum and every single term
 ``x_q << (shift - s0)`` is bounded by it as well. The kernel accumulates in
 
 * ``int32`` when ``bound < 2**31``,
@@ -18,11 +19,10 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import torch
 
-from shiftcomp.errors import AccumulatorOverflowError
+from .errors import AccumulatorOverflowError
 
-__all__ = ["AccumulatorPlan", "plan_accumulator", "INT32_LIMIT", "INT64_LIMIT"]
+__all__ = ["AccumulatorPlan", "plan_accumulator", "acc_shift", "accumulator_bound", "INT32_LIMIT", "INT64_LIMIT"]
 
 INT32_LIMIT = 2 ** 31  #: int32 accumulators hold |acc| < 2**31
 INT64_LIMIT = 2 ** 63  #: int64 accumulators hold |acc| < 2**63
@@ -52,6 +52,33 @@ class AccumulatorPlan:
         return self.bound.bit_length() + 1
 
 
+def acc_shift(shift: np.ndarray, sign: np.ndarray) -> int:
+    """``s0``: the smallest shift over weights with a nonzero sign (0 when there is none)."""
+    used = np.asarray(sign) != 0
+    return int(np.asarray(shift, np.int64)[used].min()) if used.any() else 0
+
+
+def accumulator_bound(shift: np.ndarray, sign: np.ndarray, x_absmax: int, s0: int) -> int:
+    """``max_o Σ_k |sign[o,k]| * 2**(shift[o,k] - s0) * x_absmax`` as an exact Python int (dim 0 = outputs).
+
+    Rows are reduced as histograms of ``shift - s0`` so that huge exponents never overflow a machine int.
+    """
+    shift = np.asarray(shift, np.int64)
+    if shift.size == 0 or int(x_absmax) == 0:
+        return 0
+    rows = shift.reshape(shift.shape[0], -1)
+    used = (np.asarray(sign) != 0).reshape(rows.shape)
+    best = 0
+    for r, u in zip(rows, used):
+        if not u.any():
+            continue
+        exps, counts = np.unique(r[u] - int(s0), return_counts=True)
+        if int(exps[0]) < 0:
+            raise ValueError(f"s0={s0} is above a used shift ({int(exps[0]) + int(s0)})")
+        best = max(best, sum(int(c) << int(e) for e, c in zip(exps, counts)))
+    return best * int(x_absmax)
+
+
 def plan_accumulator(layer: str, shift: np.ndarray, sign: np.ndarray, act_bits: tuple[int, int],
                      s0: int | None = None) -> AccumulatorPlan:
     """Choose the accumulator dtype of one fixed-point shift layer (see module doc).
@@ -60,19 +87,15 @@ def plan_accumulator(layer: str, shift: np.ndarray, sign: np.ndarray, act_bits: 
         layer: layer name (for the error message).
         shift, sign: integer weights (int8 arrays, dim 0 = output channel).
         act_bits: ``(I, F)``; ``|x_q| <= 2**(I+F-1)``.
-        s0: accumulator shift; default ``reference.acc_shift(shift, sign)``.
+        s0: accumulator shift; default :func:`acc_shift`.
 
     Raises:
         AccumulatorOverflowError: the bound is ``>= 2**63``.
     """
-    from shiftcomp.reference import acc_shift, accumulator_bound
-
-    shift_t = torch.from_numpy(np.ascontiguousarray(shift).astype(np.int64))
-    sign_t = torch.from_numpy(np.ascontiguousarray(sign).astype(np.int64))
     if s0 is None:
-        s0 = acc_shift(shift_t, sign_t)
+        s0 = acc_shift(shift, sign)
     x_absmax = 2 ** (int(act_bits[0]) + int(act_bits[1]) - 1)
-    bound = int(accumulator_bound(shift_t, sign_t, x_absmax, int(s0)))
+    bound = accumulator_bound(shift, sign, x_absmax, int(s0))
     if bound < INT32_LIMIT:
         dtype = "int32"
     elif bound < INT64_LIMIT:

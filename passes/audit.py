@@ -1,4 +1,4 @@
-"""Multiplication audit: per-inference arithmetic counts of the lowered IR, by role (SPEC §3).
+"""Multiplication audit: per-inference arithmetic counts of the lowered IR, by role (docs/numerics.md, Shift layer).
 
 Run on the module after ``legalize_passes`` (every Relax op is then one ``call_tir`` of a TIR PrimFunc;
 fusion only merges those afterwards and does not change the arithmetic). For every PrimFunc reached from

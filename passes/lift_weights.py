@@ -1,13 +1,15 @@
-"""LiftShiftWeights: turn the shift kernels' int8 code constants into extra parameters of ``main``.
+"""LiftShiftWeights: turn the shift kernels' constant weight inputs into extra parameters of ``main``.
 
-After lowering, each shift kernel call reads its weight codes from an int8 constant. For the deployable
+After lowering, each shift kernel call reads its weight inputs (by default the int8 codes; a kernel family
+may add inputs derived from them, see ``passes.kernels``) from constants. For the deployable
 artifact the codes are stored *bit-packed* next to the compiled library (``shiftcomp/artifact.py``) and
 fed to ``main`` at run time, so the library itself holds no shift weights:
 
     main(x_0, ..., x_{n-1}, w_<layer_1>, ..., w_<layer_m>)      attrs {"num_input": n}
 
-The codes, in parameter order, are returned in a :class:`LiftedWeights`. The kernels are unchanged: a
-code buffer is a runtime tensor whether it comes from a constant or a parameter.
+(``w_<layer>__<name>`` for an input other than the codes). The arrays, in parameter order, are returned
+in a :class:`LiftedWeights`, with the :class:`~passes.derived_inputs.Derivation` of each derived input.
+The kernels are unchanged: a buffer is a runtime tensor whether it comes from a constant or a parameter.
 """
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .derived_inputs import Derivation
+from .lower_shift import LoweringReport
 from .quantize_kernel import ROLE_ATTR
 
-__all__ = ["LiftedWeights", "lift_shift_weights"]
+__all__ = ["LiftedWeights", "lift_shift_weights", "LiftShiftWeights"]
 
 
 @dataclasses.dataclass
@@ -29,31 +33,39 @@ class LiftedWeights:
     Attributes:
         names: parameter names (``w_<layer>``).
         layers: the layer each one belongs to.
-        arrays: the int8 code arrays (the kernels' layout).
+        arrays: the arrays (the kernels' layouts).
+        derive: per parameter, ``None`` for the layer's codes, else how to rebuild it from them.
         num_input: how many of ``main``'s parameters are model inputs (they come first).
     """
 
     names: list[str] = dataclasses.field(default_factory=list)
     layers: list[str] = dataclasses.field(default_factory=list)
     arrays: list[np.ndarray] = dataclasses.field(default_factory=list)
+    derive: list[Derivation | None] = dataclasses.field(default_factory=list)
     num_input: int = 0
 
 
-def _is_shift_kernel(mod: tvm.IRModule, gv: relax.Expr) -> str | None:
+def _shift_kernel(mod: tvm.IRModule, gv: relax.Expr) -> tuple[str, list[str]] | None:
+    """``(layer, weight input names)`` of a shift kernel PrimFunc, else ``None``."""
     if not isinstance(gv, tvm.ir.GlobalVar) or gv not in mod.get_global_vars():
         return None
     f = mod[gv]
     if not isinstance(f, tvm.tirx.PrimFunc) or f.attrs is None or ROLE_ATTR not in f.attrs:
         return None
-    return str(f.attrs["shiftcomp.layer"]) if str(f.attrs[ROLE_ATTR]) == "shift" else None
+    if str(f.attrs[ROLE_ATTR]) != "shift":
+        return None
+    names = [str(n) for n in f.attrs["shiftcomp.weight_inputs"]] if "shiftcomp.weight_inputs" in f.attrs \
+        else ["codes"]
+    return str(f.attrs["shiftcomp.layer"]), names
 
 
 @relax.expr_functor.mutator
 class _Lifter(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, out: LiftedWeights) -> None:
+    def __init__(self, mod: tvm.IRModule, out: LiftedWeights, report: LoweringReport | None) -> None:
         super().__init__(mod)
         self.mod_ = mod
         self.out = out
+        self.report = report
         self.new_params: list[relax.Var] = []
         self.call_tir_op = tvm.ir.Op.get("relax.call_tir")
 
@@ -61,29 +73,40 @@ class _Lifter(relax.PyExprMutator):
         call = self.visit_expr_post_order(call)
         if call.op != self.call_tir_op:
             return call
-        layer = _is_shift_kernel(self.mod_, call.args[0])
-        if layer is None:
+        found = _shift_kernel(self.mod_, call.args[0])
+        if found is None:
             return call
+        layer, names = found
+        derive = {}
+        if self.report is not None and layer in self.report.layers:
+            derive = {w.name: w.derive for w in self.report.layers[layer].weights}
         args = list(call.args[1].fields)
-        codes = args[1]
-        if not isinstance(codes, tvm.ir.expr.Constant):
-            return call
-        arr = codes.value.numpy()
-        name = "w_" + "".join(c if c.isalnum() else "_" for c in layer)
-        var = relax.Var(name, relax.TensorType(arr.shape, "int8"))
-        self.new_params.append(var)
-        self.out.names.append(name)
-        self.out.layers.append(layer)
-        self.out.arrays.append(arr)
-        args[1] = var
+        layer_id = "".join(c if c.isalnum() else "_" for c in layer)
+        for pos, wname in enumerate(names, start=1):
+            const = args[pos]
+            if not isinstance(const, tvm.ir.expr.Constant):
+                continue
+            arr = const.value.numpy()
+            name = f"w_{layer_id}" if wname == "codes" else f"w_{layer_id}__{wname}"
+            var = relax.Var(name, relax.TensorType(arr.shape, str(arr.dtype)))
+            self.new_params.append(var)
+            self.out.names.append(name)
+            self.out.layers.append(layer)
+            self.out.arrays.append(arr)
+            self.out.derive.append(derive.get(wname))
+            args[pos] = var
         return relax.call_tir(call.args[0], args, call.ty)
 
 
-def lift_shift_weights(mod: tvm.IRModule, func_name: str = "main") -> tuple[tvm.IRModule, LiftedWeights]:
-    """Lift the shift kernels' code constants of ``func_name`` into parameters (see module doc)."""
-    out = LiftedWeights()
+def lift_shift_weights(mod: tvm.IRModule, func_name: str = "main", report: LoweringReport | None = None,
+                       out: LiftedWeights | None = None) -> tuple[tvm.IRModule, LiftedWeights]:
+    """Lift the shift kernels' constant inputs of ``func_name`` into parameters (see module doc).
+
+    ``report``: the lowering report, for the derivations of derived inputs; ``out``: filled in place.
+    """
+    out = out if out is not None else LiftedWeights()
     func = mod[func_name]
-    lifter = _Lifter(mod, out)
+    lifter = _Lifter(mod, out, report)
     body = lifter.visit_expr(func.body)
     out.num_input = len(func.params)
     if not lifter.new_params:
@@ -96,3 +119,13 @@ def lift_shift_weights(mod: tvm.IRModule, func_name: str = "main") -> tuple[tvm.
     new_mod = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
     new_mod[func_name] = new_func
     return new_mod, out
+
+
+def LiftShiftWeights(out: LiftedWeights, report: LoweringReport | None = None) -> tvm.transform.Pass:  # noqa: N802
+    """The module pass form of :func:`lift_shift_weights`; fills ``out``."""
+
+    @tvm.transform.module_pass(opt_level=0, name="LiftShiftWeights")
+    def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        return lift_shift_weights(mod, "main", report, out)[0]
+
+    return _pass

@@ -29,8 +29,12 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from shiftcomp.errors import AccumulatorOverflowError, LoweringError
-from shiftcomp.frontend.adder_layers import ARG_BIAS, ARG_W, ARG_X, AdderLayerInfo
+from schedules.adder import AdderSpec, build_adder_kernel, psadbw_weights, vsadu4_weights, weight_dtype
+
+from .accumulator import INT32_LIMIT, INT64_LIMIT, AccumulatorPlan
+from .adder_contract import ARG_BIAS, ARG_W, ARG_X, AdderLayerInfo
+from .errors import AccumulatorOverflowError, LoweringError
+from .lowering import LoweredLayer, quantize_input
 
 __all__ = ["lower_adder_dense", "lower_adder_conv2d", "ADDER_ROLE", "adder_plan"]
 
@@ -38,15 +42,20 @@ ADDER_ROLE = "adder"
 _OPAQUE = 8  # relax OpPatternKind.kOpaque
 
 
+def adder_accumulator_bound(w_q: np.ndarray, x_absmax: int) -> int:
+    """Proven bound on ``|acc|``: ``max_o Σ_k (x_absmax + |w_q[o,k]|)``, in exact Python integers (a padded
+    term ``|0 - w|`` is below ``x_absmax + |w|``, so padding is covered). Equal to
+    ``shiftcomp.reference.adder_accumulator_bound`` (a test checks it)."""
+    rows = np.asarray(w_q, dtype=np.int64).reshape(len(w_q), -1)
+    if rows.size == 0:
+        return 0
+    return max(sum(abs(int(v)) for v in r) for r in rows.tolist()) + rows.shape[1] * int(x_absmax)
+
+
 def adder_plan(info: AdderLayerInfo, w_q: np.ndarray):
     """The :class:`passes.accumulator.AccumulatorPlan` of a fixed-point adder layer (see module doc)."""
-    import torch
-
-    from passes.accumulator import INT32_LIMIT, INT64_LIMIT, AccumulatorPlan
-    from shiftcomp.adder_reference import adder_accumulator_bound
-
     x_absmax = 2 ** (info.act_bits[0] + info.act_bits[1] - 1)
-    bound = adder_accumulator_bound(torch.from_numpy(np.asarray(w_q, dtype=np.int64)), x_absmax)
+    bound = adder_accumulator_bound(w_q, x_absmax)
     if bound >= INT64_LIMIT:
         raise AccumulatorOverflowError(info.layer, bound)
     dtype = "int32" if bound < INT32_LIMIT else "int64"
@@ -62,10 +71,6 @@ def _weights(call: relax.Call, info: AdderLayerInfo) -> np.ndarray:
 
 def _emit(ctx: Any, call: relax.Call, info: AdderLayerInfo, spec: Any, x: relax.Expr, w: np.ndarray,
           plan: Any, prefer_plain: bool) -> relax.Expr:
-    from schedules.adder import build_adder_kernel, psadbw_weights, vsadu4_weights, weight_dtype
-
-    from .lower_shift import LoweredLayer
-
     choice = os.environ.get("SHIFTCOMP_ADDER_KERNEL", "auto")
     if choice not in ("auto", "plain", "psadbw", "vsadu4"):
         raise LoweringError(f"SHIFTCOMP_ADDER_KERNEL must be auto, plain, psadbw or vsadu4, got {choice!r}")
@@ -97,8 +102,6 @@ def _emit(ctx: Any, call: relax.Call, info: AdderLayerInfo, spec: Any, x: relax.
 
 
 def _spec(info: AdderLayerInfo, in_nchw: tuple[int, ...], geometry: dict, plan: Any):
-    from schedules.adder import AdderSpec, weight_dtype
-
     n, c, h, w = in_nchw
     o = info.weight_shape[0]
     kh, kw = (info.weight_shape[2], info.weight_shape[3]) if info.kind == "conv2d" else (1, 1)
@@ -109,9 +112,7 @@ def _spec(info: AdderLayerInfo, in_nchw: tuple[int, ...], geometry: dict, plan: 
 
 
 def _input(ctx: Any, call: relax.Call, info: AdderLayerInfo) -> relax.Expr:
-    from .lower_shift import _quantize_input
-
-    return _quantize_input(ctx, call.args[ARG_X], info)
+    return quantize_input(ctx, call.args[ARG_X], info)
 
 
 def lower_adder_conv2d(ctx: Any, call: relax.Call, info: AdderLayerInfo) -> relax.Expr:

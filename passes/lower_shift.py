@@ -4,7 +4,7 @@ Declarative, tinygrad style: :data:`LOWERINGS` maps a composite name to the func
 
     composite_<kind>_<layer>(x_q, shift, sign, w, [bias])    # composite call (frontend)
       ->  codes = <kind>_weight_codes(shift, sign, s0)        # int8 constant in the kernel's layout
-          y     = R.call_tir(shift_<kind>_<layer>, (x_q, codes, [bias]), out f32)   # schedules.build_shift_kernel
+          y     = R.call_tir(shift_<kind>_<layer>, (x_q, codes, [bias]), out f32)   # from the kernel provider
 
 * The integer weights are read from the call's constant arguments (never from the float ``w``).
 * The accumulator dtype comes from :func:`passes.accumulator.plan_accumulator` (int32 / int64 / error).
@@ -13,8 +13,10 @@ Declarative, tinygrad style: :data:`LOWERINGS` maps a composite name to the func
 * Dense inputs with more than two dims are reshaped to ``(M, K)`` and back.
 * Float-activation layers use the exponent-add kernels (``shift_dense_float``/``shift_conv2d_float``) when
   the schedules provide them; otherwise lowering raises :class:`LoweringError` -- never a silent multiply.
+* Kernels come from a kernel provider passed in (:mod:`passes.kernels`; default: the manual schedules);
+  a provider may return extra constant inputs (derived from the codes) and a prologue kernel on ``x``.
 * Kernel PrimFuncs carry ``{"shiftcomp.role": "shift", "shiftcomp.layer", "shiftcomp.kind",
-  "shiftcomp.acc_dtype"}`` (for the audit) and ``op_pattern = kOpaque`` so FuseOps leaves the scheduled
+  "shiftcomp.acc_dtype", "shiftcomp.weight_inputs"}`` (for the audit and weight lifting) and ``op_pattern = kOpaque`` so FuseOps leaves the scheduled
   kernels alone; on GPU targets also ``tirx.is_scheduled`` so DLight's default rules leave them alone.
 
 Results of a run (one :class:`LoweredLayer` per layer: spec, accumulator plan, kernel name, codes) are
@@ -32,12 +34,16 @@ import tvm
 from tvm import relax
 from tvm.target import Target
 
-from shiftcomp.errors import LoweringError, ShiftCompError
-from shiftcomp.frontend.composite import (ARG_BIAS, ARG_SHIFT, ARG_SIGN, ARG_X, COMPOSITE_CONV2D,
-                                          COMPOSITE_DENSE, ShiftLayerInfo, composite_info)
+from schedules.compute import (Conv2dSpec, DenseSpec, conv2d_weight_codes, dense_weight_codes,
+                                weight_codes)
 
 from .accumulator import AccumulatorPlan, plan_accumulator
+from .contract import (ARG_BIAS, ARG_SHIFT, ARG_SIGN, ARG_X, COMPOSITE_CONV2D, COMPOSITE_DENSE, ShiftLayerInfo,
+                       composite_info)
+from .errors import LoweringError, ShiftCompError
+from .kernels import KernelBuild, KernelProvider, KernelRequest, ManualKernels, WeightInput
 from .lower_adder import lower_adder_conv2d, lower_adder_dense
+from .lowering import LowerContext, LoweredLayer, LoweringReport, const_array, quantize_input
 from .quantize_kernel import ROLE_ATTR, quantize_primfunc
 
 __all__ = ["LOWERINGS", "LowerShiftOps", "LoweringReport", "LoweredLayer", "lower_shift_ops",
@@ -47,134 +53,63 @@ OP_PATTERN_OPAQUE = 8  #: relax OpPatternKind.kOpaque: FuseOps never fuses such 
 _PENDING = threading.local()  # a ShiftCompError raised inside TVM's FFI (see pop_pending_error)
 
 
-@dataclasses.dataclass
-class LoweredLayer:
-    """One lowered shift layer.
-
-    Attributes:
-        info: the composite's layer info.
-        spec: the kernel spec (``schedules.compute.DenseSpec`` / ``Conv2dSpec``).
-        plan: accumulator plan (``None`` for float activations).
-        kernel: name of the kernel's GlobalVar in the lowered module.
-        codes: the int8 weight codes in the kernel's layout (what the kernel reads).
-        float_acts: whether the float-activation (exponent-add) kernel was used.
-    """
-
-    info: ShiftLayerInfo
-    spec: Any
-    plan: AccumulatorPlan | None
-    kernel: str
-    codes: np.ndarray
-    float_acts: bool = False
-
-
-@dataclasses.dataclass
-class LoweringReport:
-    """What :class:`LowerShiftOps` did, by layer name (filled in while the pass runs)."""
-
-    layers: dict[str, LoweredLayer] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass
-class LowerContext:
-    """What a lowering function gets: the builder, the target and the function's bindings."""
-
-    builder: relax.BlockBuilder
-    target: Target
-    lookup: Callable[[relax.Var], relax.Expr | None]
-    report: LoweringReport
-
-
 # ---------------------------------------------------------------------------------------------- kernels
-def _build_kernel(kind: str, spec: Any, target: Target) -> tvm.tirx.PrimFunc:
-    """The scheduled kernel for ``kind`` in {"dense", "conv2d", "dense_float", "conv2d_float"}
-    (``schedules.build_shift_kernel``, looked up at call time)."""
-    import schedules
-
-    return schedules.build_shift_kernel(kind, spec, target)
-
-
-def _const_array(e: relax.Expr, what: str, layer: str) -> np.ndarray:
-    if not isinstance(e, tvm.ir.expr.Constant):
-        raise LoweringError(f"shift layer {layer!r}: {what} must be a constant to be lowered, got {type(e).__name__}")
-    return e.value.numpy()
-
-
-def _quantize_input(ctx: LowerContext, x: relax.Expr, info: ShiftLayerInfo) -> relax.Expr:
-    """Replace the frontend's plain-Relax prologue chain feeding ``x`` by one quantize kernel, if present."""
-    if info.act_bits is None:
-        return x
-    chain = _match_prologue(ctx, x)
-    if chain is None:
-        return x
-    prim = quantize_primfunc(info.in_shape, info.act_bits[0], info.act_bits[1], info.rounding, qmax=info.act_qmax)
-    prim = prim.with_attr("shiftcomp.layer", info.layer)
-    gv = ctx.builder.add_func(prim, "shiftcomp_quantize")
-    return ctx.builder.emit(relax.call_tir(gv, [chain], relax.TensorType(info.in_shape, "int32")))
-
-
-def _op_name(e: relax.Expr) -> str | None:
-    if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op):
-        return str(e.op.name)
-    return None
-
-
-_PROLOGUE_CHAINS = (  # op names walking back from x_q to the multiply (frontend/quantize.py)
-    ("relax.astype", "relax.clip", "{round}", "relax.multiply"),
-    ("relax.astype", "relax.minimum", "relax.astype", "relax.clip", "{round}", "relax.multiply"),
-)
-
-
-def _match_prologue(ctx: LowerContext, x: relax.Expr) -> relax.Expr | None:
-    """The float input of the frontend's quantise chain ending in ``x``, or ``None`` if ``x`` is not one."""
-    e, names = x, []
-    for _ in range(6):
-        val = ctx.lookup(e) if isinstance(e, relax.Var) else None
-        name = _op_name(val)
-        if name is None:
-            return None
-        names.append("{round}" if name in ("relax.round", "relax.floor") else name)
-        if name == "relax.multiply":
-            return val.args[0] if tuple(names) in _PROLOGUE_CHAINS else None
-        e = val.args[0]
-    return None
-
-
-def _kernel_attrs(prim: tvm.tirx.PrimFunc, info: ShiftLayerInfo, kind: str, acc: str) -> tvm.tirx.PrimFunc:
+def _kernel_attrs(prim: tvm.tirx.PrimFunc, attrs: dict[str, Any], target: Target) -> tvm.tirx.PrimFunc:
     prim = prim.without_attr("global_symbol")
-    for k, v in {ROLE_ATTR: "shift", "shiftcomp.layer": info.layer, "shiftcomp.kind": kind,
-                 "shiftcomp.acc_dtype": acc, "op_pattern": OP_PATTERN_OPAQUE}.items():
+    for k, v in {**attrs, "op_pattern": OP_PATTERN_OPAQUE}.items():
         prim = prim.with_attr(k, v)
+    if target.kind.name != "llvm":  # GPU: already thread-bound; keep DLight's default rules off it
+        prim = prim.with_attr("tirx.is_scheduled", True)
     return prim
+
+
+def _request_kernel(ctx: LowerContext, req: KernelRequest, kind: str) -> KernelBuild:
+    """The provider's kernel; a float-activation layer without float kernels is a LoweringError."""
+    try:
+        return ctx.kernels.kernel(req)
+    except LoweringError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        if req.info.act_bits is None:
+            raise LoweringError(
+                f"shift layer {req.info.layer!r} has float activations (act_bits=None) and the kernel provider "
+                f"cannot build a float-activation (exponent-add) {kind} kernel ({type(e).__name__}: {e}); "
+                f"set ShiftConfig.act_bits (fixed point) to compile it without multiplies") from e
+        raise
 
 
 def _emit_kernel(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo, kind: str, spec: Any,
                  codes: np.ndarray, x: relax.Expr, plan: AccumulatorPlan | None) -> relax.Expr:
     float_acts = info.act_bits is None
     kkind = kind + ("_float" if float_acts else "")
-    try:
-        prim = _build_kernel(kkind, spec, ctx.target)
-    except LoweringError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        if float_acts:
-            raise LoweringError(
-                f"shift layer {info.layer!r} has float activations (act_bits=None) and the schedules "
-                f"cannot build a float-activation (exponent-add) {kind} kernel ({type(e).__name__}: {e}); "
-                f"set ShiftConfig.act_bits (fixed point) to compile it without multiplies") from e
-        raise
-    prim = _kernel_attrs(prim, info, kkind, "float32" if plan is None else plan.dtype)
-    if ctx.target.kind.name != "llvm":  # GPU: already thread-bound; keep DLight's default rules off it
-        prim = prim.with_attr("tirx.is_scheduled", True)
-    name = "shift_" + kind + "_" + "".join(c if c.isalnum() else "_" for c in info.layer)
-    gv = ctx.builder.add_func(prim, name)
-    args = [x, relax.const(codes, "int8")]
+    shift, sign = _weights(call, info)
+    req = KernelRequest(kind=kkind, spec=spec, info=info, shift=shift, sign=sign, codes=codes,
+                        logical_codes=weight_codes(shift, sign, info.s0), target=ctx.target)
+    build = _request_kernel(ctx, req, kind)
+    layer_id = "".join(c if c.isalnum() else "_" for c in info.layer)
+    acc = "float32" if plan is None else plan.dtype
+    prologue_name = None
+    if build.prologue is not None:
+        if build.prologue_out is None:
+            raise LoweringError(f"shift layer {info.layer!r}: the kernel provider gave a prologue without prologue_out")
+        pro = _kernel_attrs(build.prologue, {ROLE_ATTR: "kernel_prologue", "shiftcomp.layer": info.layer}, ctx.target)
+        pgv = ctx.builder.add_func(pro, "shift_prologue_" + layer_id)
+        prologue_name = pgv.name_hint
+        shape, dtype = build.prologue_out
+        x = ctx.builder.emit(relax.call_tir(pgv, [x], relax.TensorType(tuple(shape), dtype)))
+    prim = _kernel_attrs(build.main, {ROLE_ATTR: "shift", "shiftcomp.layer": info.layer, "shiftcomp.kind": kkind,
+                                      "shiftcomp.acc_dtype": acc,
+                                      "shiftcomp.weight_inputs": [w.name for w in build.weights]}, ctx.target)
+    gv = ctx.builder.add_func(prim, "shift_" + kind + "_" + layer_id)
+    args = [x] + [relax.const(np.ascontiguousarray(w.array)) for w in build.weights]
     if info.has_bias:
         args.append(call.args[ARG_BIAS])
     out_shape = tuple(int(d) for d in spec.out_shape)
     y = ctx.builder.emit(relax.call_tir(gv, args, relax.TensorType(out_shape, "float32")))
     ctx.report.layers[info.layer] = LoweredLayer(info=info, spec=spec, plan=plan, kernel=gv.name_hint, codes=codes,
-                                                 float_acts=float_acts)
+                                                 float_acts=float_acts, weights=tuple(build.weights),
+                                                 prologue=prologue_name, source=build.source,
+                                                 task_name=build.task_name, build=build)
     return y
 
 
@@ -188,8 +123,8 @@ def _codes(fn: Callable[..., np.ndarray], info: ShiftLayerInfo, *args: Any) -> n
 
 
 def _weights(call: relax.Call, info: ShiftLayerInfo) -> tuple[np.ndarray, np.ndarray]:
-    shift = _const_array(call.args[ARG_SHIFT], "shift", info.layer).astype(np.int8)
-    sign = _const_array(call.args[ARG_SIGN], "sign", info.layer).astype(np.int8)
+    shift = const_array(call.args[ARG_SHIFT], "shift", info.layer).astype(np.int8)
+    sign = const_array(call.args[ARG_SIGN], "sign", info.layer).astype(np.int8)
     return shift, sign
 
 
@@ -202,15 +137,13 @@ def _plan(info: ShiftLayerInfo, shift: np.ndarray, sign: np.ndarray) -> Accumula
 # ---------------------------------------------------------------------------------------------- lowerings
 def lower_dense(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo) -> relax.Expr:
     """Lower one ``shiftcomp.shift_dense`` call (see module doc)."""
-    from schedules.compute import DenseSpec, dense_weight_codes
-
     shift, sign = _weights(call, info)
     plan = _plan(info, shift, sign)
     n_out, k = info.weight_shape
     m = int(np.prod(info.in_shape[:-1], dtype=np.int64)) if len(info.in_shape) > 1 else 1
     spec = DenseSpec(batch=m, in_features=k, out_features=n_out, frac_bits=info.frac_bits or 0, s0=info.s0,
                      acc_dtype=plan.dtype if plan else "int32", has_bias=info.has_bias)
-    x = _quantize_input(ctx, call.args[ARG_X], info)
+    x = quantize_input(ctx, call.args[ARG_X], info)
     if tuple(info.in_shape) != (m, k):
         x = ctx.builder.emit(relax.op.reshape(x, (m, k)))
     codes = _codes(dense_weight_codes, info, shift, sign, info.s0)
@@ -222,8 +155,6 @@ def lower_dense(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo) -> re
 
 def lower_conv2d(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo) -> relax.Expr:
     """Lower one ``shiftcomp.shift_conv2d`` call (see module doc)."""
-    from schedules.compute import Conv2dSpec, conv2d_weight_codes
-
     shift, sign = _weights(call, info)
     plan = _plan(info, shift, sign)
     n, c, h, w = info.in_shape
@@ -232,7 +163,7 @@ def lower_conv2d(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo) -> r
                       stride=info.strides, padding=info.padding, dilation=info.dilation, groups=info.groups,
                       frac_bits=info.frac_bits or 0, s0=info.s0, acc_dtype=plan.dtype if plan else "int32",
                       has_bias=info.has_bias)
-    x = _quantize_input(ctx, call.args[ARG_X], info)
+    x = quantize_input(ctx, call.args[ARG_X], info)
     codes = _codes(conv2d_weight_codes, info, shift, sign, info.s0, info.groups)
     return _emit_kernel(ctx, call, info, "conv2d", spec, codes, x, plan)
 
@@ -249,10 +180,10 @@ LOWERINGS: dict[str, Callable[[LowerContext, relax.Call, ShiftLayerInfo], relax.
 # ---------------------------------------------------------------------------------------------- the pass
 @relax.expr_functor.mutator
 class _Lowerer(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, target: Target, report: LoweringReport) -> None:
+    def __init__(self, mod: tvm.IRModule, target: Target, report: LoweringReport, kernels: KernelProvider) -> None:
         super().__init__(mod)
         self.mod_ = mod
-        self.ctx = LowerContext(self.builder_, target, self._lookup, report)
+        self.ctx = LowerContext(self.builder_, target, self._lookup, report, kernels)
 
     def _lookup(self, var: relax.Var) -> relax.Expr | None:
         try:
@@ -283,14 +214,18 @@ class _Lowerer(relax.PyExprMutator):
         return self.builder_.get()
 
 
-def lower_shift_ops(mod: tvm.IRModule, target: Target, report: LoweringReport | None = None) -> tvm.IRModule:
+def lower_shift_ops(mod: tvm.IRModule, target: Target, report: LoweringReport | None = None, *,
+                    kernels: KernelProvider | None = None) -> tvm.IRModule:
     """Lower every shift composite call in ``mod`` (the composites themselves stay until DCE).
+
+    ``kernels``: the kernel provider (default :class:`passes.kernels.ManualKernels`).
 
     Raises the :class:`ShiftCompError` of a failing lowering (e.g. AccumulatorOverflowError) as is.
     """
     pop_pending_error()
     try:
-        return _Lowerer(mod, target, report if report is not None else LoweringReport()).run()
+        return _Lowerer(mod, target, report if report is not None else LoweringReport(),
+                        kernels if kernels is not None else ManualKernels()).run()
     except ShiftCompError:
         raise
     except Exception:
@@ -308,8 +243,9 @@ def pop_pending_error() -> ShiftCompError | None:
     return err
 
 
-def LowerShiftOps(target: Target, report: LoweringReport | None = None) -> tvm.transform.Pass:  # noqa: N802
-    """The module pass form of :func:`lower_shift_ops` (fills ``report`` if given).
+def LowerShiftOps(target: Target, report: LoweringReport | None = None, *,  # noqa: N802
+                  kernels: KernelProvider | None = None) -> tvm.transform.Pass:
+    """The module pass form of :func:`lower_shift_ops` (fills ``report`` if given; ``kernels`` as there).
 
     A :class:`ShiftCompError` raised inside is kept so that ``passes.pipeline.run_passes`` re-raises it
     with its own type (TVM turns it into a RuntimeError on the way out).
@@ -318,7 +254,7 @@ def LowerShiftOps(target: Target, report: LoweringReport | None = None) -> tvm.t
     @tvm.transform.module_pass(opt_level=0, name="LowerShiftOps")
     def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         try:
-            return lower_shift_ops(mod, target, report)
+            return lower_shift_ops(mod, target, report, kernels=kernels)
         except ShiftCompError as e:
             _PENDING.error = e
             raise

@@ -1,6 +1,6 @@
 """Bit-packing of shift-weight codes for the artifact (numpy only, exact round trip).
 
-A shift layer's weights reach the kernels as one ``int8`` *code* per weight (ARCHITECTURE §5):
+A shift layer's weights reach the kernels as one ``int8`` *code* per weight (docs/numerics.md, Weights):
 ``code = sign * (shift - s0 + 1)``: 0 is a zero weight, ``|code| - 1`` the shift above the layer's
 smallest shift ``s0``, ``sign(code)`` the sign.
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import tvm
 from tvm import te, tirx
 
 __all__ = ["quantize_primfunc", "ROLE_ATTR"]
@@ -49,15 +48,3 @@ def quantize_primfunc(shape: Sequence[int], int_bits: int, frac_bits: int, round
     Y = te.compute(X.shape, f, name="x_q")
     prim = te.create_prim_func([X, Y], index_dtype_override="int64").without_attr("global_symbol")
     return prim.with_attr(ROLE_ATTR, "prologue")
-
-
-def _selftest() -> None:  # pragma: no cover - manual check
-    import numpy as np
-
-    prim = quantize_primfunc((8,), 3, 5, "nearest")
-    ex = tvm.compile(tvm.IRModule({"main": prim.with_attr("global_symbol", "main")}),
-                     target=tvm.target.Target({"kind": "llvm"}))
-    a = (np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 1e9, -1e9], "float32") / 32).astype("float32")
-    out = tvm.runtime.tensor(np.zeros(8, "int32"))
-    ex["main"](tvm.runtime.tensor(a), out)
-    print(out.numpy())

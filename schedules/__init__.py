@@ -9,21 +9,22 @@ out`` -- see :mod:`schedules.compute` for layouts and numerics, ``schedules/READ
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Dict, Tuple, Union
 
 import tvm
 
 from .compute import (Conv2dSpec, DenseSpec, conv2d_codes_layout, conv2d_padded_og, conv2d_weight_codes,
-                      dense_block, dense_codes_layout, dense_padded_n, dense_weight_codes, shift_conv2d,
-                      shift_conv2d_float, shift_dense, shift_dense_float, weight_codes)
+                      dense_block, dense_codes_layout, dense_padded_n, dense_weight_codes, needs_exact_scale,
+                      shift_conv2d, shift_conv2d_float, shift_dense, shift_dense_float, weight_codes)
 from .target import resolve_target, target_key
 
 __all__ = [
     "build_shift_kernel", "KINDS", "DenseSpec", "Conv2dSpec", "shift_dense", "shift_conv2d", "shift_dense_float",
     "shift_conv2d_float", "dense_weight_codes", "conv2d_weight_codes", "weight_codes", "dense_codes_layout",
     "conv2d_codes_layout", "dense_block", "dense_padded_n", "conv2d_padded_og", "resolve_target", "target_key",
-    "schedule_for_target", "clear_cache",
+    "schedule_for_target", "clear_cache", "canonical_spec", "unscheduled_kernel", "kernel_task_name",
 ]
 
 #: kernel kinds -> (compute function, spec class)
@@ -97,3 +98,37 @@ def build_shift_kernel(kind: str, spec: Union[DenseSpec, Conv2dSpec],
     with _CACHE_LOCK:
         _CACHE[key] = prim
     return prim
+
+
+def canonical_spec(spec: Union[DenseSpec, Conv2dSpec]) -> Union[DenseSpec, Conv2dSpec]:
+    """The spec a kernel's tuning record is keyed by: ``s0`` and ``frac_bits`` zeroed.
+
+    They only change the constant of the per-output scale ``2**(s0 - F)`` in the epilogue, never the loop
+    nest, so one tuned schedule serves every layer of the same shape and accumulator.
+    """
+    return dataclasses.replace(spec, s0=0, frac_bits=0)
+
+
+def unscheduled_kernel(kind: str, spec: Union[DenseSpec, Conv2dSpec], canonical: bool = False) -> tvm.tirx.PrimFunc:
+    """The compute PrimFunc of a shift kernel before any schedule (what tuning searches over).
+
+    With ``canonical`` the spec goes through :func:`canonical_spec` but keeps the real spec's epilogue form
+    (exact ``ldexp`` or not), so the record found for it replays on the real kernel.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown shift kernel kind {kind!r}; expected one of {sorted(KINDS)}")
+    fn, _ = KINDS[kind]
+    use = canonical_spec(spec) if canonical else spec
+    if kind.endswith("_float"):
+        return fn(use)
+    return fn(use, exact_scale=needs_exact_scale(spec))
+
+
+def kernel_task_name(kind: str, spec: Union[DenseSpec, Conv2dSpec]) -> str:
+    """A readable, stable name of a shift kernel's tuning task (shape, accumulator, bias)."""
+    if isinstance(spec, Conv2dSpec):
+        s = (f"shift_{kind}_n{spec.batch}_c{spec.in_channels}_{spec.height}x{spec.width}_o{spec.out_channels}"
+             f"_k{spec.kernel_h}x{spec.kernel_w}_s{spec.stride[0]}_g{spec.groups}_{spec.acc_dtype}")
+    else:
+        s = f"shift_{kind}_m{spec.batch}_k{spec.in_features}_n{spec.out_features}_{spec.acc_dtype}"
+    return s + ("_b" if spec.has_bias else "")

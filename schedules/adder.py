@@ -1,6 +1,6 @@
 """Adder kernels (AdderNet ``y = -Σ|x - w|``): TE compute, x86/CUDA schedules, and an x86 ``vpsadbw`` kernel.
 
-Numerics (equal to ``shiftcomp.adder_reference`` bit for bit in fixed point)::
+Numerics (equal to ``shiftcomp.reference`` bit for bit in fixed point)::
 
     acc[o] = 0 - Σ_k max(d, 0 - d),  d = x_q[k] - w_q[o,k]     exact, in acc_dtype (int32 | int64)
     out[o] = float32(acc[o]) * 2**-F  [+ bias[o]]               float32; the scale is exact

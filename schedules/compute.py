@@ -1,6 +1,6 @@
 """TE compute definitions of the shift kernels (target independent; schedules live in x86.py / cuda.py).
 
-Numerics (SPEC §3, ARCHITECTURE §4-5) -- every kernel here equals ``shiftcomp.reference`` bit for bit::
+Numerics (docs/numerics.md, Shift layer) -- every kernel here equals ``shiftcomp.reference`` bit for bit::
 
     acc[o] = Σ_k sign[o,k] * (x_q[k] << (shift[o,k] - s0))       exact, in acc_dtype (int32 | int64)
     out[o] = float32(acc[o]) * float32(2**(s0 - F))  [+ bias[o]]   two float32 roundings, in this order
@@ -54,7 +54,7 @@ Blocks: ``"pad"`` (conv only: zero-padded copy of ``X_q``), ``"negpad"`` (fixed-
 ``0 - pad``, read by the term so ``-x`` is formed once per input element), ``"acc"`` (the exact reduction; dense
 ``(M, NBLK*NB)``, conv ``(N, G, Og_pad, OH, OW)``) and ``"out"`` (the float epilogue).
 
-Float-activation mode (``shift_dense_float`` / ``shift_conv2d_float``, SPEC §3 last paragraph):
+Float-activation mode (``shift_dense_float`` / ``shift_conv2d_float``, docs/numerics.md, Float activations):
 ``X`` is float32, ``term = ± ldexp(x, s0 + |code| - 1)`` computed by integer arithmetic on the
 float32 bit pattern (:func:`ldexp_f32_bits`: zero, subnormal inputs/outputs with round-to-nearest-even,
 overflow to inf, inf/nan pass through), negation by flipping the sign bit, accumulation in float32.

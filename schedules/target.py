@@ -8,7 +8,9 @@
 * ``"cuda"`` means the local GPU's architecture when a GPU is visible, else ``sm_80``; the host is the
   ``"llvm"`` target above.
 * A dict or a :class:`~tvm.target.Target` is taken as given (cross compilation); a CUDA one without a
-  host gets the local LLVM host.
+  host gets the local LLVM host, and without ``max_threads_per_block`` / ``max_shared_memory_per_block``
+  the limits every supported NVIDIA GPU has (1024 threads, 48 KiB), which MetaSchedule's GPU rules need.
+* This is the one target resolver: the compiler, the tuner and the benchmarks all call it.
 """
 from __future__ import annotations
 
@@ -72,7 +74,7 @@ def resolve_target(target: TargetLike) -> Target:
         if name == "llvm":
             return llvm_host_target()
         if name == "cuda":
-            return Target({"kind": "cuda", "arch": _cuda_arch()}, host=llvm_host_target())
+            return _with_gpu_limits(Target({"kind": "cuda", "arch": _cuda_arch()}))
         tgt = Target(name)
     elif isinstance(target, Mapping):
         cfg = dict(target)
@@ -81,9 +83,20 @@ def resolve_target(target: TargetLike) -> Target:
         tgt = Target(cfg)
     else:
         raise TypeError(f"target must be a str, dict or tvm.target.Target, not {type(target).__name__}")
-    if tgt.kind.name == "cuda" and tgt.host is None:
-        tgt = Target(tgt, host=llvm_host_target())
+    if tgt.kind.name == "cuda":
+        tgt = _with_gpu_limits(tgt)
     return tgt
+
+
+def _with_gpu_limits(tgt: Target) -> Target:
+    cfg = dict(tgt.export())
+    host = cfg.pop("host", None)
+    cfg.pop("keys", None)
+    cfg.pop("tag", None)
+    cfg.setdefault("max_threads_per_block", 1024)
+    cfg.setdefault("max_shared_memory_per_block", 49152)
+    cfg.setdefault("thread_warp_size", 32)
+    return Target(cfg, host=host if host is not None else llvm_host_target())
 
 
 def target_key(target: TargetLike) -> str:

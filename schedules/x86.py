@@ -1,7 +1,7 @@
 """x86 (LLVM) schedules of the shift kernels in :mod:`schedules.compute`.
 
-Both schedules vectorise the term ``t = select(c != 0, ((x << s) ^ m) - m, 0)`` with a per-lane
-variable shift (AVX-512/AVX2 ``vpsllvd``/``vpsllvq``), keep the accumulators of a register tile in a
+Both schedules vectorise the term ``sign(c) * (x << (|c| - 1))`` of a code ``c`` (the exact form per
+kernel is at the end of this docstring) with a per-lane variable shift (AVX-512/AVX2 ``vpsllvd``/``vpsllvq``), keep the accumulators of a register tile in a
 ``local`` buffer (promoted to registers by LLVM), run the outer tiles in parallel, and compute the float
 epilogue per tile (``reverse_compute_at``) while the accumulators are hot.
 
@@ -12,7 +12,7 @@ epilogue per tile (``reverse_compute_at``) while the accumulators are hot.
   ``k`` (contiguous, the block is one sequential stream) are decoded once and shared by the ``TI`` rows;
   ``x[i, k]`` is broadcast; at most 16 accumulator registers.
 * conv2d, ``Og_pad >= 8`` ("channel vectors"): vector over the group's output channels, a rectangular tile
-  of ``th x tw <= 8`` output pixels unrolled so one decoded code vector serves all of them; the zero
+  of ``th x tw <= CONV_PIXEL_TILE`` (16) output pixels unrolled so one decoded code vector serves all of them; the zero
   padded input (block ``pad``) is materialised once, in NHWC order so the innermost ``rc`` loop reads
   consecutive words; parallel over ``(n, g, og-block, pixel-block)``.
 * conv2d, ``Og_pad < 8`` (depthwise and narrow groups): vector over output columns ``ow`` (the code is a
@@ -47,7 +47,7 @@ __all__ = ["schedule_dense", "schedule_conv2d", "dense_schedule", "conv2d_schedu
 CONV_PIXEL_TILE = 16
 #: dense (fixed point, NB a multiple of 16): vectorise a whole column block (up to 64 lanes) as one vector,
 #: so LLVM decodes the 64 int8 codes with full-width byte ops instead of one xmm per 16 lanes and uses
-#: masked vpaddd/vpsubd (~7.5 instead of 10 vector uops per 16 terms; 1x4096->4096: 1.81 -> 1.57 ms A/B)
+#: masked vpaddd/vpsubd (fewer vector uops per term than the per-16-lane form)
 DENSE_WIDE_VECTOR = True
 
 

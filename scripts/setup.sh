@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[test,bench,decompose]"
+python -m pip install -q -e ".[test,bench,tune,decompose]"
 python -c "import torch, tvm, shiftcomp; print('torch', torch.__version__, '| tvm', tvm.__version__, '| shiftcomp ready')"

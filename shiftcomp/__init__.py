@@ -8,6 +8,12 @@ PyTorch side (imported eagerly, no TVM)::
     with sc.reference.exact(model.eval()):         # bit-exact integer reference forward
         y = model(x)
 
+Compiler side (loaded on first use; imports TVM)::
+
+    compiled = sc.compile(model, (x,), target="llvm")   # tuned="auto": this target's database if shipped
+    sc.verify(compiled, model, (x,)); compiled.export("model.so"); m = sc.load("model.so")
+    rows = sc.benchmark(model, (x,), baselines=["torch", "tvm-float"])
+
 Adder networks: ``sc.convert(model, sc.AdderConfig(act_bits=(3, 5)))`` (AdderNet: ``sc.nn.Conv2dAdder`` /
 ``LinearAdder``) and ``sc.convert(model, sc.ShiftAddConfig(shift=..., adder=...))`` (ShiftAddNet);
 ``sc.ShiftConfig(..., zero_free=True)`` gives DenseShift's zero-free codes.
@@ -31,7 +37,7 @@ __all__ = ["ShiftConfig", "AdderConfig", "ShiftAddConfig", "convert", "nn", "qua
 
 __version__ = "0.1.0"
 
-# Compiler API: imports TVM (~5 s), so it is loaded lazily on first use, never at `import shiftcomp` time.
+# The compiler API imports TVM (seconds), so it loads on first use, never at `import shiftcomp` time.
 _LAZY = {
     "compile": ("shiftcomp.compiler", "compile"),
     "CompiledModel": ("shiftcomp.compiler", "CompiledModel"),

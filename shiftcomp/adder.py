@@ -19,7 +19,7 @@ from the saved input (the weight gradient of a tap is one matmul: ``Σ g (x - w)
 Fixed point (``AdderConfig.act_bits = (I, F)``): activations are fake-quantised to ``Q(I, F)``, weights to
 ``b = weight_bits`` bits sharing the ``F`` fraction bits (``clamp(round(w * 2**F), -2**(b-1), 2**(b-1)-1)``,
 straight-through gradient). With ``layer.exact = True`` in eval mode the forward is the exact integer
-reference (:mod:`shiftcomp.adder_reference`).
+reference (:mod:`shiftcomp.reference`).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shiftcomp import adder_reference as aref
+from shiftcomp import reference as aref
 from shiftcomp.adder_config import AdderConfig
 from shiftcomp.quant import fake_quant_act, to_fixed
 from shiftcomp.reference import normalize_padding
@@ -204,7 +204,7 @@ class _AdaptiveScale(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------------------------------------- layers
-class AdderLayer(nn.Module):
+class AdderLayer(aref.ExactSwitch, nn.Module):
     """Base class of :class:`LinearAdder` and :class:`Conv2dAdder`.
 
     Attributes:

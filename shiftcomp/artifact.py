@@ -19,12 +19,18 @@ weights), ``weights`` (one entry per shift layer, in the order ``main`` takes th
 ``{"name", "layer", "offset", "shape", "bits", "codebook", "nbytes", "count", "layout"}``: the codes
 ``sign * (shift - s0 + 1)`` in PyTorch weight layout, bit-packed as in :mod:`passes.packing`, and the
 numpy steps ``layout = [["transpose", axes] | ["pad", widths] | ["reshape", shape], ...]`` that turn them
-into the kernel's (padded) layout), ``layers`` (informational: accumulator dtype and bound per layer),
-``stats`` (``packed_weight_bytes``, ``float32_weight_bytes``, ``lib_bytes``).
+into the kernel's (padded) layout). An entry with ``"main_param": false`` only stores a layer's codes (its
+kernel does not read them directly). A *derived* entry ``{"name", "layer", "derive": {"fn", "params",
+"module"}, "from", "shape", "dtype"}`` holds no data: at load time the registered derivation
+(:mod:`passes.derived_inputs`) rebuilds it from the logical codes of entry ``from``. ``layers`` (informational: accumulator dtype and bound per layer),
+``stats`` (``packed_weight_bytes``, ``float32_weight_bytes``, ``lib_bytes``), ``tuning`` (the database the
+build used, if any, and the kernels it scheduled).
 
-Loading checks, in order, each failure an :class:`ArtifactError` naming the file: the magic (a foreign
-file), the lengths (a truncated file), the checksum (a corrupted file), the format/version. Then the
-library is written to a private temporary file, loaded with ``tvm.runtime.load_module`` (the file is
+**Load only files you trust**: the library is native code that runs when it is opened (like unpickling).
+Loading checks, in order, each failure an :class:`ArtifactError` naming the file: the whole file's
+SHA-256 against ``expected_sha256`` when given, the magic (a foreign file), the lengths (a truncated
+file), the embedded checksum (a corrupted file), the format/version -- all before the library is opened.
+Then the library is written to a private temporary file, loaded with ``tvm.runtime.load_module`` (the file is
 removed right after; the mapping stays), the weight codes are unpacked with numpy and kept on the
 device, and ``main(*inputs, *weight_codes)`` is called per inference. Only ``tvm.runtime``, numpy and
 torch are needed (``TVM_USE_RUNTIME_LIB=1`` works when nothing else imports ``tvm.relax``).
@@ -44,10 +50,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from passes.derived_inputs import Derivation
 from passes.packing import PackedCodes, pack_codes, unpack_codes
+from schedules.compute import weight_codes
 from shiftcomp.errors import ArtifactError, SignatureError
+from shiftcomp.native_log import quiet_tvm
 
-__all__ = ["MAGIC", "VERSION", "ArtifactInfo", "LoadedModel", "ModelRunner", "export", "load", "read_manifest"]
+__all__ = ["MAGIC", "VERSION", "ArtifactInfo", "LoadedModel", "ModelRunner", "export", "load", "read_manifest",
+           "file_sha256"]
 
 MAGIC = b"\x89SHFTCMP"
 VERSION = 1
@@ -87,7 +97,8 @@ class ModelRunner:
             dev = tvm.cuda(0) if self.device_type == "cuda" else tvm.cpu(0)
             if not dev.exist:
                 raise RuntimeError(f"this model was compiled for {self.device_type}, and no such device is present")
-            vm = VirtualMachine(self._lib, dev)
+            with quiet_tvm():
+                vm = VirtualMachine(self._lib, dev)
             weights = [tvm.runtime.tensor(w, dev) for w in self._weight_arrays]
             self._vm_state = (dev, vm["main"], weights)
         return self._vm_state
@@ -194,7 +205,7 @@ def apply_layout(codes: np.ndarray, steps: Sequence[Sequence[Any]]) -> np.ndarra
 
 def _layout_steps(kind: str, logical_shape: tuple[int, ...], kernel_shape: tuple[int, ...],
                   groups: int) -> list[list[Any]]:
-    """The steps from PyTorch-layout codes to the kernel layout of ``schedules.compute`` (ARCHITECTURE §5):
+    """The steps from PyTorch-layout codes to the kernel layout of ``schedules.compute`` (ARCHITECTURE.md, Kernels):
     dense ``(N, K) -> (NBLK, K, NB)`` column blocks, conv2d ``(O, Cg, KH, KW) -> (G, KH, KW, Cg, Og_pad)``."""
     if kind == "dense":
         n, k = logical_shape
@@ -214,8 +225,6 @@ def _logical_codes(compiled: Any, layer: str, kernel_codes: np.ndarray) -> tuple
     (with a new zero symbol) possibly an extra bit. If the steps do not reproduce ``kernel_codes`` exactly
     (a kernel layout this module does not know), the kernel layout itself is packed (no steps).
     """
-    from schedules.compute import weight_codes
-
     data = compiled.imported.layers[layer]
     info = data.info
     logical = weight_codes(data.shift, data.sign, info.s0)
@@ -236,26 +245,53 @@ def export(compiled: Any, path: str | os.PathLike) -> ArtifactInfo:
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="shiftcomp_export_") as tmp:
         so = os.path.join(tmp, "lib.so")
-        compiled.executable.export_library(so)
+        with quiet_tvm():
+            compiled.executable.export_library(so)
         lib = Path(so).read_bytes()
     sections = [lib]
     offset = len(lib)
-    weights_meta = []
+    weights_meta: list[dict[str, Any]] = []
     packed_total = 0
-    float_total = 0
     bits: dict[str, int] = {}
-    for name, layer, kernel_codes in zip(compiled.weights.names, compiled.weights.layers,
-                                         compiled.weights.arrays):
-        logical, steps = _logical_codes(compiled, layer, np.asarray(kernel_codes, dtype=np.int8))
-        packed = pack_codes(logical)
+    logical_entry: dict[str, int] = {}       # layer -> entry whose packed data are its logical codes
+    derived: list[tuple[dict[str, Any], str, np.ndarray, Derivation]] = []
+
+    def add_codes(name: str, layer: str, codes: np.ndarray, steps: list[list[Any]], main_param: bool) -> None:
+        nonlocal offset, packed_total
+        packed = pack_codes(codes)
         meta = packed.meta()
-        meta.update({"name": name, "layer": layer, "offset": offset, "count": packed.count, "layout": steps})
+        meta.update({"name": name, "layer": layer, "offset": offset, "count": packed.count, "layout": steps,
+                     "main_param": main_param})
+        if steps or not main_param:
+            logical_entry.setdefault(layer, len(weights_meta))
         weights_meta.append(meta)
         sections.append(packed.data)
         offset += len(packed.data)
         packed_total += packed.nbytes
-        float_total += 4 * compiled.layer_weight_count(layer)
         bits[layer] = packed.bits
+
+    derive = compiled.weights.derive or [None] * len(compiled.weights.arrays)
+    for name, layer, array, how in zip(compiled.weights.names, compiled.weights.layers, compiled.weights.arrays,
+                                       derive):
+        if how is None:
+            codes, steps = _logical_codes(compiled, layer, np.asarray(array, dtype=np.int8))
+            add_codes(name, layer, codes, steps, True)
+        else:
+            meta = {"name": name, "layer": layer, "derive": how.to_json(), "shape": list(array.shape),
+                    "dtype": str(array.dtype), "main_param": True}
+            weights_meta.append(meta)
+            derived.append((meta, layer, np.asarray(array), how))
+    for meta, layer, array, how in derived:
+        data = compiled.imported.layers[layer]
+        logical = weight_codes(data.shift, data.sign, data.info.s0)
+        if layer not in logical_entry:
+            add_codes("codes_" + layer, layer, logical, [], False)
+        rebuilt = how.apply(logical)
+        if rebuilt.shape != array.shape or rebuilt.dtype != array.dtype or not np.array_equal(rebuilt, array):
+            raise ArtifactError(f"layer {layer!r}: derivation {how.fn!r} does not reproduce the kernel input "
+                                f"{meta['name']!r} from the layer's codes; it cannot be rebuilt at load time")
+        meta["from"] = logical_entry[layer]
+    float_total = sum(4 * compiled.layer_weight_count(layer) for layer in dict.fromkeys(compiled.weights.layers))
     manifest: dict[str, Any] = {
         "format": "shiftcomp-artifact", "version": VERSION, "tvm_version": tvm.__version__,
         "target": _target_json(compiled.target), "device": compiled.device_type,
@@ -264,6 +300,7 @@ def export(compiled: Any, path: str | os.PathLike) -> ArtifactInfo:
         "output_tuple": bool(compiled.output_tuple), "num_input": len(compiled.input_info),
         "lib": {"offset": 0, "size": len(lib)}, "weights": weights_meta,
         "layers": compiled.layer_summary(),
+        "tuning": {"database": compiled.settings.database, "tuned_kernels": list(compiled.tuned_kernels)},
         "stats": {"packed_weight_bytes": packed_total, "float32_weight_bytes": float_total, "lib_bytes": len(lib)},
     }
     payload = b"".join(sections)
@@ -323,16 +360,26 @@ def _parse(data: bytes, where: str) -> tuple[dict[str, Any], bytes]:
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """The validated manifest of an artifact (see the module docstring)."""
+    """The validated manifest of an artifact (see the module docstring). Opens no library."""
     p = Path(path)
     return _parse(_read(p), str(p))[0]
 
 
-def _read(p: Path) -> bytes:
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 (hex) of a whole artifact file: what ``load(..., expected_sha256=...)`` compares."""
+    return hashlib.sha256(_read(Path(path))).hexdigest()
+
+
+def _read(p: Path, expected_sha256: str | None = None) -> bytes:
     try:
-        return p.read_bytes()
+        data = p.read_bytes()
     except FileNotFoundError:
         raise ArtifactError(f"{p}: no such artifact file") from None
+    if expected_sha256 is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != expected_sha256.strip().lower():
+            raise ArtifactError(f"{p}: SHA-256 {got} is not the expected {expected_sha256}; refusing to load it")
+    return data
 
 
 class LoadedModel(ModelRunner):
@@ -352,33 +399,55 @@ class LoadedModel(ModelRunner):
         self._init_runner(lib, weights, manifest.get("device", "cpu"))
 
     def __repr__(self) -> str:
+        layers = {w["layer"] for w in self.manifest["weights"]}
         return (f"LoadedModel({str(self.path)!r}, inputs={[list(s) for s, _ in self.input_info]}, "
-                f"{len(self.manifest['weights'])} shift layers)")
+                f"{len(layers)} shift layers)")
 
 
-def load(path: str | os.PathLike) -> LoadedModel:
+def load(path: str | os.PathLike, *, expected_sha256: str | None = None) -> LoadedModel:
     """Load an artifact written by ``CompiledModel.export`` (no model Python code needed).
 
+    **Load only files you trust.** An artifact holds a native shared library that runs when it is opened,
+    like unpickling a file. Every check below happens before the library is opened.
+
+    Args:
+        path: the artifact file.
+        expected_sha256: the hex SHA-256 of the whole file (:func:`file_sha256` of the file you exported);
+            any other file is refused.
+
     Raises:
-        ArtifactError: not an artifact, truncated, corrupted, or unsupported version.
+        ArtifactError: not an artifact, truncated, corrupted, unsupported version, or not the expected
+            SHA-256.
     """
     import tvm
 
     p = Path(path)
-    manifest, payload = _parse(_read(p), str(p))
+    manifest, payload = _parse(_read(p, expected_sha256), str(p))
     lib_meta = manifest["lib"]
     lib_bytes = payload[lib_meta["offset"]:lib_meta["offset"] + lib_meta["size"]]
-    weights = []
-    for w in manifest["weights"]:
+    arrays: list[np.ndarray | None] = [None] * len(manifest["weights"])
+    unpacked: dict[int, np.ndarray] = {}
+    for i, w in enumerate(manifest["weights"]):
+        if "derive" in w:
+            continue
         off, n = int(w["offset"]), int(w["nbytes"])
-        packed = PackedCodes.from_meta(w, payload[off:off + n])
-        weights.append(apply_layout(unpack_codes(packed), w.get("layout") or []))
+        unpacked[i] = unpack_codes(PackedCodes.from_meta(w, payload[off:off + n]))
+        arrays[i] = apply_layout(unpacked[i], w.get("layout") or [])
+    for i, w in enumerate(manifest["weights"]):
+        if "derive" in w:
+            arr = Derivation.from_json(w["derive"]).apply(unpacked[int(w["from"])])
+            if list(arr.shape) != list(w["shape"]) or str(arr.dtype) != w["dtype"]:
+                raise ArtifactError(f"{p}: derived input {w['name']!r} rebuilt as {arr.dtype}{list(arr.shape)}, "
+                                    f"the manifest says {w['dtype']}{w['shape']}")
+            arrays[i] = arr
+    weights = [a for a, w in zip(arrays, manifest["weights"]) if w.get("main_param", True)]
     tmp = tempfile.mkdtemp(prefix="shiftcomp_load_")
     so = os.path.join(tmp, "lib.so")
     try:
         with open(so, "wb") as f:
             f.write(lib_bytes)
-        lib = tvm.runtime.load_module(so)
+        with quiet_tvm():
+            lib = tvm.runtime.load_module(so)
     finally:
         try:
             os.remove(so)

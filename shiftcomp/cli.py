@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from shiftcomp.errors import ShiftCompError
+
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 DATASETS = ("mnist", "cifar10", "imagenet")
 
@@ -108,18 +110,19 @@ def _load(args: argparse.Namespace):
     return ck
 
 
+def _tuned(args: argparse.Namespace):
+    """``--tuned`` as ``compile(tuned=...)`` takes it: "auto", None ("none") or a folder."""
+    return None if args.tuned == "none" else args.tuned
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     import shiftcomp as sc
 
     ck = _load(args)
     x = _example_input(ck.input_shape, args.batch)
-    if args.tuned == "none":
-        compiled = sc.compile(ck.model, (x,), target=args.target)
-    else:  # the shipped schedules/<target-key>/ database (or the given folder) when it matches
-        from shiftcomp.tune import compile_tuned
-
-        compiled = compile_tuned(ck.model, (x,), args.target, db_dir=None if args.tuned == "auto" else args.tuned)
-        print(f"kernels from the tuning database: {len(compiled.tuned_kernels)}")
+    compiled = sc.compile(ck.model, (x,), target=args.target, tuned=_tuned(args))
+    print(f"tuning database: {compiled.settings.database or 'none'} "
+          f"({len(compiled.tuned_kernels)} kernels scheduled from it)")
     info = compiled.export(args.output)
     print(compiled)
     print(info)
@@ -135,7 +138,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     use_test = args.data == "test" or (args.data == "auto" and ck.dataset in (None, "mnist")
                                        and tuple(ck.input_shape) == (1, 28, 28))
     x = _test_batch(ck, args.batch) if use_test else _example_input(ck.input_shape, args.batch)
-    compiled = sc.compile(ck.model, (x,), target=args.target)
+    compiled = sc.compile(ck.model, (x,), target=args.target, tuned=_tuned(args))
     report = sc.verify(compiled, ck.model, (x,))
     print(report)
     ok = bool(report.ok)
@@ -143,7 +146,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         # An exported file carries no per-layer probes: it must reproduce the verified compile exactly.
         import torch
 
+        import shiftcomp.artifact as sc_artifact
+
         same = torch.equal(sc.load(args.artifact)(x), compiled(x))  # ArtifactError -> exit 2 in main
+        if not same:
+            used = sc_artifact.read_manifest(args.artifact).get("tuning", {}).get("database")
+            print(f"(this check compiled with --tuned {args.tuned}, database {compiled.settings.database}; the "
+                  f"artifact was built with database {used}: pass the same --tuned)")
         print(f"artifact {args.artifact}: outputs {'identical to' if same else 'DIFFER from'} the verified compile")
         ok = ok and same
     return 0 if ok else 1
@@ -160,21 +169,25 @@ def _test_batch(ck, batch: int):
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    import shiftcomp as sc
+    from shiftcomp.bench.cases import default_shift_config
     from shiftcomp.checkpoint import load_checkpoint
+    from shiftcomp.models import INPUT_SHAPES, get_model
     from shiftcomp.tune import tune
 
-    ck = load_checkpoint(args.checkpoint, arch=args.arch) if Path(args.model).exists() else None
-    if ck is None:
-        import shiftcomp as sc
-        from shiftcomp.models import INPUT_SHAPES, get_model
-
-        model = sc.convert(get_model(args.model), sc.ShiftConfig(act_bits=(8, 8))).eval()
-        shape = INPUT_SHAPES[args.model]
-    else:
+    if Path(args.model).exists():
+        ck = load_checkpoint(args.model, arch=args.arch)
         model, shape = ck.model, ck.input_shape
-    result = tune(model, (_example_input(shape, args.batch),), target=args.target, trials=args.trials,
-                  work_dir=args.work_dir)
-    print(result)
+    elif args.model in INPUT_SHAPES:  # a zoo name: random weights, the benchmarks' shift configuration
+        model, shape = sc.convert(get_model(args.model), default_shift_config()).eval(), INPUT_SHAPES[args.model]
+    else:
+        raise FileNotFoundError(f"{args.model!r} is neither a checkpoint nor a zoo model ({', '.join(INPUT_SHAPES)})")
+    s = tune(model, (_example_input(shape, args.batch),), target=args.target, trials=args.trials,
+             work_dir=args.work_dir)
+    print(f"tuned {len(s.tasks)} task(s): {s.measured} candidates measured ({s.measured_on}) in {s.seconds:.0f} s "
+          f"-> {s.work_dir}")
+    print(f"compile with: shiftcomp compile CKPT -o model.so --target {args.target} --tuned "
+          f"{'auto' if args.work_dir is None else s.work_dir}")
     return 0
 
 
@@ -186,7 +199,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from shiftcomp.demo import run_demo
 
-    return 0 if run_demo(epochs=args.epochs, out_dir=Path(args.out_dir), mode=args.mode, seed=args.seed).ok else 1
+    return 0 if run_demo(epochs=args.epochs, out_dir=Path(args.out_dir), mode=args.mode, seed=args.seed,
+                         audit=args.audit).ok else 1
 
 
 # ------------------------------------------------------------------------------------------------ parser
@@ -253,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("verify", help="check compiled shift ops bit for bit against the integer reference")
     _add_checkpoint_args(s)
     s.add_argument("--artifact", default=None, help="also check that this exported file reproduces the verified compile exactly")
+    s.add_argument("--tuned", default="auto",
+                   help="as for compile (default auto); must match the artifact's compile for --artifact")
     s.add_argument("--data", choices=["auto", "test", "random"], default="auto",
                    help="inputs: the bundled MNIST-5k test images (MNIST models) or random; auto (default): "
                         "test for MNIST models, else random")
@@ -262,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="a checkpoint / run folder, or a zoo name (random weights)")
     s.add_argument("--arch", default=None)
     s.add_argument("--target", default="llvm")
-    s.add_argument("--trials", type=int, default=64, help="total MetaSchedule trials (default 64)")
+    s.add_argument("--trials", type=int, default=64,
+                   help="measured candidates in total, spread over the tasks (default 64)")
     s.add_argument("--batch", type=int, default=1)
     s.add_argument("--work-dir", default=None, help="database folder (default schedules/<target-key>/)")
     s.set_defaults(func=cmd_tune)
@@ -273,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo", help="train on bundled MNIST-5k -> compile -> verify -> export -> reload -> run")
+    s.add_argument("--audit", action="store_true", help="also print the full multiplication audit")
     s.add_argument("--epochs", type=int, default=4, help="training epochs (default 4)")
     s.add_argument("--mode", choices=["Q", "PS"], default="Q")
     s.add_argument("--seed", type=int, default=0)
@@ -290,6 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not isinstance(e, _input_errors()):
             raise
         print(f"shiftcomp {args.command}: error: {error_line(e)}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        print(f"shiftcomp {args.command}: error: {e}; `shiftcomp tune` needs the tune extra "
+              f"(pip install 'shiftcomp[tune]')", file=sys.stderr)
         return 2
 
 

@@ -5,18 +5,12 @@
     print(compiled.audit)                 # multiplication audit of the lowered IR
     compiled.export("model.so")           # one file; shiftcomp.load("model.so") in a fresh process
 
-Steps (``passes/pipeline.py`` names the pass lists):
-
-1. trace + import (``shiftcomp.frontend``): shift layers become composite calls, weights as constants;
-2. ``shift_lowering_passes``: FoldConstant, LowerShiftOps (call_tir of the scheduled shift kernels,
-   accumulator widths proven from the weights), DeadCodeElimination;
-3. lift the shift kernels' int8 weight codes into parameters of ``main`` (``passes/lift_weights.py``),
-   so the library holds no shift weights and the artifact can store them bit-packed;
-4. ``legalize_passes``; the multiplication audit (``passes/audit.py``) runs on this module;
-5. ``fusion_passes`` (+ the MetaSchedule database when ``tuned`` is given), TVM's dataflow-lowering and
-   finalisation passes, VM codegen (``tvm.compile`` with that pipeline already applied).
-
-``compile(..., lower=False)`` builds the same import without step 2: the float multiply baseline.
+``compile`` imports the model (``shiftcomp.frontend``: shift layers become composite calls, weights
+constants) and runs ``passes.pipeline.PIPELINE`` on it (shift lowering with a kernel provider, weight
+lifting, legalisation, the multiplication audit, fusion, the tuning database, TVM's lowering), then VM
+codegen. ``tuned="auto"`` (the default) applies ``schedules/<target_key>/`` when this target has one, to
+the shift kernels and the glue kernels alike. ``compile(..., lower=False)`` builds the float multiply
+baseline from the same import. :func:`compile_stage` returns an intermediate module for tools.
 """
 from __future__ import annotations
 
@@ -31,23 +25,37 @@ from torch import nn
 from tvm import relax
 from tvm.target import Target
 
-from passes.audit import MultiplicationAudit, audit_module
-from passes.lift_weights import LiftedWeights, lift_shift_weights
-from passes.lower_shift import LoweredLayer, LoweringReport
-from passes.pipeline import (dataflow_lower_passes, finalize_passes, fusion_passes, legalize_passes, run_passes,
-                             shift_lowering_passes)
+from passes.audit import MultiplicationAudit
+from passes.kernels import DatabaseKernels, KernelProvider, ManualKernels
+from passes.lift_weights import LiftedWeights
+from passes.lower_shift import LoweredLayer
+from passes.pipeline import PipelineOptions, PipelineState, run_pipeline
+from schedules.database import resolve_database
+from schedules.target import resolve_target
 from shiftcomp.artifact import ArtifactInfo, ModelRunner
 from shiftcomp.artifact import export as _export
 from shiftcomp.frontend import ImportedModel, import_model
+from shiftcomp.native_log import quiet_tvm
 
-__all__ = ["compile", "lower", "CompiledModel", "resolve_target"]
+__all__ = ["compile", "compile_stage", "CompiledModel", "CompileSettings", "resolve_target"]
 
 
-def resolve_target(target: Any) -> Target:
-    """``"llvm"`` = this host's CPU with its vector features, ``"cuda"``, a dict or a Target (schedules.target)."""
-    from schedules.target import resolve_target as _resolve
+@dataclasses.dataclass(frozen=True)
+class CompileSettings:
+    """The settings a model was compiled with (``verify`` rebuilds its probed twin with the same ones).
 
-    return _resolve(target)
+    Attributes:
+        tuned: what was passed as ``tuned`` (``"auto"``, ``None``, a folder or a Database).
+        database: where the applied database came from (a folder, ``"<Database>"``), or ``None``.
+        fuse, lower: as passed to :func:`compile`.
+        kernels: the kernel provider passed in (``None``: the default for ``tuned``).
+    """
+
+    tuned: Any = "auto"
+    database: str | None = None
+    fuse: bool = True
+    lower: bool = True
+    kernels: Any = None
 
 
 def _as_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:
@@ -88,7 +96,9 @@ class CompiledModel(ModelRunner):
         imported: the import result (fx graph, the unlowered Relax module, layer data).
         relax_module: the module after shift lowering and weight lifting (before legalisation).
         lowered: False for the float baseline (``lower=False``).
-        tuned_kernels: names of PrimFuncs scheduled from the tuning database (empty without ``tuned``).
+        tuned_kernels: kernels scheduled from the tuning database: shift kernels by task name, then glue
+            PrimFuncs by name (empty when no database applied).
+        settings: the :class:`CompileSettings` it was built with.
     """
 
     executable: Any
@@ -103,6 +113,7 @@ class CompiledModel(ModelRunner):
     relax_module: tvm.IRModule
     lowered: bool = True
     tuned_kernels: list[str] = dataclasses.field(default_factory=list)
+    settings: CompileSettings = dataclasses.field(default_factory=CompileSettings)
 
     def __post_init__(self) -> None:
         dev = "cuda" if self.target.kind.name == "cuda" else "cpu"
@@ -136,16 +147,6 @@ class CompiledModel(ModelRunner):
                 f"{len(self.layers)} shift layers, data-path multiplies={self.audit.datapath_multiplies})")
 
 
-def lower(model: nn.Module, example_inputs: Any, target: Any = "llvm") -> tvm.IRModule:
-    """The model's Relax module after the shift lowering passes (shift ops -> call_tir, weights constant),
-    before legalisation/fusion/scheduling of the other ops (for tuning tools)."""
-    tgt = resolve_target(target)
-    inputs = _as_inputs(example_inputs)
-    with _eval(model), torch.no_grad():
-        imported = import_model(model, inputs)
-    return run_passes(imported.mod, shift_lowering_passes(tgt), tgt)
-
-
 class _eval:
     """Context: the model in eval mode, its previous mode restored afterwards."""
 
@@ -162,63 +163,73 @@ class _eval:
             m.training = t
 
 
-def _apply_database(mod: tvm.IRModule, tgt: Target, tuned: Any) -> tuple[tvm.IRModule, list[str]]:
-    """Schedule PrimFuncs that have a record in the MetaSchedule database ``tuned`` (path or Database)."""
-    from tvm.s_tir import meta_schedule as ms
+def _prepare(model: nn.Module, example_inputs: Any, target: Any, tuned: Any, fuse: bool, lower: bool,
+             probes: bool, kernels: KernelProvider | None
+             ) -> tuple[ImportedModel, PipelineOptions, CompileSettings, DatabaseKernels | None]:
+    tgt = resolve_target(target)
+    inputs = _as_inputs(example_inputs)
+    database, where = resolve_database(tuned, tgt)
+    with _eval(model), torch.no_grad():
+        imported = import_model(model, inputs, probes=probes)
+    provider = kernels if kernels is not None else ManualKernels()
+    db_kernels = None
+    if database is not None:
+        db_kernels = DatabaseKernels(database, fallback=provider)
+        provider = db_kernels
+    options = PipelineOptions(target=tgt, lower=lower, fuse=fuse, kernels=provider, database=database)
+    settings = CompileSettings(tuned=tuned, database=where, fuse=fuse, lower=lower, kernels=kernels)
+    return imported, options, settings, db_kernels
 
-    db = ms.database.JSONDatabase(work_dir=str(tuned), allow_missing=False) if isinstance(tuned, (str, os.PathLike)) \
-        else tuned
-    with tgt, db, tvm.transform.PassContext(opt_level=3):
-        out = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-    names = sorted(gv.name_hint for gv, f in out.functions_items()
-                   if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None
-                   and bool(f.attrs.get("tirx.is_scheduled", False))
-                   and not (isinstance(mod[gv.name_hint], tvm.tirx.PrimFunc) and mod[gv.name_hint].attrs is not None
-                            and bool(mod[gv.name_hint].attrs.get("tirx.is_scheduled", False))))
-    return out, names
+
+def compile_stage(model: nn.Module, example_inputs: Any, target: Any = "llvm", stage: str = "fuse", *,
+                  tuned: Any = "auto", fuse: bool = True, lower: bool = True,
+                  kernels: KernelProvider | None = None) -> tuple[tvm.IRModule, PipelineState]:
+    """The model's module after pipeline stage ``stage`` (``passes.pipeline.STAGES``), with the state.
+
+    The same import and stages as :func:`compile` with the same arguments: ``shiftcomp.tune`` extracts
+    its glue tasks from ``stage="fuse"``, the module ``compile``'s ``apply_database`` stage sees.
+    """
+    with quiet_tvm():
+        imported, options, _, _ = _prepare(model, example_inputs, target, tuned, fuse, lower, False, kernels)
+        return run_pipeline(imported.mod, options, until=stage)
 
 
-def compile(model: nn.Module, example_inputs: Any, target: Any = "llvm", *, tuned: Any = None,  # noqa: A001
-            fuse: bool = True, lower: bool = True, probes: bool = False) -> CompiledModel:
+def compile(model: nn.Module, example_inputs: Any, target: Any = "llvm", *, tuned: Any = "auto",  # noqa: A001
+            fuse: bool = True, lower: bool = True, probes: bool = False,
+            kernels: KernelProvider | None = None) -> CompiledModel:
     """Compile a PyTorch model (any traceable ``nn.Module``, a bare shift layer included).
 
     Args:
         model: the model; compiled in eval mode (its previous train/eval mode is restored afterwards).
         example_inputs: a tensor or a sequence of tensors; their shapes and dtypes become the (static) signature.
         target: ``"llvm"`` (this host's CPU, detected vector features), ``"cuda"``, a dict or a Target.
-        tuned: a MetaSchedule database (folder path or ``Database``) to schedule the fused glue kernels
-            (and any kernel without a manual schedule) from; ``None``: default schedules.
+        tuned: the MetaSchedule database to schedule kernels from, shift and glue kernels alike:
+            ``"auto"`` (default): ``schedules/<target_key>/`` when this target has one, else none;
+            a folder (or a parent of ``<target_key>/``); a ``Database``; ``None``: built-in schedules only.
+            ``compiled.tuned_kernels`` lists what the database served.
         fuse: fuse the elementwise glue (FuseOps/FuseTIR); shift kernels are never fused.
         lower: ``False`` builds the float multiply baseline (shift layers run their float fallback).
         probes: also output every shift layer's input and output (names in ``compiled.imported.probes``;
             used by :func:`shiftcomp.verification.verify` to locate differences).
+        kernels: the shift-kernel provider (``passes.kernels``; default: the manual schedules, wrapped
+            in ``DatabaseKernels`` when a database applies).
 
     Raises:
         UnsupportedOpError / FrontendError: the model cannot be imported (the message says where).
         AccumulatorOverflowError: a layer's exact accumulator needs more than 64 bits.
         LoweringError: a shift layer cannot be lowered without multiplies (e.g. float activations
             without float kernels).
+        ValueError: ``tuned`` names a folder without a database.
     """
-    tgt = resolve_target(target)
-    inputs = _as_inputs(example_inputs)
-    with _eval(model), torch.no_grad():
-        imported = import_model(model, inputs, probes=probes)
-    report = LoweringReport()
-    mod = imported.mod
-    if lower:
-        mod = run_passes(mod, shift_lowering_passes(tgt, report), tgt)
-        mod, lifted = lift_shift_weights(mod)
-    else:
-        lifted = LiftedWeights(num_input=len(inputs))
-    outputs, is_tuple = _outputs(mod["main"])
-    legal = run_passes(mod, legalize_passes(tgt), tgt)
-    audit = audit_module(legal)
-    fused = run_passes(legal, fusion_passes(tgt, fuse), tgt)
-    tuned_kernels: list[str] = []
-    if tuned is not None:
-        fused, tuned_kernels = _apply_database(fused, tgt, tuned)
-    final = run_passes(fused, dataflow_lower_passes(tgt) + finalize_passes(tgt), tgt)
-    ex = tvm.compile(final, target=tgt, relax_pipeline=None)
-    return CompiledModel(executable=ex, target=tgt, input_info=list(imported.input_info), output_info=outputs,
-                         output_tuple=is_tuple, weights=lifted, layers=dict(report.layers), audit=audit,
-                         imported=imported, relax_module=mod, lowered=lower, tuned_kernels=tuned_kernels)
+    with quiet_tvm():
+        imported, options, settings, db_kernels = _prepare(model, example_inputs, target, tuned, fuse, lower,
+                                                           probes, kernels)
+        final, state = run_pipeline(imported.mod, options)
+        ex = tvm.compile(final, target=options.target, relax_pipeline=None)
+    lifted_mod = state.modules["lift_weights"]
+    outputs, is_tuple = _outputs(lifted_mod["main"])
+    tuned_kernels = (list(db_kernels.hits) if db_kernels is not None else []) + list(state.tuned_glue)
+    return CompiledModel(executable=ex, target=options.target, input_info=list(imported.input_info),
+                         output_info=outputs, output_tuple=is_tuple, weights=state.lifted,
+                         layers=dict(state.report.layers), audit=state.audit, imported=imported,
+                         relax_module=lifted_mod, lowered=lower, tuned_kernels=tuned_kernels, settings=settings)

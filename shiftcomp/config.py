@@ -1,10 +1,10 @@
 """Configuration of a shift (DeepShift) network: weight mode, shift range, activation format.
 
-One :class:`ShiftConfig` describes everything that decides the numerics of the shift layers (SPEC §1–§3):
+One :class:`ShiftConfig` describes everything that decides the numerics of the shift layers (docs/numerics.md):
 
 * ``mode``: ``"Q"`` (DeepShift-Q, a float ``weight`` rounded to ``sign * 2**shift`` in every forward) or
   ``"PS"`` (DeepShift-PS, float ``shift`` and ``sign`` parameters trained directly).
-* ``weight_bits`` ``b`` (2..8) picks the default shift range (SPEC §1):
+* ``weight_bits`` ``b`` (2..8) picks the default shift range (docs/numerics.md, Weights):
   Q ``[-(2**(b-1) - 1), 0]`` (b=5: ``[-15, 0]``), PS ``[-(2**(b-1) - 2), 0]`` (b=5: ``[-14, 0]``).
   An explicit ``shift_range`` overrides it (positive shifts, i.e. weights > 1, are allowed); ``weight_bits``
   is then only a label: the artifact packs the codes a layer really uses (``passes/packing.py``).
@@ -27,7 +27,7 @@ Limits (checked in ``__post_init__``, each violation is a ``ValueError`` naming 
 * shifts lie in ``[-128, 127]`` (the ``int8`` storage; every ``2**shift`` is an exact float32, below
   ``2**-126`` a subnormal one);
 * ``hi - lo <= 127`` (every default range fits). The kernels' ``int8`` weight code
-  ``sign * (shift - s0 + 1)`` (ARCHITECTURE §5) is relative to the smallest shift a layer *uses*; only a
+  ``sign * (shift - s0 + 1)`` (docs/numerics.md, Weights) is relative to the smallest shift a layer *uses*; only a
   layer that uses both ends of a 127-wide range (Q, ``weight_bits=8``) would need code +128, which the
   packing pass must reject;
 * ``1 <= I``, ``0 <= F``, ``I + F <= 32``: ``x_q`` fits ``int32``;
@@ -179,7 +179,7 @@ class ShiftConfig:
     def shift_bounds(self) -> tuple[int, int]:
         """The resolved shift range ``(lo, hi)`` (integers, ``lo <= hi``).
 
-        ``shift_range`` when given, else SPEC §1's default for ``(mode, weight_bits)``:
+        ``shift_range`` when given, else the default (docs/numerics.md, Weights) for ``(mode, weight_bits)``:
         Q ``(-(2**(b-1) - 1), 0)``, PS ``(-(2**(b-1) - 2), 0)``; zero-free (both modes) ``(-(2**(b-1) - 1), 0)``.
         """
         if self.shift_range is not None:

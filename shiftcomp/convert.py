@@ -3,7 +3,7 @@
 ``convert(model, config)`` walks ``model.named_modules()`` (module order), numbers every module whose type is
 *exactly* ``nn.Conv2d`` or ``nn.Linear`` from 0, and replaces number ``i`` by ``Conv2dShift.from_float`` /
 ``LinearShift.from_float`` when ``i < config.depth`` (``depth=None``: all) and ``filter_fn(module, fqn)`` is
-true. The count runs from the **start** (SPEC §1; the original DeepShift counted from the end); layers a
+true. The count runs from the **start** (docs/numerics.md, Weights; the original DeepShift counted from the end); layers a
 ``filter_fn`` skips still take their number. Subclasses (e.g. ``nn.MultiheadAttention``'s
 ``NonDynamicallyQuantizableLinear``, whose weight the parent reads directly) and existing shift layers are
 left alone and not counted. BatchNorm and everything else stays float.

@@ -20,7 +20,7 @@ energies picojoules):
 
 * float conv / linear: one FP32 multiply and one FP32 add per multiply-accumulate (MAC), plus one FP32
   add per output element when the layer has a bias.
-* shift conv / linear (fixed-point activations, SPEC section 3): per MAC one INT32 variable shift and one
+* shift conv / linear (fixed-point activations, docs/numerics.md, Shift layer): per MAC one INT32 variable shift and one
   INT32 add (the sign is applied by choosing add or subtract; the conditional negate ``(v ^ m) - m`` that
   the kernels emit is an XOR plus a subtract, counted as ``int32_logic`` + one extra ``int32_add`` when
   ``count_negate=True``). Per output element: one FP32 multiply (the power-of-two rescale
@@ -32,7 +32,7 @@ energies picojoules):
 * Memory traffic is not modelled (Horowitz: a 32-bit DRAM access is ~640 pJ; weight bytes are reported
   separately by the benchmark: 5-bit packed shift weights are 6.4x smaller than float32).
 
-When helper passes' multiplication audit (``passes/audit.py``) is available, :func:`audit_energy` turns
+When the multiplication audit (``passes/audit.py``) is available, :func:`audit_energy` turns
 its counts into the same report so the analytic numbers can be cross-checked against the compiled module.
 """
 
@@ -43,6 +43,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
+
+from shiftcomp.nn import is_shift_layer
 
 #: Energy per operation in picojoules at 45 nm (see the module docstring for sources).
 ENERGY_45NM_PJ: dict[str, float] = {
@@ -130,7 +132,7 @@ def linear_ops(rows: int, in_features: int, out_features: int, bias: bool = True
 
 
 def _is_shift_module(m: nn.Module) -> bool:
-    return hasattr(m, "integer_weights") and callable(getattr(m, "integer_weights"))
+    return is_shift_layer(m)
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -279,7 +281,7 @@ def _opcounts_to_kinds(d: Mapping[str, int]) -> dict[str, int]:
 
 
 def audit_shift_energy(audit: Any, table: Mapping[str, float] = ENERGY_45NM_PJ) -> tuple[dict[str, int], float]:
-    """Energy of a compiled shift model's conv/linear arithmetic from helper-4's multiplication audit.
+    """Energy of a compiled shift model's conv/linear arithmetic from the compiled model's multiplication audit.
 
     ``audit`` is ``CompiledModel.audit`` (``passes.audit.MultiplicationAudit``): we price the shift kernels'
     data path and epilogue and the quantize prologues (the same scope as :func:`estimate_energy`'s shift

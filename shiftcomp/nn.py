@@ -1,7 +1,7 @@
 """Shift layers: ``LinearShift`` and ``Conv2dShift`` (DeepShift Q and PS modes), plus small helpers.
 
 A shift layer's weight is ``sign * 2**shift`` with ``sign`` in {-1, 0, +1} and an integer ``shift`` in the
-config's range ``[lo, hi]`` (SPEC §1). Parameters:
+config's range ``[lo, hi]`` (docs/numerics.md, Weights). Parameters:
 
 * Q mode: a float ``weight`` (shaped like ``nn.Linear``/``nn.Conv2d``'s), rounded in every forward
   (:func:`shiftcomp.quant.q_fake_weight`, straight-through gradient). Training keeps the float weight.
@@ -37,7 +37,7 @@ from shiftcomp.quant import (fake_quant_act, ps_fake_weight, ps_round, q_fake_we
 
 _Device = Union[torch.device, str, int, None]
 
-__all__ = ["ShiftLayer", "LinearShift", "Conv2dShift", "shift_layers", "named_shift_layers",
+__all__ = ["ShiftLayer", "LinearShift", "Conv2dShift", "is_shift_layer", "shift_layers", "named_shift_layers",
            "shift_weight_decay", "AdderLayer", "LinearAdder", "Conv2dAdder"]
 
 
@@ -55,7 +55,7 @@ def _pair(v: int | Sequence[int], name: str, minimum: int) -> tuple[int, int]:
     return t  # type: ignore[return-value]
 
 
-class ShiftLayer(nn.Module):
+class ShiftLayer(reference.ExactSwitch, nn.Module):
     """Base class of the shift layers (use :class:`LinearShift` / :class:`Conv2dShift`).
 
     Attributes:
@@ -137,7 +137,7 @@ class ShiftLayer(nn.Module):
         return ps_round(self.shift, self.sign, lo, hi, zf)
 
     def quantized_weight(self) -> torch.Tensor:
-        """The float weight ``sign * 2**shift`` (exact, parameter dtype), differentiable (Q: STE; PS: SPEC §1)."""
+        """The float weight ``sign * 2**shift`` (exact, parameter dtype), differentiable (Q: STE; PS: docs/numerics.md, Weights)."""
         lo, hi = self.shift_bounds
         zf = self.config.zero_free
         if self.config.mode == "Q":
@@ -421,10 +421,15 @@ def _carry(new: ShiftLayer, module: nn.Module) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def is_shift_layer(m: object) -> bool:
+    """The one test for "is this a shift layer" (any :class:`ShiftLayer`, subclasses included)."""
+    return isinstance(m, ShiftLayer)
+
+
 def named_shift_layers(model: nn.Module) -> Iterator[tuple[str, ShiftLayer]]:
     """``(qualified name, layer)`` for every shift layer in ``model`` (``named_modules`` order, ``model`` included)."""
     for name, m in model.named_modules():
-        if isinstance(m, ShiftLayer):
+        if is_shift_layer(m):
             yield name, m
 
 

@@ -1,6 +1,6 @@
 """Quantizers of shift networks: weights to ``sign * 2**shift`` (Q and PS), activations to fixed point.
 
-Everything here follows SPEC §1–§2 (and ARCHITECTURE §2):
+Everything here follows docs/numerics.md (Weights, Activations):
 
 * **Q weights** (DeepShift-Q): ``sign = sign(w)`` (an exact 0.0 gives sign 0), ``|w|`` clamped to
   ``[2**lo, 2**hi]``, ``shift = round(log2|w|)`` with ties to even. The rounding is computed *exactly*: the
@@ -137,7 +137,7 @@ def _ps_shift_sign(shift_p: torch.Tensor, sign_p: torch.Tensor, lo: int,
 
 # ---------------------------------------------------------------------------------------------- Q mode
 def q_round(w: torch.Tensor, lo: int, hi: int, zero_free: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """DeepShift-Q rounding of float weights to integer shift/sign (SPEC §1).
+    """DeepShift-Q rounding of float weights to integer shift/sign (docs/numerics.md, Weights).
 
     Args:
         w: float weights (any shape, any float dtype). Must not contain NaN.
@@ -191,7 +191,7 @@ def q_fake_weight(w: torch.Tensor, lo: int, hi: int, zero_free: bool = False) ->
 # ---------------------------------------------------------------------------------------------- PS mode
 def ps_round(shift_p: torch.Tensor, sign_p: torch.Tensor, lo: int,
              hi: int, zero_free: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """DeepShift-PS rounding of the float ``shift``/``sign`` parameters (SPEC §1).
+    """DeepShift-PS rounding of the float ``shift``/``sign`` parameters (docs/numerics.md, Weights).
 
     Args:
         shift_p: float shift parameter (any shape); values are clamped to ``[lo, hi]`` then rounded
@@ -241,7 +241,7 @@ def ps_fake_weight(shift_p: torch.Tensor, sign_p: torch.Tensor, lo: int, hi: int
         shift_p, sign_p: float parameters of equal shape and dtype; ``lo, hi``: shift range.
 
     Returns:
-        The weight in ``shift_p.dtype``. Backward (SPEC §1): ``grad(shift_p) = g * sign_q * 2**shift_q * ln 2``
+        The weight in ``shift_p.dtype``. Backward (docs/numerics.md, Weights): ``grad(shift_p) = g * sign_q * 2**shift_q * ln 2``
         (no mask: like DeepShift, which clamps ``shift`` in place instead), ``grad(sign_p) = g``.
     """
     lo, hi = _check_bounds(lo, hi)
@@ -300,7 +300,7 @@ def _clamp_to_int(r: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def to_fixed(x: torch.Tensor, I: int, F: int, rounding: str = "nearest") -> torch.Tensor:  # noqa: E741
-    """Quantise activations to the fixed-point format ``Q(I, F)`` (SPEC §2).
+    """Quantise activations to the fixed-point format ``Q(I, F)`` (docs/numerics.md, Activations).
 
     Args:
         x: float tensor (any shape/device; cast to float32 first). Must not contain NaN.

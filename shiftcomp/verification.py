@@ -4,7 +4,7 @@
     print(report)          # per shift op: bit-exact?  in-model ulp drift;  whole model: max abs/ulp, argmax
     assert report.ok
 
-Per shift op (the SPEC's contract): the model runs through the exact reference (``reference.exact``) with
+Per shift op (the numeric contract, docs/numerics.md): the model runs through the exact reference (``reference.exact``) with
 forward hooks capturing every shift layer's float input and reference output. The *same* PrimFuncs the
 compiled model uses (its quantise prologue and shift kernel, taken from ``compiled.relax_module``) are
 built into one standalone module, one Relax function per layer, and run on the captured input with the
@@ -24,12 +24,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import tvm
 from torch import nn
 from tvm import relax
 
 from passes.pipeline import dataflow_lower_passes, finalize_passes, fusion_passes, legalize_passes, run_passes
 from passes.quantize_kernel import ROLE_ATTR
+from shiftcomp.compiler import compile as compile_model
+from shiftcomp.nn import is_shift_layer
+from shiftcomp.reference import exact
 
 __all__ = ["OpCheck", "VerifyReport", "verify", "ulp_diff", "standalone_ops"]
 
@@ -55,7 +59,7 @@ class OpCheck:
         mismatches: number of differing elements (standalone).
         max_ulp: max ulp difference (standalone; 0 when bit exact).
         float_acts: float-activation layer (act_bits None): checked within the float32 summation error bound
-            against the float64 reference (SPEC §3), not bit for bit.
+            against the float64 reference (docs/numerics.md, float activations), not bit for bit.
         within_bound: for float-activation layers, whether every element is within that bound.
         in_model: differences of the layer's input and output inside the compiled model vs PyTorch
             (``None`` without probes): ``{"in"|"out": (mismatching elements, max abs diff, max ulp)}``.
@@ -150,10 +154,8 @@ def _diff(a: torch.Tensor, b: torch.Tensor) -> tuple[int, float, int]:
 
 
 def _float_bound(data: Any, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Error bound of a float32 shift op vs its float64-then-rounded reference (SPEC §3):
+    """Error bound of a float32 shift op vs its float64-then-rounded reference (docs/numerics.md):
     ``gamma_K * Σ_k |x_k w_k| + 2u (|ref| + |bias|)``, ``u = 2**-24``, ``gamma_K = K u / (1 - K u)``."""
-    import torch.nn.functional as F
-
     info = data.info
     w = torch.from_numpy(data.float_weight).double().abs()
     u = 2.0 ** -24
@@ -175,9 +177,6 @@ def _float_bound(data: Any, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 def _capture(model: nn.Module, layers: Sequence[str], inputs: Sequence[torch.Tensor]
              ) -> tuple[Any, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """Run ``model`` under the exact reference; return (outputs, {layer: (input, output)})."""
-    from shiftcomp.frontend import is_shift_layer
-    from shiftcomp.reference import exact
-
     # a bare shift layer is compiled as the child "layer" of a wrapper (shiftcomp.frontend.trace)
     from shiftcomp.frontend.adder_layers import is_adder_layer
 
@@ -240,26 +239,45 @@ def _kernel_call_args(mod: tvm.IRModule, kernel: str) -> list:
     return found
 
 
+def _layer_weights(compiled: Any, layer: str) -> list[np.ndarray]:
+    """The layer's weight inputs of ``main``, in order."""
+    return [a for n, a in zip(compiled.weights.layers, compiled.weights.arrays) if n == layer]
+
+
+def _op_weights(compiled: Any, layer: str) -> list[np.ndarray]:
+    """The weight inputs a layer's kernel reads after x: adder kernels keep their weights as constants of the
+    call (``low.codes``); shift kernels read lifted parameters of ``main``."""
+    low = compiled.layers[layer]
+    return [low.codes] if _is_adder(low) else _layer_weights(compiled, layer)
+
+
+def _prologue_out(mod: tvm.IRModule, name: str) -> tuple[tuple[int, ...], str]:
+    """Shape and dtype of a kernel prologue's output buffer (its last parameter)."""
+    prim = mod[name]
+    buf = prim.buffer_map[prim.params[-1]]
+    return tuple(int(d) for d in buf.shape), str(buf.dtype)
+
+
 def standalone_ops(compiled: Any) -> tuple[Any, dict[str, str]]:
     """Build the compiled model's shift ops as standalone functions (one ``tvm.compile``).
 
-    Function ``op_<i>(x: float32 in_shape, codes: int8) -> float32 out_shape`` runs the layer's own
-    quantise PrimFunc and shift kernel PrimFunc, exactly as inside the compiled model. Returns
+    Function ``op_<i>(x: float32 in_shape, *weights) -> float32 out_shape`` runs the layer's own quantise
+    PrimFunc, kernel prologue (if any) and shift kernel PrimFunc, exactly as inside the compiled model,
+    with the layer's weight inputs (``compiled.weights``, in order). Returns
     ``(executable, {layer: function name})``.
     """
     src = compiled.relax_module
     bb = relax.BlockBuilder(src)
     names: dict[str, str] = {}
-    codes_by_layer = dict(zip(compiled.weights.layers, compiled.weights.arrays))
     for i, (layer, low) in enumerate(compiled.layers.items()):
         info = low.info
         adder = _is_adder(low)
         kernel_gv = src.get_global_var(low.kernel)
-        codes = low.codes if adder else codes_by_layer[layer]
         x = relax.Var("x", relax.TensorType(info.in_shape, "float32"))
-        w = relax.Var("codes", relax.TensorType(codes.shape, str(codes.dtype)))
+        ws = [relax.Var(f"w{j}", relax.TensorType(a.shape, str(a.dtype)))
+              for j, a in enumerate(_op_weights(compiled, layer))]
         fname = f"op_{i}"
-        with bb.function(fname, [x, w]):
+        with bb.function(fname, [x, *ws]):
             with bb.dataflow():
                 xq: relax.Expr = x
                 if info.act_bits is not None:
@@ -273,10 +291,14 @@ def standalone_ops(compiled: Any) -> tuple[Any, dict[str, str]]:
                 if tuple(info.in_shape) != spec_x:
                     xq = bb.emit(relax.op.reshape(xq, spec_x))
                 if adder:   # kernel args (x_q, w, bias): the bias constant as in the compiled module
-                    args = [xq, w, _kernel_call_args(src, low.kernel)[2]]
+                    args = [xq, *ws, _kernel_call_args(src, low.kernel)[2]]
                 else:
+                    if low.prologue is not None:
+                        pro = src.get_global_var(low.prologue)
+                        shape, dtype = _prologue_out(src, low.prologue)
+                        xq = bb.emit(relax.call_tir(pro, [xq], relax.TensorType(shape, dtype)))
                     data = compiled.imported.layers[layer]
-                    args = [xq, w] + ([relax.const(data.bias, "float32")] if data.bias is not None else [])
+                    args = [xq, *ws] + ([relax.const(data.bias, "float32")] if data.bias is not None else [])
                 spec_out = tuple(int(d) for d in low.spec.out_shape)
                 y = bb.emit(relax.call_tir(kernel_gv, args, relax.TensorType(spec_out, "float32")))
                 if adder and info.kind == "dense":
@@ -305,9 +327,9 @@ def verify(compiled: Any, model: nn.Module, inputs: Any, *, probes: bool = True)
         compiled: a :class:`shiftcomp.compiler.CompiledModel` of ``model``.
         model: the PyTorch model it was compiled from.
         inputs: one input tensor or a sequence of them, matching the compiled signature.
-        probes: also compile a probed twin to report per-layer in-model ulp drift (one more compile).
+        probes: also compile a probed twin to report per-layer in-model ulp drift (one more compile,
+            with the settings ``compiled`` was built with: same target, database, fusion, kernel provider).
     """
-    from shiftcomp.compiler import compile as _compile
 
     xs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
     layers = list(compiled.layers)
@@ -319,20 +341,18 @@ def verify(compiled: Any, model: nn.Module, inputs: Any, *, probes: bool = True)
         ex, fnames = standalone_ops(compiled)
         dev = tvm.cuda(0) if compiled.device_type == "cuda" else tvm.cpu(0)
         vm = relax.VirtualMachine(ex, dev)
-        codes_by_layer = dict(zip(compiled.weights.layers, compiled.weights.arrays))
         for layer in layers:
             low = compiled.layers[layer]
             x_in, y_ref = captured[layer]
-            codes = low.codes if _is_adder(low) else codes_by_layer[layer]
             out = vm[fnames[layer]](tvm.runtime.tensor(x_in.contiguous().numpy(), dev),
-                                    tvm.runtime.tensor(codes, dev))
+                                    *[tvm.runtime.tensor(a, dev) for a in _op_weights(compiled, layer)])
             y = torch.from_numpy(out.numpy().copy())
             diff = ulp_diff(y, y_ref)
             check = OpCheck(layer=layer, kind=low.info.kind, acc_dtype=low.plan.dtype if low.plan else "float32",
                             bit_exact=torch.equal(y, y_ref), mismatches=int((diff > 0).sum()),
                             max_ulp=int(diff.max()) if diff.numel() else 0, float_acts=low.float_acts)
             if low.float_acts and _is_adder(low):
-                from shiftcomp.adder_reference import adder_float_error_bound
+                from shiftcomp.reference import adder_float_error_bound
 
                 k = int(np.prod(low.info.weight_shape[1:]))
                 bound = adder_float_error_bound(y_ref, k, y_ref.abs() + 1.0) + 2.0 ** -23 * y_ref.abs()
@@ -358,7 +378,9 @@ def verify(compiled: Any, model: nn.Module, inputs: Any, *, probes: bool = True)
         rows, agree = 0, 1.0
 
     if probes and layers:
-        twin = _compile(model, xs, target=compiled.target, probes=True)
+        st = compiled.settings
+        twin = compile_model(model, xs, target=compiled.target, probes=True, tuned=st.tuned, fuse=st.fuse,
+                             kernels=st.kernels)
         outs = twin(*xs)
         outs = outs if isinstance(outs, tuple) else (outs,)
         n_out = len(outs) - len(twin.imported.probes)

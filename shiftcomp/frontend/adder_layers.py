@@ -22,94 +22,22 @@ import torch
 from torch import nn
 from tvm import relax
 
+from passes.adder_contract import (ADDER_COMPOSITES, ARG_BIAS, ARG_W, ARG_X, COMPOSITE_ADDER_CONV2D,
+                                   COMPOSITE_ADDER_DENSE, AdderLayerInfo, adder_composite_info)
+from shiftcomp.adder import Conv2dAdder, LinearAdder
+
 __all__ = ["COMPOSITE_ADDER_DENSE", "COMPOSITE_ADDER_CONV2D", "ADDER_COMPOSITES", "AdderLayerInfo",
            "AdderLayerData", "adder_layer_types", "is_adder_layer", "read_adder_layer", "adder_composite_info",
            "emit_adder_layer"]
 
-COMPOSITE_ADDER_DENSE = "shiftcomp.adder_dense"      #: composite name of an adder linear layer
-COMPOSITE_ADDER_CONV2D = "shiftcomp.adder_conv2d"    #: composite name of an adder conv2d layer
-ADDER_COMPOSITES = (COMPOSITE_ADDER_DENSE, COMPOSITE_ADDER_CONV2D)
-
-#: argument order of an adder composite call
-ARG_X, ARG_W, ARG_BIAS = range(3)
-
-
 def adder_layer_types() -> tuple[type, ...]:
     """The adder layer classes."""
-    from shiftcomp.adder import Conv2dAdder, LinearAdder
-
     return (LinearAdder, Conv2dAdder)
 
 
 def is_adder_layer(m: nn.Module) -> bool:
     """True for a shiftcomp adder layer."""
     return isinstance(m, adder_layer_types())
-
-
-@dataclasses.dataclass(frozen=True)
-class AdderLayerInfo:
-    """What the passes need to know about one adder layer (stored as function attributes).
-
-    Attributes:
-        layer, kind (``"dense"``/``"conv2d"``), in_shape, out_shape, weight_shape: as for shift layers.
-        act_bits: ``(I, F)`` or ``None`` (float mode); rounding: activation rounding.
-        weight_bits: total bits of ``w_q`` (0 in float mode).
-        strides, padding (top, left, bottom, right), dilation, groups: conv geometry.
-        has_bias: whether the layer has a bias.
-    """
-
-    layer: str
-    kind: str
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
-    weight_shape: tuple[int, ...]
-    act_bits: tuple[int, int] | None
-    rounding: str
-    weight_bits: int
-    strides: tuple[int, int] = (1, 1)
-    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
-    dilation: tuple[int, int] = (1, 1)
-    groups: int = 1
-    has_bias: bool = False
-
-    s0 = 0  #: no accumulator shift (read by per-layer summaries shared with shift layers)
-
-    @property
-    def composite(self) -> str:
-        return COMPOSITE_ADDER_DENSE if self.kind == "dense" else COMPOSITE_ADDER_CONV2D
-
-    @property
-    def frac_bits(self) -> int | None:
-        return None if self.act_bits is None else self.act_bits[1]
-
-    def to_attrs(self) -> dict[str, Any]:
-        i_bits, f_bits = self.act_bits if self.act_bits is not None else (-1, -1)
-        return {"Composite": self.composite, "layer": self.layer, "kind": self.kind,
-                "in_shape": list(self.in_shape), "out_shape": list(self.out_shape),
-                "weight_shape": list(self.weight_shape), "int_bits": i_bits, "frac_bits": f_bits,
-                "act_float": int(self.act_bits is None), "rounding": self.rounding, "weight_bits": self.weight_bits,
-                "strides": list(self.strides), "padding": list(self.padding), "dilation": list(self.dilation),
-                "groups": self.groups, "has_bias": int(self.has_bias)}
-
-    @classmethod
-    def from_attrs(cls, attrs: Any) -> "AdderLayerInfo":
-        a = {str(k): attrs[k] for k in attrs.keys()}
-        ints = lambda v: tuple(int(x) for x in v)  # noqa: E731
-        act = None if int(a["act_float"]) else (int(a["int_bits"]), int(a["frac_bits"]))
-        return cls(layer=str(a["layer"]), kind=str(a["kind"]), in_shape=ints(a["in_shape"]),
-                   out_shape=ints(a["out_shape"]), weight_shape=ints(a["weight_shape"]), act_bits=act,
-                   rounding=str(a["rounding"]), weight_bits=int(a["weight_bits"]), strides=ints(a["strides"]),
-                   padding=ints(a["padding"]), dilation=ints(a["dilation"]), groups=int(a["groups"]),
-                   has_bias=bool(int(a["has_bias"])))
-
-
-def adder_composite_info(func: Any) -> AdderLayerInfo | None:
-    """The :class:`AdderLayerInfo` of a Relax function if it is an adder composite, else ``None``."""
-    if not isinstance(func, relax.Function) or func.attrs is None or "Composite" not in func.attrs:
-        return None
-    if str(func.attrs["Composite"]) not in ADDER_COMPOSITES:
-        return None
-    return AdderLayerInfo.from_attrs(func.attrs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,8 +51,6 @@ class AdderLayerData:
 
 def read_adder_layer(name: str, module: nn.Module, in_shape: tuple[int, ...]) -> AdderLayerData:
     """Extract an adder layer's info, weights and bias for an input of shape ``in_shape``."""
-    from shiftcomp.adder import Conv2dAdder
-
     cfg = module.config
     with torch.no_grad():
         if cfg.act_bits is None:

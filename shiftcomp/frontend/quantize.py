@@ -1,4 +1,4 @@
-"""The activation-quantisation prologue of a shift layer, as plain Relax ops (SPEC §2).
+"""The activation-quantisation prologue of a shift layer, as plain Relax ops (docs/numerics.md, Activations).
 
 ``x_q = clamp(round_mode(x * 2**F), -2**(I+F-1), 2**(I+F-1) - 1)`` as int32, where
 

@@ -8,6 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from shiftcomp.deepshift import act_qmax
+from shiftcomp.nn import Conv2dShift, LinearShift
+from shiftcomp.reference import acc_shift
+
 from .composite import ShiftLayerInfo
 
 __all__ = ["ShiftLayerData", "read_shift_layer"]
@@ -51,10 +55,6 @@ def read_shift_layer(name: str, module: nn.Module, in_shape: tuple[int, ...]) ->
         module: the ``LinearShift`` or ``Conv2dShift`` (eval mode).
         in_shape: static input shape (dense ``(..., K)``; conv2d ``(N, C, H, W)``).
     """
-    from shiftcomp.deepshift import act_qmax
-    from shiftcomp.nn import Conv2dShift, LinearShift
-    from shiftcomp.reference import acc_shift
-
     cfg = module.config
     with torch.no_grad():
         shift_t, sign_t = module.integer_weights()

@@ -5,19 +5,14 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from shiftcomp.nn import Conv2dShift, LinearShift, is_shift_layer
+
 __all__ = ["ShiftTracer", "trace", "shift_layer_types", "is_shift_layer"]
 
 
 def shift_layer_types() -> tuple[type, ...]:
-    """The shift layer classes (``shiftcomp.nn.LinearShift``, ``shiftcomp.nn.Conv2dShift``)."""
-    from shiftcomp.nn import Conv2dShift, LinearShift
-
+    """The shift layer classes the importer reads (``shiftcomp.nn.LinearShift``, ``shiftcomp.nn.Conv2dShift``)."""
     return (LinearShift, Conv2dShift)
-
-
-def is_shift_layer(m: nn.Module) -> bool:
-    """True for a shiftcomp shift layer (subclasses included)."""
-    return isinstance(m, shift_layer_types())
 
 
 def _is_adder_layer(m: nn.Module) -> bool:

@@ -113,7 +113,7 @@ def test_int64_accumulator_from_the_bound_and_refusal():
 
 
 def test_float_mode_adder_layer_within_bound():
-    from shiftcomp.adder_reference import adder_float_error_bound
+    from shiftcomp.reference import adder_float_error_bound
 
     torch.manual_seed(0)
     layer = sc.nn.Conv2dAdder(3, 5, 3, padding=1, bias=True).eval()

@@ -15,7 +15,7 @@ from hypothesis_support import examples
 from schedules.adder import (AdderSpec, adder_conv2d, build_adder_kernel, psadbw_applicable, psadbw_weights,
                              schedule_cuda, weight_dtype)
 from schedules.target import resolve_target
-from shiftcomp.adder_reference import adder_conv2d as ref_conv, adder_conv2d_float, adder_float_error_bound
+from shiftcomp.reference import adder_conv2d as ref_conv, adder_conv2d_float, adder_float_error_bound
 
 BATCH = 10
 

@@ -11,7 +11,7 @@ from hypothesis_support import examples
 from torch import nn
 
 import shiftcomp as sc
-from shiftcomp import adder_reference as aref
+from shiftcomp import reference as aref
 from shiftcomp.adder import adaptive_grad_scale, adder_conv2d_train
 from shiftcomp.adder_convert import ShiftAddConv2d
 from shiftcomp.models import get_model

@@ -4,7 +4,10 @@ import csv
 import pytest
 import torch
 
+from torch import nn
+
 from shiftcomp import bench
+from shiftcomp.bench.suites import _add_ratios as add_ratios
 
 TINY_CONV = bench.LayerCase("tiny_conv", "conv", 4, 4, hw=6, kernel=3, stride=1, padding=1)
 TINY_LIN = bench.LayerCase("tiny_lin", "linear", 16, 8, batch=2)
@@ -54,7 +57,7 @@ def test_markdown_ratios_and_deepshift_constant():
         r = {k: None for k in bench.ROW_FIELDS}
         r.update(suite="layer", case="c", batch=1, backend=b, median_ms=ms, threads=1)
         rows.append(r)
-    bench._add_ratios(rows)
+    add_ratios(rows)
     sh = [r for r in rows if r["backend"] == "shiftcomp"][0]
     assert sh["rel_torch"] == pytest.approx(0.5) and sh["speedup_vs_deepshift"] == pytest.approx(100.0)
     md = bench.to_markdown(rows)
@@ -82,7 +85,7 @@ def test_weight_bytes_shift_model():
 
 def test_tvm_float_backend_tiny():
     pytest.importorskip("tvm")
-    rows = bench.run_layer_bench([TINY_LIN], backends=["tvm-float", "torch"], db_dir=False, threads=1, warmup=0,
+    rows = bench.run_layer_bench([TINY_LIN], backends=["tvm-float", "torch"], tuned=None, threads=1, warmup=0,
                                  repeats=1, min_repeat_ms=0.1, log=lambda s: None)
     tv = [r for r in rows if r["backend"] == "tvm-float"][0]
     assert tv["median_ms"] > 0 and tv["tuned"] is False and tv["build_s"] >= 0
@@ -91,7 +94,7 @@ def test_tvm_float_backend_tiny():
 def test_shiftcomp_backend_tiny_linear():
     pytest.importorskip("tvm")
     pytest.importorskip("shiftcomp.compiler")
-    rows = bench.run_layer_bench([TINY_LIN], backends=["shiftcomp", "torch"], db_dir=False, threads=1, warmup=0,
+    rows = bench.run_layer_bench([TINY_LIN], backends=["shiftcomp", "torch"], tuned=None, threads=1, warmup=0,
                                  repeats=1, min_repeat_ms=0.1, log=lambda s: None)
     sc = [r for r in rows if r["backend"] == "shiftcomp"][0]
     assert sc["median_ms"] > 0 and sc["tuned"] is False
@@ -111,8 +114,9 @@ def test_profile_module_tiny():
             y = bb.emit(relax.op.matmul(x, relax.const(np.ones((16, 8), "float32"))))
             z = bb.emit_output(relax.op.nn.relu(y))
         bb.emit_func_output(z)
-    from shiftcomp import tune as T
-    mod = T.prepare_module(bb.get(), T.resolve_target("llvm"))
+    from shiftcomp.baseline import prepare_module
+    from schedules.target import resolve_target
+    mod = prepare_module(bb.get(), resolve_target("llvm"))
     rows = bench.profile_module(mod, "llvm", repeat=1, min_repeat_ms=1)
     assert len(rows) == 1 and rows[0]["calls"] == 1 and rows[0]["ms_each"] > 0
     assert rows[0]["share"] == pytest.approx(1.0)
@@ -120,3 +124,20 @@ def test_profile_module_tiny():
 
 def test_shift_peak_formula():
     assert bench.shift_peak_terms_per_s(2, 2.3) == pytest.approx(2 * 16 * 2.3e9)
+
+
+def test_package_benchmark_compares_against_baselines():
+    """``shiftcomp.benchmark`` (in ``shiftcomp.__all__``): the shift build and the asked baselines, one run."""
+    import shiftcomp
+
+    torch.manual_seed(0)
+    m = shiftcomp.convert(nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 8)),
+                          shiftcomp.ShiftConfig(act_bits=(4, 6))).eval()
+    rows = shiftcomp.benchmark(m, torch.randn(4, 32), baselines=["torch", "tvm-float"], tuned=None, threads=1,
+                               warmup=0, repeats=2, min_repeat_ms=0.1)
+    assert [r["backend"] for r in rows] == ["shiftcomp", "torch", "tvm-float"] and not rows.errors
+    assert all(r["median_ms"] > 0 for r in rows)
+    shift = rows[0]
+    assert shift["max_abs_err"] < 1e-4 and shift["rel_torch"] > 0 and shift["batch"] == 4
+    with pytest.raises(ValueError, match="unknown baseline"):
+        shiftcomp.benchmark(m, torch.randn(4, 32), baselines=["numpy"])

@@ -70,3 +70,47 @@ def test_demo_end_to_end(tmp_path):
     result = run_demo(epochs=1, out_dir=tmp_path, progress=False)
     assert result.ok and result.bit_exact_outputs
     assert result.acc_compiled > 80.0
+
+
+def test_tune_accepts_a_checkpoint(converted, monkeypatch, capsys):
+    """`shiftcomp tune CKPT` loads the checkpoint and hands its model to shiftcomp.tune.tune with the total
+    trial budget (it used to crash with AttributeError: args.checkpoint)."""
+    import shiftcomp.tune as T
+
+    d, ckpt, _ = converted
+    calls = {}
+
+    def fake_tune(model, inputs, target="llvm", trials=64, work_dir=None, **kw):
+        calls.update(model=model, shape=tuple(inputs[0].shape), target=target, trials=trials, work_dir=work_dir)
+        return T.TuneSummary(str(work_dir), "llvm-x", ["t"], trials, 3, 1.0, "local", {})
+
+    monkeypatch.setattr(T, "tune", fake_tune)
+    assert main(["tune", str(ckpt), "--trials", "5", "--batch", "2", "--work-dir", str(d / "db")]) == 0
+    assert calls["trials"] == 5 and calls["shape"] == (2, 1, 28, 28) and calls["work_dir"] == str(d / "db")
+    assert isinstance(calls["model"], torch.nn.Module)
+    assert "--tuned " + str(d / "db") in capsys.readouterr().out
+
+
+def test_tune_unknown_model_is_exit_2(capsys):
+    assert main(["tune", "no_such_model_or_file"]) == 2
+    assert "neither a checkpoint nor a zoo model" in capsys.readouterr().err
+
+
+def test_verify_compiles_with_the_same_tuned_setting_as_compile(converted, monkeypatch):
+    """compile and verify default to the same --tuned (auto), so verify --artifact checks the same build."""
+    import shiftcomp.compiler as C
+
+    d, ckpt, _ = converted
+    seen = []
+    real = C.compile
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("tuned", "<default>"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sc, "compile", spy)
+    so = d / "same.so"
+    assert main(["compile", str(ckpt), "-o", str(so)]) == 0
+    assert main(["verify", str(ckpt), "--artifact", str(so), "--data", "random"]) == 0
+    assert main(["verify", str(ckpt), "--artifact", str(so), "--data", "random", "--tuned", "none"]) in (0, 1)
+    assert seen == ["auto", "auto", None]

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import assume, given, settings, strategies as st
+from hypothesis_support import examples
 
 from shiftcomp import quant
 from shiftcomp.quant import (LN2, act_int_range, fake_quant_act, pow2, ps_fake_weight, ps_round, q_fake_weight,
                              q_round, round_ste, to_fixed)
 
-SETTINGS = settings(max_examples=80, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=examples(80), deadline=None)
 f32 = st.floats(width=32, allow_nan=False)
 
 

@@ -9,12 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
+from hypothesis_support import examples
 
 from shiftcomp import ShiftConfig, reference
 from shiftcomp.nn import Conv2dShift, LinearShift, ShiftLayer, named_shift_layers, shift_layers, shift_weight_decay
 from shiftcomp.quant import LN2, act_int_range, q_round, to_fixed
 
-SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=examples(30), deadline=None)
 U = 2.0 ** -24                                     # float32 unit roundoff
 
 

@@ -12,6 +12,8 @@ tvm = pytest.importorskip("tvm")
 from tvm import relax, te  # noqa: E402
 
 from shiftcomp import tune as T  # noqa: E402
+from shiftcomp.baseline import prepare_module  # noqa: E402
+from shiftcomp.tune.measure import cuda_available  # noqa: E402
 
 
 def _shift_dense(M=4, K=32, N=16):
@@ -56,7 +58,9 @@ def test_resolve_target_and_key():
 def test_apply_database_primfunc_lookup(tmp_path):
     prim = _shift_dense()
     tgt = T.resolve_target("llvm")
-    assert T.apply_database(prim, tgt, tmp_path / "none") is not None      # no database: unchanged
+    with pytest.raises(ValueError, match="no tuning database"):             # a folder without one: an error
+        T.apply_database(prim, tgt, tmp_path / "none")
+    assert T.apply_database(prim, tgt, None)["main"].same_as(prim)           # no database: unchanged
     assert not T.has_database(tmp_path / "none")
     T.record_schedule(tmp_path / "db", prim, _manual_schedule(prim), tgt, run_secs=[1e-4])
     assert T.has_database(tmp_path / "db")
@@ -88,31 +92,40 @@ def test_apply_database_relax_module_and_parent_dir(tmp_path):
         first = sch.get_child_blocks(sch.get_sblock("root"))[0]
         sch.parallel(sch.get_loops(first)[0])
         T.record_schedule(db, t.prim, sch, tgt)
-    untuned = T.apply_database(mod, tgt, False)
+    untuned = T.apply_database(mod, tgt, None)
     assert T.scheduled_names(untuned) == []
     tuned = T.apply_database(mod, tgt, tmp_path)
     assert len(T.scheduled_names(tuned)) == 1
     # applying to an already prepared module finds the same workloads (prepare is idempotent)
-    assert len(T.scheduled_names(T.apply_database(T.prepare_module(mod, tgt), tgt, db))) == 1
+    assert len(T.scheduled_names(T.apply_database(prepare_module(mod, tgt), tgt, db))) == 1
     vm = relax.VirtualMachine(tvm.compile(tuned, target=tgt), tvm.cpu())
     x = np.random.default_rng(1).standard_normal((4, 32)).astype("float32")
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(got, np.maximum(x @ w, 0), rtol=1e-5, atol=1e-5)
 
 
-def test_resolve_db_dir_rules(tmp_path):
+def test_resolve_database_rules(tmp_path, monkeypatch):
     tgt = T.resolve_target("llvm")
-    assert T.resolve_db_dir(tgt, False) is None
-    assert T.resolve_db_dir(tgt, tmp_path) is None
+    assert T.resolve_database(None, tgt) == (None, None) and T.resolve_database("none", tgt) == (None, None)
+    with pytest.raises(ValueError, match="no tuning database"):
+        T.resolve_database(tmp_path, tgt)
     prim = _shift_dense()
     T.record_schedule(tmp_path / "x", prim, _manual_schedule(prim), tgt)
-    assert T.resolve_db_dir(tgt, tmp_path / "x") == tmp_path / "x"
+    db, where = T.resolve_database(tmp_path / "x", tgt)
+    assert db is not None and where == str(tmp_path / "x")
+    assert T.resolve_database(db, tgt) == (db, "<Database>")
+    # "auto": this target's folder under schedules/, if it has a database
+    import schedules.database as sdb
+    monkeypatch.setattr(sdb, "SCHEDULES_DIR", tmp_path)
+    assert T.resolve_database("auto", tgt) == (None, None)
+    T.record_schedule(tmp_path / T.target_key(tgt), prim, _manual_schedule(prim), tgt)
+    assert T.resolve_database("auto", tgt)[1] == str(tmp_path / T.target_key(tgt))
 
 
 @pytest.mark.slow
 def test_cuda_space_generation_and_build_without_gpu(tmp_path):
     # slow: the first TuneContext in a process imports tvm.s_tir.tensor_intrin (~30-60 s here)
-    if T.cuda_available():
+    if cuda_available():
         pytest.skip("a GPU is present; the measured path is covered by the slow tests")
     tgt = T.resolve_target({"kind": "cuda", "arch": "sm_90"})
     summ = T.tune_module(_shift_dense(), tgt, 2, tmp_path / "cuda")
@@ -135,9 +148,68 @@ def test_rpc_loopback_tuning(tmp_path):
     import importlib.util
     import pathlib
 
-    path = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "tune_rpc_loopback.py"
+    path = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "tune_rpc_loopback.py"
     spec = importlib.util.spec_from_file_location("tune_rpc_loopback", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.main(["--trials", "2", "--work-dir", str(tmp_path / "db"), "--timeout", "400"]) == 0
     assert T.database_summary(tmp_path / "db")["measured"] >= 1
+
+
+# ---------------------------------------------------------------------------------------------- tune -> compile
+def _tiny_shift_model():
+    import torch
+    from torch import nn
+
+    import shiftcomp as sc
+
+    torch.manual_seed(0)
+    model = sc.convert(nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)),
+                       sc.ShiftConfig(act_bits=(4, 6))).eval()
+    return model, torch.randn(2, 16)
+
+
+def _bit_exact(model, compiled, x) -> bool:
+    import torch
+
+    from shiftcomp.reference import exact
+
+    with exact(model), torch.no_grad():
+        return torch.equal(compiled(x), model(x))
+
+
+def test_recorded_shift_kernels_are_what_compile_finds(tmp_path):
+    """The shift-kernel tasks of ``model_tasks`` are the keys ``compile`` looks up: records written for them
+    (here the manual schedules, measured: no search) are found and used, and the output stays bit-exact."""
+    import shiftcomp as sc
+
+    model, x = _tiny_shift_model()
+    tgt = T.resolve_target("llvm")
+    tasks = T.model_tasks(model, (x,), tgt, sides=("shift_kernels",))["shift_kernels"]
+    assert len(tasks) == 2 and all(t.kernel is not None for t in tasks)
+    manual = T.record_manual_schedules(tasks, tgt, tmp_path, number=1, repeat=1)
+    assert set(manual) == {t.name for t in tasks}
+    compiled = sc.compile(model, (x,), tgt, tuned=tmp_path)
+    assert sorted(compiled.tuned_kernels) == sorted(t.name for t in tasks)
+    assert all(low.source == "database" for low in compiled.layers.values())
+    assert compiled.settings.database == str(tmp_path)
+    assert _bit_exact(model, compiled, x)
+    untuned = sc.compile(model, (x,), tgt, tuned=None)
+    assert untuned.tuned_kernels == [] and all(low.source == "manual" for low in untuned.layers.values())
+
+
+@pytest.mark.slow
+def test_tune_then_compile_uses_the_records(tmp_path):
+    """``shiftcomp.tune.tune`` (a real MetaSchedule search, a few trials) writes records that ``compile``
+    finds for shift and glue kernels; ``trials`` bounds the measured candidates in total; bit-exact."""
+    import shiftcomp as sc
+
+    model, x = _tiny_shift_model()
+    summary = T.tune(model, (x,), "llvm", trials=6, work_dir=tmp_path, sides=("shift_kernels", "shift_glue"),
+                     record_manual=False)
+    assert 0 < summary.measured <= 6
+    compiled = sc.compile(model, (x,), "llvm", tuned=tmp_path)
+    tuned_shift = [low.task_name for low in compiled.layers.values() if low.source == "database"]
+    assert compiled.tuned_kernels and set(tuned_shift) <= set(summary.tasks)
+    assert set(compiled.tuned_kernels) <= set(summary.tasks) | set(compiled.tuned_kernels[len(tuned_shift):])
+    assert _bit_exact(model, compiled, x)

@@ -133,20 +133,16 @@ def test_float_activations_use_exponent_add_kernels() -> None:
     assert bool(((cm(x).double() - ref).abs() <= bound).all())
 
 
-def test_float_activations_without_float_kernels_is_a_clear_error(monkeypatch) -> None:
-    import schedules
+def test_float_activations_without_float_kernels_is_a_clear_error() -> None:
+    from passes.kernels import KERNEL_FAMILIES, ManualKernels
 
-    real = schedules.build_shift_kernel
+    def no_float(req):
+        raise NotImplementedError("no float kernels here")
 
-    def no_float(kind, spec, target):
-        if kind.endswith("_float"):
-            raise NotImplementedError("no float kernels here")
-        return real(kind, spec, target)
-
-    monkeypatch.setattr(schedules, "build_shift_kernel", no_float)
+    provider = ManualKernels(families={**KERNEL_FAMILIES, "dense_float": no_float})
     m = LinearShift(4, 3, config=ShiftConfig(act_bits=None)).eval()
     with pytest.raises(LoweringError, match="float activations"):
-        compile(m, torch.randn(2, 4))
+        compile(m, torch.randn(2, 4), kernels=provider)
 
 
 def test_accumulator_overflow_is_refused() -> None:
@@ -243,3 +239,36 @@ def test_mixed_float_and_shift_layers_and_float_activations_verify() -> None:
     fops = {o.layer: o for o in report.ops}
     assert fops["fconv"].float_acts and fops["fconv"].within_bound
     assert fops["qfc"].bit_exact and report.ops_bit_exact
+
+
+def test_verify_probed_twin_uses_the_original_settings(small, monkeypatch, tmp_path) -> None:
+    """verify(probes=True) recompiles with the compiled model's own tuned/fuse/kernels settings."""
+    import shiftcomp.verification as V
+    from passes.kernels import ManualKernels
+
+    model, x, _ = small
+    provider = ManualKernels()
+    cm = compile(model, x, tuned=None, fuse=False, kernels=provider)
+    seen = {}
+    real = V.compile_model
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(V, "compile_model", spy)
+    report = verify(cm, model, x, probes=True)
+    assert report.ok
+    assert seen["probes"] is True and seen["fuse"] is False and seen["tuned"] is None
+    assert seen["kernels"] is provider and seen["target"] is cm.target
+
+
+def test_compile_stage_returns_the_intermediate_module(small) -> None:
+    from shiftcomp.compiler import compile_stage
+
+    model, x, cm = small
+    fused, state = compile_stage(model, x, "llvm", "fuse")
+    assert set(state.report.layers) == set(cm.layers) and "apply_database" not in state.modules
+    assert len(state.modules["lift_weights"]["main"].params) == len(cm.relax_module["main"].params)
+    with pytest.raises(ValueError, match="unknown stage"):
+        compile_stage(model, x, "llvm", "nope")

@@ -32,7 +32,7 @@ ORDER = ["features.0", "features.3", "features.5", "head.0", "head.1"]
 
 
 def rounded_copy(model: nn.Module, cfg: ShiftConfig, names) -> nn.Module:
-    """The float model with the chosen layers' weights replaced by sign * 2**shift (SPEC §1 rounding)."""
+    """The float model with the chosen layers' weights replaced by sign * 2**shift (docs/numerics.md, Weights rounding)."""
     ref = copy.deepcopy(model)
     lo, hi = cfg.shift_bounds
     for name in names:

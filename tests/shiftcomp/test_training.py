@@ -15,7 +15,7 @@ from torch import nn
 from shiftcomp import training as T
 
 pytest.importorskip("mlxtend")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _script(name: str):

@@ -1,4 +1,4 @@
-"""Every compiled shift op equals the exact reference bit for bit (SPEC §4), through the whole path:
+"""Every compiled shift op equals the exact reference bit for bit (docs/numerics.md, Reference), through the whole path:
 
     one-layer model (LinearShift / Conv2dShift) -> frontend -> passes -> tvm.compile -> float in, float out
     == the same layer under shiftcomp.reference.exact        (torch.equal)
@@ -20,12 +20,15 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis_support import examples
 
 from shiftcomp.compiler import compile
 from shiftcomp.config import ShiftConfig
 from shiftcomp.errors import AccumulatorOverflowError
 from shiftcomp.nn import Conv2dShift, LinearShift
 from shiftcomp.reference import accumulator_bound, exact
+
+pytestmark = pytest.mark.bitexact
 
 _CACHE: dict[str, Any] = {}
 STATS = {"compiled": 0, "cases": 0, "refused": 0, "int32": 0, "int64": 0}
@@ -196,14 +199,14 @@ def check_layer(layer: torch.nn.Module, shape: tuple[int, ...], xs: list[torch.T
             f"max abs {float((got - want).abs().max())}")
 
 
-@settings(max_examples=140, **SETTINGS)
+@settings(max_examples=examples(140), **SETTINGS)
 @given(st.data())
 def test_compiled_conv2d_is_bit_exact(data: st.DataObject) -> None:
     layer, shape = data.draw(conv_layers())
     check_layer(layer, shape, data.draw(inputs(shape, layer.config.act_bits)))
 
 
-@settings(max_examples=110, **SETTINGS)
+@settings(max_examples=examples(110), **SETTINGS)
 @given(st.data())
 def test_compiled_dense_is_bit_exact(data: st.DataObject) -> None:
     layer, shape = data.draw(dense_layers())

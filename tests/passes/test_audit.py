@@ -1,0 +1,58 @@
+"""The multiplication audit of the lowered, legalised module."""
+from __future__ import annotations
+
+import torch
+from lowering_support import TARGET, Net, lowered
+
+from passes.audit import audit_module
+from passes.lift_weights import lift_shift_weights
+from passes.pipeline import legalize_passes, run_passes
+from shiftcomp.config import ShiftConfig
+from shiftcomp.energy import audit_energy
+from shiftcomp.frontend import import_model
+
+
+def test_audit_counts_no_datapath_multiplies() -> None:
+    torch.manual_seed(0)
+    model = Net(ShiftConfig(act_bits=(4, 4)))
+    x = torch.randn(2, 3, 6, 6)
+    mod, report = lowered(model, x)
+    mod, _ = lift_shift_weights(mod)
+    audit = audit_module(run_passes(mod, legalize_passes(TARGET), TARGET))
+    assert audit.datapath_multiplies == 0
+    shift_kernels = {k.layer: k for k in audit.shift_kernels}
+    assert set(shift_kernels) == {"conv", "fc"}
+    conv_terms = 2 * 8 * 6 * 6 * 27
+    assert shift_kernels["conv"].data.add >= conv_terms and shift_kernels["conv"].data.shift >= conv_terms
+    # one epilogue scale per output (unless the scale is exactly 1), one prologue multiply per input element
+    n_out = 2 * 8 * 6 * 6 + 2 * 10
+    assert audit.epilogue_multiplies <= n_out and audit.epilogue_multiplies >= 2 * 10
+    assert audit.prologue_multiplies == x.numel() + 2 * 8 * 6 * 6
+    assert audit.other_multiplies == 2 * 8 * 6 * 6  # BatchNorm's scale
+    text = str(audit)
+    assert "data-path multiplies in shift kernels : 0" in text and "shift_conv2d_conv" in text
+
+
+def test_audit_of_float_baseline_counts_multiplies_elsewhere() -> None:
+    torch.manual_seed(0)
+    model = Net(ShiftConfig(act_bits=(4, 4))).eval()
+    x = torch.randn(2, 3, 6, 6)
+    mod = import_model(model, x).mod
+    audit = audit_module(run_passes(mod, legalize_passes(TARGET), TARGET))
+    assert audit.datapath_multiplies == 0 and not audit.shift_kernels
+    assert audit.other_multiplies >= 2 * 8 * 6 * 6 * 27 + 2 * 10 * 288  # the float conv and matmul
+
+
+def test_audit_energy_counts_feed_the_energy_model() -> None:
+    torch.manual_seed(0)
+    model = Net(ShiftConfig(act_bits=(4, 4)))
+    x = torch.randn(2, 3, 6, 6)
+    mod, _ = lowered(model, x)
+    mod, _ = lift_shift_weights(mod)
+    audit = audit_module(run_passes(mod, legalize_passes(TARGET), TARGET))
+    counts = audit.energy_counts()
+    terms = 2 * 8 * 6 * 6 * 27 + 2 * 10 * 288
+    assert counts["int32_mul"] == 0 and counts["int32_shift"] >= terms and counts["int32_add"] >= terms
+    assert counts["fp32_mul"] == audit.epilogue_multiplies + audit.prologue_multiplies
+    mapped, pj = audit_energy(counts)
+    assert pj > 0 and mapped["int32_shift"] == counts["int32_shift"]

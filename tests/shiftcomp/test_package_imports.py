@@ -1,0 +1,114 @@
+"""The three packages import one way: shiftcomp -> passes -> schedules, with no cycle between modules.
+
+The import graph is read from the source (every ``import``, function-local ones included), so a cycle
+hidden inside a function fails here as well. Importing ``a.b.c`` from outside ``a`` also runs
+``a/__init__`` and ``a/b/__init__``; those edges are part of the graph.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("shiftcomp", "passes", "schedules")
+#: which packages each package may import (one-way dependencies)
+ALLOWED = {"shiftcomp": {"shiftcomp", "passes", "schedules"}, "passes": {"passes", "schedules"},
+           "schedules": {"schedules"}}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for f in (ROOT / pkg).rglob("*.py"):
+            parts = list(f.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join(parts)] = f
+    return out
+
+
+def _ancestors(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def import_graph() -> dict[str, set[str]]:
+    mods = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        is_pkg = path.name == "__init__.py"
+        base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                src = node.module or ""
+                if node.level:
+                    src = ".".join(base[:len(base) - node.level + 1] + ([src] if src else []))
+                targets = [f"{src}.{a.name}" if f"{src}.{a.name}" in mods else src for a in node.names]
+            for t in targets:
+                while t and t not in mods:
+                    t = t.rpartition(".")[0]
+                if not t or t == mod:
+                    continue
+                graph[mod].add(t)
+                own = set(_ancestors(mod)) | {mod}
+                graph[mod].update(a for a in _ancestors(t) if a not in own)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles() -> None:
+    cycles = _cycles(import_graph())
+    assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_packages_depend_one_way() -> None:
+    bad = sorted(f"{m} imports {t}" for m, ts in import_graph().items() for t in ts
+                 if t.split(".")[0] not in ALLOWED[m.split(".")[0]])
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("graph, want", [
+    ({"a": {"b"}, "b": {"a"}}, [["a", "b"]]),
+    ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
+])
+def test_cycle_finder_finds_cycles(graph, want) -> None:
+    assert _cycles(graph) == want
