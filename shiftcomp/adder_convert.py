@@ -19,7 +19,7 @@ from torch import nn
 
 from shiftcomp.adder import Conv2dAdder, LinearAdder
 from shiftcomp.adder_config import AdderConfig, ShiftAddConfig
-from shiftcomp.convert import _set_submodule, convertible_layers
+from shiftcomp.layer_selection import convertible_layers, set_submodule
 
 __all__ = ["ShiftAddConv2d", "convert_adder"]
 
@@ -98,7 +98,7 @@ def _replace(model: nn.Module, config, filter_fn) -> nn.Module:
         return replacement[id(model)]
     for fqn, m in list(model.named_modules(remove_duplicate=False)):
         if fqn and id(m) in replacement:
-            _set_submodule(model, fqn, replacement[id(m)])
+            set_submodule(model, fqn, replacement[id(m)])
     return model
 
 

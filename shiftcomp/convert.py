@@ -14,26 +14,15 @@ from typing import Callable
 
 from torch import nn
 
+from shiftcomp.adder_config import AdderConfig, ShiftAddConfig
+from shiftcomp.adder_convert import convert_adder
 from shiftcomp.config import ShiftConfig
+from shiftcomp.layer_selection import convertible_layers, set_submodule
 from shiftcomp.nn import Conv2dShift, LinearShift
 
 __all__ = ["convert", "convertible_layers"]
 
 _SWAP: dict[type, type] = {nn.Linear: LinearShift, nn.Conv2d: Conv2dShift}
-
-
-def convertible_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(fqn, module)`` of every exact ``nn.Conv2d``/``nn.Linear`` in ``named_modules`` order (the depth numbering).
-
-    A module registered under several names is listed once, under its first name.
-    """
-    return [(name, m) for name, m in model.named_modules() if type(m) in _SWAP]
-
-
-def _set_submodule(model: nn.Module, fqn: str, new: nn.Module) -> None:
-    parent_name, _, child = fqn.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
 
 
 def convert(model: nn.Module, config: ShiftConfig | None = None,
@@ -59,8 +48,7 @@ def convert(model: nn.Module, config: ShiftConfig | None = None,
     """
     if config is None:
         config = ShiftConfig()
-    if type(config).__name__ in ("AdderConfig", "ShiftAddConfig"):   # AdderNet / ShiftAddNet
-        from shiftcomp.adder_convert import convert_adder
+    if isinstance(config, (AdderConfig, ShiftAddConfig)):   # AdderNet / ShiftAddNet
         return convert_adder(model, config, filter_fn)
     if not isinstance(config, ShiftConfig):
         raise TypeError(f"convert: config must be a ShiftConfig, got {type(config).__name__}")
@@ -87,5 +75,5 @@ def convert(model: nn.Module, config: ShiftConfig | None = None,
     # every name under which a selected module is registered (shared modules stay shared)
     for fqn, m in list(model.named_modules(remove_duplicate=False)):
         if fqn and id(m) in replacement:
-            _set_submodule(model, fqn, replacement[id(m)])
+            set_submodule(model, fqn, replacement[id(m)])
     return model

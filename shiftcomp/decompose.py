@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from shiftcomp.layer_selection import set_submodule
+
 __all__ = ["DecomposeConfig", "DecomposedConv2d", "DecomposedLinear", "LayerReport", "DecomposeReport",
            "decompose", "recompose", "evbmf_rank", "decomposition_plan", "apply_plan", "METHODS"]
 
@@ -510,12 +512,6 @@ def _decompose_linear(name: str, m: nn.Linear, cfg: DecomposeConfig) -> tuple[nn
     return new, report
 
 
-def _set_submodule(model: nn.Module, fqn: str, new: nn.Module) -> None:
-    parent_name, _, child = fqn.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
 def decompose(model: nn.Module, config: DecomposeConfig | None = None) -> DecomposeReport:
     """Replace the ``nn.Conv2d``/``nn.Linear`` layers of ``model`` by low-rank factor chains, in place.
 
@@ -582,7 +578,7 @@ def _decompose(model: nn.Module, config: DecomposeConfig) -> DecomposeReport:
             replacement[id(m)] = new
     for fqn, m in list(model.named_modules(remove_duplicate=False)):
         if fqn and id(m) in replacement:
-            _set_submodule(model, fqn, replacement[id(m)])
+            set_submodule(model, fqn, replacement[id(m)])
     return report
 
 
@@ -604,7 +600,7 @@ def recompose(model: nn.Module) -> nn.Module:
     for fqn, m in chains:
         if id(m) not in done:
             done[id(m)] = m.recompose()
-        _set_submodule(model, fqn, done[id(m)])
+        set_submodule(model, fqn, done[id(m)])
     return model
 
 
@@ -620,7 +616,7 @@ def apply_plan(model: nn.Module, plan: dict[str, dict]) -> nn.Module:
     with fresh weights (load the checkpoint's ``state_dict`` afterwards). Returns ``model``."""
     for fqn, p in plan.items():
         old = model.get_submodule(fqn)
-        _set_submodule(model, fqn, _empty_chain(old, p))
+        set_submodule(model, fqn, _empty_chain(old, p))
     return model
 
 
