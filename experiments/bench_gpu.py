@@ -120,7 +120,6 @@ def bench_case(suite: str, case: str, batch: int, shift_model: Any, torch_model:
     import torch
 
     import shiftcomp as sc
-    from shiftcomp import tune as T
 
     rows = []
     ref = None
@@ -138,8 +137,8 @@ def bench_case(suite: str, case: str, batch: int, shift_model: Any, torch_model:
                 sync = torch.cuda.synchronize if timed else (lambda: None)
                 row["build_s"] = 0.0
             else:
-                compiled = T.compile_tuned(shift_model, (x,), target, db if db else False,
-                                           lower=backend == "shiftcomp")
+                compiled = sc.compile(shift_model, (x,), target=target, tuned=db if db else None,
+                                      lower=backend == "shiftcomp")
                 row["build_s"] = round(time.perf_counter() - t0, 2)
                 row["tuned"] = bool(getattr(compiled, "tuned_kernels", []))
                 if timed:
@@ -189,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     from shiftcomp import bench
     from shiftcomp.compiler import resolve_target
     from shiftcomp.models import INPUT_SHAPES, get_model
-    from shiftcomp.tune import float_twin
+    from shiftcomp.baseline import float_twin
 
     timed, gpu_line = gpu_ready()
     target = resolve_target("cuda")

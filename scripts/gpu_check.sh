@@ -118,7 +118,8 @@ install_package() {
   "$PY" -m pip --python "$WORK/venv/bin/python" install -q --no-index --no-deps --no-build-isolation -e "$ROOT"
 }
 step "pip install --no-deps -e . (venv $WORK/venv over the system packages)" 180 install_package
-if [ -x "$WORK/venv/bin/python" ]; then PY="$WORK/venv/bin/python"; fi
+# a venv made from a venv python does not see that venv's packages (torch): keep the original python then
+if [ -x "$WORK/venv/bin/python" ] && "$WORK/venv/bin/python" -c "import torch" 2>/dev/null; then PY="$WORK/venv/bin/python"; fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 # ---------------------------------------------------------------- 3. what is here
