@@ -550,8 +550,8 @@ def adder_acc_dtype(bound: int, what: str = "adder layer") -> str:
                      f"so no int64 accumulator is exact; use narrower activation/weight formats")
 
 
-def _finish(acc: torch.Tensor, acc_dtype: str, frac_bits: int, bias: torch.Tensor | None,
-            channel_dim: int) -> AdderResult:
+def _adder_finish(acc: torch.Tensor, acc_dtype: str, frac_bits: int, bias: torch.Tensor | None,
+                  channel_dim: int) -> AdderResult:
     f = int(frac_bits)
     if f < 0:
         raise ValueError(f"frac_bits must be >= 0, got {f}")
@@ -561,15 +561,6 @@ def _finish(acc: torch.Tensor, acc_dtype: str, frac_bits: int, bias: torch.Tenso
         shape[channel_dim] = -1
         out = out + bias.detach().to(device=acc.device, dtype=torch.float32).view(shape)
     return AdderResult(acc=acc, acc_dtype=acc_dtype, out=out)
-
-
-def _check_bias(bias: torch.Tensor | None, n_out: int, what: str) -> torch.Tensor | None:
-    if bias is None:
-        return None
-    if not isinstance(bias, torch.Tensor) or bias.shape != (n_out,):
-        raise ValueError(f"{what}: bias must be a tensor of shape ({n_out},), got "
-                         f"{getattr(bias, 'shape', type(bias).__name__)}")
-    return bias.detach().to(torch.float32)
 
 
 def _sad_rows(x: torch.Tensor, w: torch.Tensor, exact_f64: bool) -> torch.Tensor:
@@ -613,7 +604,7 @@ def adder_linear(x_q: torch.Tensor, w_q: torch.Tensor, frac_bits: int,
     lead = x_q.shape[:-1]
     x2 = x_q.reshape(-1, x_q.shape[-1])
     acc = -_sad_rows(x2, w_q, bound < _FLOAT64_EXACT).to(torch.int64)
-    return _finish(acc.reshape(lead + (w_q.shape[0],)), acc_dtype, frac_bits, bias, channel_dim=-1)
+    return _adder_finish(acc.reshape(lead + (w_q.shape[0],)), acc_dtype, frac_bits, bias, channel_dim=-1)
 
 
 def conv_taps(xp: torch.Tensor, kh: int, kw: int, st: tuple[int, int], dl: tuple[int, int], oh: int,
@@ -674,7 +665,7 @@ def adder_conv2d(x_q: torch.Tensor, w_q: torch.Tensor, frac_bits: int, bias: tor
     acc = -_adder_conv_acc(xp, w_q, st, dl, groups, oh, ow, bound < _FLOAT64_EXACT).to(torch.int64)
     if unbatched:
         acc = acc.squeeze(0)
-    return _finish(acc, acc_dtype, frac_bits, bias, channel_dim=-3)
+    return _adder_finish(acc, acc_dtype, frac_bits, bias, channel_dim=-3)
 
 
 # ---------------------------------------------------------------------------------------------- float mode
