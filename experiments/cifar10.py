@@ -20,7 +20,7 @@ import sys
 from typing import Any, Sequence
 
 from shiftcomp.models import INPUT_SHAPES, MODELS, get_model
-from shiftcomp.training import DatasetDefaults, add_common_args, run_experiment, run_main
+from shiftcomp.training import DatasetDefaults, UsageError, add_common_args, run_experiment, run_main
 
 DEFAULTS = DatasetDefaults(batch_size=128, test_batch_size=500, lr=0.1, momentum=0.9, wd=1e-4, epochs=200, opt="sgd",
                            lr_schedule="multistep", lr_milestones=[80, 120, 160, 180], workers=0)
@@ -47,7 +47,7 @@ def _build_data(args: argparse.Namespace):
     from shiftcomp import data as D
 
     if args.data is None:
-        raise SystemExit("cifar10.py needs --data ROOT (ROOT/train/<class>/*.jpg, ROOT/test/<class>/*.jpg)")
+        raise UsageError("cifar10.py needs --data ROOT (ROOT/train/<class>/*.jpg, ROOT/test/<class>/*.jpg)")
     progress = not args.no_progress and sys.stderr.isatty()
     if args.cache != "none":
         return D.load_cifar10(args.data, cache=args.cache, progress=progress)

@@ -22,7 +22,7 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-from shiftcomp.training import DatasetDefaults, add_common_args, run_experiment, run_main
+from shiftcomp.training import DatasetDefaults, UsageError, add_common_args, run_experiment, run_main
 
 DEFAULTS = DatasetDefaults(batch_size=256, test_batch_size=256, lr=0.1, momentum=0.9, wd=1e-4, epochs=90, opt="sgd",
                            lr_schedule="step", lr_milestones=[], workers=4)
@@ -61,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.lr_step_size = 30
     names = tv.models.list_models(module=tv.models)
     if args.arch not in names:
-        raise SystemExit(f"unknown torchvision architecture {args.arch!r}; known: {', '.join(sorted(names))}")
+        print(f"error: -a/--arch {args.arch!r} is not a torchvision architecture; known: {', '.join(sorted(names))}",
+              file=sys.stderr)
+        raise SystemExit(2)
 
     def build_model():
         weights = "DEFAULT" if args.pretrained else None
@@ -71,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         from shiftcomp.data import ImageFolderDataset, find_split_dir
 
         if a.data is None:
-            raise SystemExit("imagenet.py needs --data ROOT (ROOT/train/<class>/*, ROOT/val/<class>/*)")
+            raise UsageError("imagenet.py needs --data ROOT (ROOT/train/<class>/*, ROOT/val/<class>/*)")
         norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
         train_t = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), norm])
         test_t = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), norm])

@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="benchmarks (experiments/bench_*.py; flags pass through)", add_help=False)
     s.add_argument("what", choices=["layers", "models"])
-    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.add_argument("rest", nargs=argparse.REMAINDER, help="flags for the benchmark script (--help lists them)")
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo", help="train on bundled MNIST-5k -> compile -> verify -> export -> reload -> run")
@@ -301,18 +301,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``shiftcomp`` console script."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if len(argv) == 2 and argv[0] in _PASS_THROUGH and argv[1] in ("-h", "--help"):
+        # train/bench hand -h to the script they run, so their own help needs the script name first
+        _subparser(parser, argv[0]).print_help()
+        return 0
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except ModuleNotFoundError as e:
+        print(f"shiftcomp {args.command}: error: {e}; `shiftcomp tune` needs the tune extra "
+              f"(pip install 'shiftcomp[tune]')", file=sys.stderr)
+        return 2
     except Exception as e:  # noqa: BLE001 - bad input becomes one line and exit 2; anything else propagates
         if not isinstance(e, _input_errors()):
             raise
         print(f"shiftcomp {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
-    except ModuleNotFoundError as e:
-        print(f"shiftcomp {args.command}: error: {e}; `shiftcomp tune` needs the tune extra "
-              f"(pip install 'shiftcomp[tune]')", file=sys.stderr)
-        return 2
+
+
+#: subcommands whose flags pass through to a script (``shiftcomp train mnist --help`` is the script's help)
+_PASS_THROUGH = ("train", "bench")
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:

@@ -12,13 +12,13 @@ only when given) and ``debug`` (print each graph's outcome when it is compiled; 
 :class:`shiftcomp.errors.BackendOptionError` when dynamo first compiles (dynamo wraps it in its
 ``BackendCompilerFailed``; the original is its ``inner_exception``).
 
-How a dynamo graph becomes a shiftcomp compile. Dynamo inlines every module call: a shift layer arrives
+How a dynamo graph becomes a shiftcomp compile. Dynamo inlines every module call: a shift or adder layer arrives
 as the few dozen tensor ops of its fake-quant forward, its parameters as graph inputs, and nothing marks
 it as one layer (``torch._dynamo.allow_in_graph`` does not apply to modules). Every node does carry
 ``meta["nn_module_stack"]``: the module calls it sits in, as source paths such as ``L['self'].layer1.0.conv1``.
 The backend resolves those paths against the traced frame's locals and globals to the real module
 objects, and rebuilds the graph ``shiftcomp.frontend.trace`` would have produced: the nodes of each call to
-a leaf module (a shift layer, or a ``torch.nn`` built-in such as BatchNorm2d or ReLU, as fx's tracer
+a leaf module (a shift or adder layer, or a ``torch.nn`` built-in such as BatchNorm2d or ReLU, as fx's tracer
 decides) collapse back into one ``call_module`` node, parameters and buffers used outside those calls
 become constants, and the remaining user code (adds, slicing, padding) is kept as it is. That graph goes
 through :func:`shiftcomp.compile` unchanged, so the result is the same computation, bit for bit, with the
@@ -26,7 +26,8 @@ same layer names.
 
 Per graph dynamo hands over:
 
-* no shift layer in it: returned to PyTorch unchanged;
+* no shift or adder layer in it (``shiftcomp.nn``'s ``LinearShift``/``Conv2dShift``, ``LinearAdder``/
+  ``Conv2dAdder``; ShiftAddNet's pairs are one of each): returned to PyTorch unchanged;
 * any module in training mode: returned unchanged, with one warning (inference only);
 * anything the rebuild or ``shiftcomp.compile`` cannot handle (an unsupported op, a layer split by a
   graph break, an error while building): the graph runs in eager PyTorch and the report says why. No
@@ -50,6 +51,7 @@ import torch.fx as fx
 from torch import nn
 
 from shiftcomp.errors import BackendOptionError
+from shiftcomp.nn import AdderLayer, is_shift_layer
 
 __all__ = ["shiftcomp_backend", "dynamo_report", "DynamoReport", "GraphRecord", "LayerStatus", "reset",
            "OPTION_KEYS", "DEBUG_ENV"]
@@ -101,6 +103,16 @@ def _parse_options(options: Mapping[str, Any] | None, mode: str | None) -> _Opti
 
 
 # ---------------------------------------------------------------------------------------------- records
+def _is_compiled_kind(m: nn.Module) -> bool:
+    """True for the layers this backend exists for: shift layers and adder layers."""
+    return is_shift_layer(m) or isinstance(m, AdderLayer)
+
+
+def _named_compiled_kind(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, layer)`` for every shift and adder layer of ``model``, in ``named_modules`` order."""
+    return [(name, m) for name, m in model.named_modules() if _is_compiled_kind(m)]
+
+
 @dataclasses.dataclass
 class GraphRecord:
     """What the backend did with one graph dynamo handed over.
@@ -108,11 +120,12 @@ class GraphRecord:
     Attributes:
         index: running number of graphs seen by the backend in this process.
         frame: the traced function (``forward``, or dynamo's resume function after a graph break).
-        status: ``"compiled"``, ``"eager"`` (fell back, see ``reason``) or ``"pytorch"`` (no shift layer).
+        status: ``"compiled"``, ``"eager"`` (fell back, see ``reason``) or ``"pytorch"`` (no shift or
+            adder layer).
         reason: why it runs in eager / is left to PyTorch ("" when compiled).
         graph_break: when dynamo ended this graph at a graph break: its reason and the user's source line.
         ops: number of op nodes in dynamo's graph.
-        layers: the shift layers in the graph (weak references to the modules).
+        layers: the shift and adder layers in the graph (weak references to the modules).
         shapes: the input shapes compiled (one entry per specialisation).
     """
 
@@ -130,7 +143,7 @@ class GraphRecord:
         """One line (plus the graph break, if any) for logs and the report."""
         what = {"compiled": "compiled by shiftcomp", "eager": "eager PyTorch (fallback)",
                 "pytorch": "left to PyTorch"}[self.status]
-        line = f"graph {self.index} ({self.frame}, {self.ops} ops, {len(self.layers)} shift layers): {what}"
+        line = f"graph {self.index} ({self.frame}, {self.ops} ops, {len(self.layers)} shift/adder layers): {what}"
         if self.reason:
             line += f": {self.reason}"
         if self.graph_break:
@@ -149,7 +162,7 @@ def reset() -> None:
 
 @dataclasses.dataclass(frozen=True)
 class LayerStatus:
-    """Where one shift layer ran: ``status`` ``"compiled"`` or ``"eager"``, and ``reason`` for eager."""
+    """Where one shift or adder layer ran: ``status`` ``"compiled"`` or ``"eager"``, and ``reason`` for eager."""
 
     name: str
     status: str
@@ -158,10 +171,10 @@ class LayerStatus:
 
 @dataclasses.dataclass
 class DynamoReport:
-    """:func:`dynamo_report`'s answer: per shift layer and per graph, what ran compiled and what in eager.
+    """:func:`dynamo_report`'s answer: per shift/adder layer and per graph, what ran compiled and what in eager.
 
     Attributes:
-        layers: every shift layer of the model, in module order.
+        layers: every shift and adder layer of the model, in module order.
         graphs: the graphs dynamo handed over that belong to this model, in compile order.
         graph_breaks: the graph breaks dynamo made (reason and user source line), in order.
     """
@@ -172,20 +185,20 @@ class DynamoReport:
 
     @property
     def compiled_layers(self) -> list[str]:
-        """Names of the shift layers that run compiled."""
+        """Names of the shift and adder layers that run compiled."""
         return [ly.name for ly in self.layers if ly.status == "compiled"]
 
     @property
     def eager_layers(self) -> dict[str, str]:
-        """Shift layers that run in eager PyTorch, with the reason."""
+        """Shift and adder layers that run in eager PyTorch, with the reason."""
         return {ly.name: ly.reason for ly in self.layers if ly.status == "eager"}
 
     def __str__(self) -> str:
         n = len(self.compiled_layers)
-        lines = [f"shiftcomp dynamo report: {n}/{len(self.layers)} shift layers compiled, "
+        lines = [f"shiftcomp dynamo report: {n}/{len(self.layers)} shift/adder layers compiled, "
                  f"{len(self.graphs)} graph(s), {len(self.graph_breaks)} graph break(s)"]
         lines += ["graphs:"] + ["  " + g.summary().replace("\n", "\n  ") for g in self.graphs]
-        lines += ["shift layers:"]
+        lines += ["shift/adder layers:"]
         for ly in self.layers:
             lines.append(f"  {ly.name:<28} {ly.status}" + (f"  ({ly.reason})" if ly.reason else ""))
         return "\n".join(lines)
@@ -197,14 +210,12 @@ def dynamo_report(compiled_model: nn.Module) -> DynamoReport:
     Args:
         compiled_model: the module ``torch.compile`` returned (or the original model).
 
-    Graphs are compiled on first call, so call the compiled model at least once first. A shift layer that
+    Graphs are compiled on first call, so call the compiled model at least once first. A shift or adder layer that
     appears in no graph ran outside dynamo (a skipped frame) or was not called yet.
     """
     model = getattr(compiled_model, "_orig_mod", compiled_model)
     if not isinstance(model, nn.Module):
         raise TypeError(f"dynamo_report expects the module torch.compile returned, got {type(model).__name__}")
-    from shiftcomp.nn import named_shift_layers
-
     names = {id(m): name for name, m in model.named_modules()}
     graphs = [g for g in _RECORDS if any(r() is not None and id(r()) in names for r in g.modules)]
     latest: dict[int, GraphRecord] = {}
@@ -213,7 +224,7 @@ def dynamo_report(compiled_model: nn.Module) -> DynamoReport:
             if r() is not None:
                 latest[id(r())] = g
     layers = []
-    for name, m in named_shift_layers(model):
+    for name, m in _named_compiled_kind(model):
         g = latest.get(id(m))
         if g is None:
             layers.append(LayerStatus(name, "eager", "in no graph dynamo compiled (not called yet, or its "
@@ -291,12 +302,12 @@ class _Plan:
     regions: dict[str, _Region]
     region_of: dict[fx.Node, _Region]
     tensor_consts: dict[fx.Node, torch.Tensor]     # placeholders that are parameters / buffers
-    shift_layers: list[nn.Module]
+    layers: list[nn.Module]                         # the shift and adder layers, in graph order
     training: list[str]
 
 
 def _plan(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> _Plan:
-    from shiftcomp.frontend import ShiftTracer, is_shift_layer
+    from shiftcomp.frontend import ShiftTracer
 
     scopes = _frame_scopes()
     tracer = ShiftTracer()
@@ -338,12 +349,12 @@ def _plan(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> _Plan:
                             f"tensor input(s) and {len(outs)} output(s) in this graph (one of each is "
                             f"needed; a graph break inside the layer, or a multi-input module)")
         region.input, region.output = ins[0], outs[0]
-    shift = []
+    layers = []
     for region in regions.values():
-        if is_shift_layer(region.module) and all(region.module is not m for m in shift):
-            shift.append(region.module)
+        if _is_compiled_kind(region.module) and all(region.module is not m for m in layers):
+            layers.append(region.module)
     training = sorted({r.name for r in regions.values() if r.module.training})
-    return _Plan(regions, region_of, tensor_consts, shift, training)
+    return _Plan(regions, region_of, tensor_consts, layers, training)
 
 
 def _concrete_values(gm: fx.GraphModule, args: Sequence[Any]) -> dict[fx.Node, Any]:
@@ -533,10 +544,10 @@ def shiftcomp_backend(gm: fx.GraphModule, example_inputs: list[Any], options: Ma
         record.status, record.reason = "eager", str(e)
         _debug_print(record, opts)
         return gm.forward
-    record.layers = [weakref.ref(m) for m in plan.shift_layers]
+    record.layers = [weakref.ref(m) for m in plan.layers]
     record.modules += [weakref.ref(r.module) for r in plan.regions.values()]
-    if not plan.shift_layers:
-        record.reason = "no shift layers in this graph"
+    if not plan.layers:
+        record.reason = "no shift or adder layers in this graph"
         _debug_print(record, opts)
         return gm.forward
     if plan.training:

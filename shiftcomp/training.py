@@ -47,6 +47,7 @@ import json
 import math
 import os
 import random
+import re
 import shlex
 import shutil
 import sys
@@ -66,7 +67,7 @@ __all__ = [
     "OPTIMIZERS", "add_common_args", "DatasetDefaults", "run_dir_name", "shift_config_from_args", "shift_layer_types",
     "ps_parameters", "ps_regularizer", "build_optimizer", "build_scheduler", "load_weights", "atomic_save",
     "train_epoch", "evaluate", "run_experiment", "run_main", "DistInfo", "setup_distributed", "progress_enabled",
-    "DecomposeSchedule", "decompose_schedule_from_args", "parse_rank", "UsageError",
+    "DecomposeSchedule", "decompose_schedule_from_args", "parse_rank", "UsageError", "check_args", "check_layer_flags",
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adadelta", "adagrad", "rmsprop", "radam")
@@ -96,6 +97,20 @@ class DatasetDefaults:
     lr_schedule: str = "multistep"          # used when --lr-step-size is not given
     lr_milestones: list[int] = field(default_factory=lambda: [80, 120, 160, 180])
     workers: int = 0
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """argparse ``type``: an int ``>= minimum`` (argparse reports a bad value in one line and exits 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    parse.__name__ = "int"
+    return parse
 
 
 def add_common_args(parser: argparse.ArgumentParser, defaults: DatasetDefaults | None = None) -> argparse.ArgumentParser:
@@ -138,22 +153,22 @@ def add_common_args(parser: argparse.ArgumentParser, defaults: DatasetDefaults |
     g.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=d.lr, help=f"initial LR (default {d.lr})")
     g.add_argument("--lr-schedule", dest="lr_schedule", choices=["step", "multistep", "none"], default=None,
                    help=f"LR schedule; default: step if --lr-step-size is given, else {d.lr_schedule}")
-    g.add_argument("--lr-step-size", "--lr-step", dest="lr_step_size", type=int, default=None,
+    g.add_argument("--lr-step-size", "--lr-step", dest="lr_step_size", type=_int_at_least(1), default=None,
                    help="step schedule: multiply the LR by --lr-gamma every N epochs")
     g.add_argument("--lr-milestones", dest="lr_milestones", type=int, nargs="+", default=d.lr_milestones,
                    help=f"multistep schedule epochs (default {' '.join(map(str, d.lr_milestones)) or 'none'})")
     g.add_argument("--lr-gamma", dest="lr_gamma", type=float, default=0.1, help="LR decay factor (default 0.1)")
     g.add_argument("--momentum", type=float, default=d.momentum, help=f"momentum for sgd/rmsprop (default {d.momentum})")
     g.add_argument("--wd", "--weight-decay", dest="wd", type=float, default=d.wd, help=f"weight decay (default {d.wd})")
-    g.add_argument("--epochs", type=int, default=d.epochs, help=f"total epochs (default {d.epochs})")
-    g.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=d.batch_size,
+    g.add_argument("--epochs", type=_int_at_least(0), default=d.epochs, help=f"total epochs (default {d.epochs})")
+    g.add_argument("-b", "--batch-size", dest="batch_size", type=_int_at_least(1), default=d.batch_size,
                    help=f"training batch size, global over DDP ranks (default {d.batch_size})")
-    g.add_argument("--test-batch-size", dest="test_batch_size", type=int, default=d.test_batch_size,
+    g.add_argument("--test-batch-size", dest="test_batch_size", type=_int_at_least(1), default=d.test_batch_size,
                    help=f"evaluation batch size (default {d.test_batch_size})")
 
     g = parser.add_argument_group("run")
     g.add_argument("--data", type=str, default=None, help="data location (see the script's help)")
-    g.add_argument("-j", "--workers", type=int, default=d.workers, help=f"data loader workers (default {d.workers})")
+    g.add_argument("-j", "--workers", type=_int_at_least(0), default=d.workers, help=f"data loader workers (default {d.workers})")
     g.add_argument("--weights", type=str, default=None,
                    help="start from these weights (state_dict or checkpoint; FP32 weights are loaded, then converted)")
     g.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
@@ -164,11 +179,11 @@ def add_common_args(parser: argparse.ArgumentParser, defaults: DatasetDefaults |
     g.add_argument("--desc", type=str, default=None, help="suffix for the run folder name")
     g.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     g.add_argument("--out-dir", dest="out_dir", type=str, default="./models", help="root of run folders (default ./models)")
-    g.add_argument("--threads", type=int, default=None,
+    g.add_argument("--threads", type=_int_at_least(1), default=None,
                    help="torch intra-op threads (default: torch's choice; under DDP: cores / local ranks)")
-    g.add_argument("--train-subset", dest="train_subset", type=int, default=None,
+    g.add_argument("--train-subset", dest="train_subset", type=_int_at_least(1), default=None,
                    help="use a fixed random subset of N training samples (quick runs)")
-    g.add_argument("--test-subset", dest="test_subset", type=int, default=None,
+    g.add_argument("--test-subset", dest="test_subset", type=_int_at_least(1), default=None,
                    help="use a fixed random subset of N test samples (quick runs)")
     g.add_argument("--no-progress", dest="no_progress", action="store_true", help="disable tqdm progress bars")
     _add_decompose_args(parser)
@@ -193,9 +208,67 @@ def run_dir_name(args: argparse.Namespace) -> str:
     return name
 
 
+#: the flag that sets each config field (a config's ValueError names the field; the scripts name the flag)
+_FLAG_OF_FIELD = {
+    "ShiftConfig.mode": "-st/--shift-type", "ShiftConfig.weight_bits": "-wb/--weight-bits",
+    "ShiftConfig.shift_range": "--shift-range", "ShiftConfig.act_bits": "-ab/--activation-bits",
+    "ShiftConfig.rounding": "--rounding", "ShiftConfig.depth": "-s/--shift-depth",
+    "ShiftConfig.freeze_sign": "--freeze-sign", "ShiftConfig.act_grad": "--act-grad",
+    "ShiftConfig.zero_free": "--zero-free", "AdderConfig.weight_bits": "--adder-weight-bits",
+    "AdderConfig.act_bits": "-ab/--activation-bits", "AdderConfig.rounding": "--rounding",
+    "AdderConfig.depth": "-s/--shift-depth", "AdderConfig.act_grad": "--act-grad",
+    "AdderConfig.adaptive_lr": "--adaptive-lr", "ShiftAddConfig.depth": "-s/--shift-depth",
+}
+
+
+def _flag_error(e: ValueError) -> UsageError:
+    """A config's ValueError as a :class:`UsageError` that starts with the flag to change."""
+    m = re.search(r"\b(ShiftConfig|AdderConfig|ShiftAddConfig)\.(\w+)", str(e))
+    flag = _FLAG_OF_FIELD.get(m.group(0)) if m else None
+    return UsageError(f"{flag}: {e}" if flag else str(e))
+
+
+def check_layer_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that the chosen ``--layer-type`` would silently ignore.
+
+    Raises:
+        UsageError: e.g. ``-st PS`` or ``--zero-free`` with ``--layer-type adder`` (adder layers have no shift
+            weights), or ``--adder-weight-bits`` without adder layers or without ``-ab``.
+    """
+    layer_type = getattr(args, "layer_type", "shift")
+    if args.shift_depth == 0:
+        return
+    if layer_type == "adder":
+        for flag, given in (("-st PS", args.shift_type == "PS"), ("--zero-free", getattr(args, "zero_free", False)),
+                            ("--freeze-sign", args.freeze_sign), ("--shift-range", args.shift_range is not None)):
+            if given:
+                raise UsageError(f"{flag} applies to shift layers and --layer-type adder has none: use "
+                                 f"--layer-type shiftadd (shift and adder layers) or drop {flag.split()[0]}")
+    adder_bits = getattr(args, "adder_weight_bits", None)
+    if adder_bits is not None:
+        if layer_type == "shift":
+            raise UsageError("--adder-weight-bits applies to adder layers: add --layer-type adder|shiftadd or drop it")
+        if not args.activation_bits:
+            raise UsageError("--adder-weight-bits needs fixed-point activations -ab I F (with float activations "
+                             "the adder weights stay float)")
+
+
 def shift_config_from_args(args: argparse.Namespace):
     """The config the flags describe: :class:`shiftcomp.ShiftConfig`, or with ``--layer-type adder|shiftadd`` an
-    ``AdderConfig`` / ``ShiftAddConfig`` (None for FP32, ``-s 0``)."""
+    ``AdderConfig`` / ``ShiftAddConfig`` (None for FP32, ``-s 0``).
+
+    Raises:
+        UsageError: a flag value the config refuses; the message starts with the flag.
+    """
+    try:
+        return _config_from_args(args)
+    except UsageError:
+        raise
+    except ValueError as e:
+        raise _flag_error(e) from None
+
+
+def _config_from_args(args: argparse.Namespace):
     if args.shift_depth == 0:
         return None
     from shiftcomp.config import ShiftConfig
@@ -657,6 +730,7 @@ def run_experiment(args: argparse.Namespace, *, dataset: str, arch: str, build_m
         UsageError: inconsistent decomposition flags.
     """
     schedule = decompose_schedule_from_args(args)
+    check_args(args, default_schedule)
     dist_info = setup_distributed()
     try:
         return _run(args, dist_info, schedule, dataset=dataset, arch=arch, build_model=build_model,
@@ -667,6 +741,37 @@ def run_experiment(args: argparse.Namespace, *, dataset: str, arch: str, build_m
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def check_args(args: argparse.Namespace, default_schedule: str = "multistep") -> None:
+    """Everything about the flags that can be checked before any data is read or any epoch runs.
+
+    Raises:
+        UsageError: a config value out of range, a flag the layer type would ignore, a schedule missing its
+            step size, or a ``--weights`` / ``--resume`` file that does not exist.
+    """
+    check_layer_flags(args)
+    shift_config_from_args(args)
+    kind = args.lr_schedule or ("step" if args.lr_step_size else default_schedule)
+    if kind == "step" and not args.lr_step_size:
+        raise UsageError("--lr-schedule step needs --lr-step-size N (decay the LR every N epochs)")
+    if args.weights and not Path(args.weights).is_file():
+        raise UsageError(f"--weights {args.weights}: no such file (a state_dict or checkpoint saved by torch.save)")
+    if args.resume not in (None, "auto") and not Path(args.resume).is_file():
+        raise UsageError(f"--resume {args.resume}: no such checkpoint (or give --resume alone for the run "
+                         f"folder's own checkpoint)")
+
+
+def _load_file(flag: str, path: str | os.PathLike) -> Any:
+    """``torch.load`` of a user-named file; a file that is not a PyTorch file is a :class:`UsageError`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise UsageError(f"{flag} {path}: no such file") from None
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types for a truncated or foreign file
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise UsageError(f"{flag} {path}: not a readable PyTorch file ({type(e).__name__}: {first}); pass a "
+                         f"state_dict or checkpoint saved by torch.save") from None
 
 
 def run_main(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -729,11 +834,11 @@ def _read_resume_checkpoint(args: argparse.Namespace, out_dir: Path, log) -> tup
         return None, None
     path = out_dir / CHECKPOINT if args.resume == "auto" else Path(args.resume)
     if path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=False), path
+        return _load_file("--resume", path), path
     if args.resume == "auto":
         log(f"=> no checkpoint in {out_dir}; starting from scratch")
         return None, path
-    raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    raise UsageError(f"--resume: no checkpoint at {path}")
 
 
 def _checkpoint_architecture(ckpt: dict) -> dict[str, Any]:
@@ -765,15 +870,18 @@ def _build_model(args: argparse.Namespace, build_model: Callable[[], nn.Module],
     arch = {"decomposition": None, "decompose_config": None, "shift_converted": False, "recomposed": False}
     weights_sd = None
     if args.weights:
-        weights_sd = _strip_module_prefix(_extract_state_dict(
-            torch.load(args.weights, map_location="cpu", weights_only=False)))
+        try:
+            weights_sd = _strip_module_prefix(_extract_state_dict(_load_file("--weights", args.weights)))
+        except TypeError as e:
+            raise UsageError(f"--weights {args.weights}: {e}; pass a state_dict or a checkpoint holding one") from None
         if config is None or not _is_ps_state_dict(weights_sd):
             try:  # FP32 (or Q) weights: load into the float model, then convert
                 model.load_state_dict(weights_sd)
                 weights_sd = None
             except RuntimeError:
                 if config is None or schedule is not None:
-                    raise  # keep weights_sd otherwise: maybe weights of a converted model, loaded after convert
+                    raise _weights_mismatch(args) from None
+                # keep weights_sd otherwise: maybe weights of a converted model, loaded after convert
     if config is None:
         if args.activation_bits:
             warnings.warn("-ab is ignored for FP32 runs (-s 0)", stacklevel=3)
@@ -781,8 +889,16 @@ def _build_model(args: argparse.Namespace, build_model: Callable[[], nn.Module],
         model = _convert(model, config)
         arch["shift_converted"] = True
     if weights_sd is not None:  # weights of an already converted PS model
-        model.load_state_dict(weights_sd)
+        try:
+            model.load_state_dict(weights_sd)
+        except RuntimeError:
+            raise _weights_mismatch(args) from None
     return model, arch
+
+
+def _weights_mismatch(args: argparse.Namespace) -> UsageError:
+    return UsageError(f"--weights {args.weights}: its parameter names or shapes do not fit this model; pass the "
+                      f"architecture (-a/--type) and the -s/-st/--layer-type flags it was trained with")
 
 
 def _write_run_files(run: _Run, argv: Sequence[str] | None, input_shape: Sequence[int] | None) -> None:
@@ -812,7 +928,10 @@ class _Data:
 def _build_loaders(args: argparse.Namespace, build_data, dist_info: DistInfo, device: torch.device) -> _Data:
     from shiftcomp.data import subset
 
-    train_ds, test_ds = build_data(args)
+    try:
+        train_ds, test_ds = build_data(args)
+    except FileNotFoundError as e:
+        raise UsageError(f"--data {args.data}: {e}") from None
     train_ds = subset(train_ds, args.train_subset, seed=args.seed)
     test_ds = subset(test_ds, args.test_subset, seed=args.seed)
     batch = args.batch_size

@@ -114,3 +114,25 @@ def test_verify_compiles_with_the_same_tuned_setting_as_compile(converted, monke
     assert main(["verify", str(ckpt), "--artifact", str(so), "--data", "random"]) == 0
     assert main(["verify", str(ckpt), "--artifact", str(so), "--data", "random", "--tuned", "none"]) in (0, 1)
     assert seen == ["auto", "auto", None]
+
+
+@pytest.mark.parametrize("command", ["train", "bench", "convert", "compile", "verify", "tune", "demo"])
+def test_every_subcommand_help_exits_0(command, capsys):
+    """``shiftcomp <command> --help`` prints usage; train/bench need it although they pass flags through."""
+    try:
+        code = main([command, "--help"])
+    except SystemExit as e:                  # argparse's own -h exits 0
+        code = e.code
+    assert code == 0
+    assert f"usage: shiftcomp {command}" in capsys.readouterr().out
+
+
+def test_missing_optional_module_is_one_line(monkeypatch, capsys):
+    import shiftcomp.cli as cli
+
+    def missing(_args):
+        raise ModuleNotFoundError("No module named 'xgboost'")
+
+    monkeypatch.setattr(cli, "cmd_tune", missing)
+    assert main(["tune", "simple_linear"]) == 2
+    assert "pip install 'shiftcomp[tune]'" in capsys.readouterr().err

@@ -46,6 +46,60 @@ def _bn_stats(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+class TwoConv(nn.Module):
+    """Two convs with BatchNorm, a residual add and a linear head: the parts of a ResNet block, small."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn1(self.conv1(x)))
+        h = torch.relu(self.bn2(self.conv2(h)) + h)
+        return self.fc(h.mean((2, 3)))
+
+
+def _assert_equals_sc_compile(model: nn.Module, x: torch.Tensor, layer_names: list[str]) -> None:
+    """``torch.compile(backend="shiftcomp")`` output ``torch.equal`` to ``sc.compile``'s, every layer compiled."""
+    expected = sc.compile(model, x)(x)
+    compiled = torch.compile(model, backend="shiftcomp")
+    with torch.no_grad():
+        got = compiled(x)
+    assert torch.equal(got, expected)
+    report = dynamo_report(compiled)
+    assert report.compiled_layers == layer_names, str(report)
+    assert report.graph_breaks == [] and report.eager_layers == {}
+    assert [g.status for g in report.graphs] == ["compiled"], str(report)
+    # the same input again runs the cached build; no second graph
+    with torch.no_grad():
+        assert torch.equal(compiled(x), expected)
+    assert len(dynamo_report(compiled).graphs) == 1
+
+
+def test_shift_model_equals_sc_compile() -> None:
+    torch.manual_seed(0)
+    model = sc.convert(_bn_stats(TwoConv()), CFG).eval()
+    _assert_equals_sc_compile(model, torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(1)),
+                              ["conv1", "conv2", "fc"])
+
+
+@pytest.mark.parametrize("config, layer_names", [
+    (sc.AdderConfig(act_bits=(3, 5)), ["conv1", "conv2", "fc"]),
+    (sc.ShiftAddConfig(shift=CFG, adder=sc.AdderConfig(act_bits=(3, 5))),
+     ["conv1.shift", "conv1.adder", "conv2.shift", "conv2.adder", "fc"]),
+], ids=["addernet", "shiftaddnet"])
+def test_adder_model_equals_sc_compile(config: object, layer_names: list[str]) -> None:
+    torch.manual_seed(0)
+    model = sc.convert(_bn_stats(TwoConv()), config).eval()
+    _assert_equals_sc_compile(model, torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(1)),
+                              layer_names)
+
+
+@pytest.mark.slow
 def test_resnet20_equals_sc_compile() -> None:
     torch.manual_seed(0)
     model = sc.convert(_bn_stats(get_model("resnet20")), CFG).eval()

@@ -112,3 +112,17 @@ def test_packages_depend_one_way() -> None:
 ])
 def test_cycle_finder_finds_cycles(graph, want) -> None:
     assert _cycles(graph) == want
+
+
+def test_no_module_defines_a_top_level_function_or_class_twice() -> None:
+    """A second ``def f`` silently replaces the first for every caller (a merge hazard: two branches each
+    adding a private helper of the same name to one module)."""
+    twice = []
+    for mod, path in _modules().items():
+        seen: set[str] = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if node.name in seen:
+                    twice.append(f"{mod}.{node.name} (line {node.lineno})")
+                seen.add(node.name)
+    assert twice == [], f"defined twice in one module: {twice}"
