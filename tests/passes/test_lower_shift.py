@@ -7,6 +7,7 @@ import torch
 from lowering_support import TARGET, Net, lowered
 from tvm import relax
 
+from passes.adder_contract import ADDER_COMPOSITES
 from passes.lower_shift import LOWERINGS
 from shiftcomp.config import ShiftConfig
 from shiftcomp.frontend import COMPOSITES
@@ -16,7 +17,7 @@ def test_lowered_ir_calls_shift_kernels() -> None:
     torch.manual_seed(0)
     model = Net(ShiftConfig(act_bits=(4, 4)))
     mod, report = lowered(model, torch.randn(2, 3, 6, 6))
-    assert set(LOWERINGS) == set(COMPOSITES)
+    assert set(LOWERINGS) == set(COMPOSITES) | set(ADDER_COMPOSITES)
     script = mod.script(show_meta=False)
     main = script.split("def main")[1]
     assert "R.call_tir(cls.shift_conv2d_conv" in main and "R.call_tir(cls.shift_dense_fc" in main, main

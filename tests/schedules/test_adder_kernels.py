@@ -169,7 +169,7 @@ static inline unsigned int __vsadu4(unsigned int a, unsigned int b) {
 @pytest.mark.parametrize("variant", ["vsadu4", "plain"])
 def test_cuda_adder_source_runs_correctly_on_cpu(monkeypatch, variant):
     """The generated CUDA C (``__vsadu4`` and plain) run on the CPU over its launch grid equals the reference."""
-    import test_cuda_codegen as tcc
+    import test_cuda as tcc
     from schedules.adder import adder_conv2d_vsadu4, vsadu4_weights
 
     monkeypatch.setattr(tcc, "_PRELUDE", tcc._PRELUDE + _VSADU4_SHIM)
