@@ -550,7 +550,7 @@ def adder_acc_dtype(bound: int, what: str = "adder layer") -> str:
                      f"so no int64 accumulator is exact; use narrower activation/weight formats")
 
 
-def _finish(acc: torch.Tensor, acc_dtype: str, frac_bits: int, bias: torch.Tensor | None,
+def _adder_finish(acc: torch.Tensor, acc_dtype: str, frac_bits: int, bias: torch.Tensor | None,
             channel_dim: int) -> AdderResult:
     f = int(frac_bits)
     if f < 0:
@@ -563,7 +563,7 @@ def _finish(acc: torch.Tensor, acc_dtype: str, frac_bits: int, bias: torch.Tenso
     return AdderResult(acc=acc, acc_dtype=acc_dtype, out=out)
 
 
-def _check_bias(bias: torch.Tensor | None, n_out: int, what: str) -> torch.Tensor | None:
+def _adder_check_bias(bias: torch.Tensor | None, n_out: int, what: str) -> torch.Tensor | None:
     if bias is None:
         return None
     if not isinstance(bias, torch.Tensor) or bias.shape != (n_out,):
@@ -606,14 +606,14 @@ def adder_linear(x_q: torch.Tensor, w_q: torch.Tensor, frac_bits: int,
     x_q, w_q = _int_tensor(x_q, "x_q"), _int_tensor(w_q, "w_q")
     if w_q.dim() != 2 or x_q.dim() < 1 or x_q.shape[-1] != w_q.shape[1]:
         raise ValueError(f"{what}: need x_q (..., K) and w_q (O, K), got {tuple(x_q.shape)} and {tuple(w_q.shape)}")
-    bias = _check_bias(bias, w_q.shape[0], what)
+    bias = _adder_check_bias(bias, w_q.shape[0], what)
     w_q = w_q.to(x_q.device)
     bound = adder_accumulator_bound(w_q, int(x_q.abs().max()) if x_q.numel() else 0)
     acc_dtype = adder_acc_dtype(bound, what)
     lead = x_q.shape[:-1]
     x2 = x_q.reshape(-1, x_q.shape[-1])
     acc = -_sad_rows(x2, w_q, bound < _FLOAT64_EXACT).to(torch.int64)
-    return _finish(acc.reshape(lead + (w_q.shape[0],)), acc_dtype, frac_bits, bias, channel_dim=-1)
+    return _adder_finish(acc.reshape(lead + (w_q.shape[0],)), acc_dtype, frac_bits, bias, channel_dim=-1)
 
 
 def conv_taps(xp: torch.Tensor, kh: int, kw: int, st: tuple[int, int], dl: tuple[int, int], oh: int,
@@ -663,7 +663,7 @@ def adder_conv2d(x_q: torch.Tensor, w_q: torch.Tensor, frac_bits: int, bias: tor
     if w_q.dim() != 4:
         raise ValueError(f"{what}: weights must be 4-D (O, C/groups, KH, KW), got {tuple(w_q.shape)}")
     st, pad, dl, groups, oh, ow = _conv_args(x_q, w_q, stride, padding, dilation, groups, what)
-    bias = _check_bias(bias, w_q.shape[0], what)
+    bias = _adder_check_bias(bias, w_q.shape[0], what)
     unbatched = x_q.dim() == 3
     if unbatched:
         x_q = x_q.unsqueeze(0)
@@ -674,7 +674,7 @@ def adder_conv2d(x_q: torch.Tensor, w_q: torch.Tensor, frac_bits: int, bias: tor
     acc = -_adder_conv_acc(xp, w_q, st, dl, groups, oh, ow, bound < _FLOAT64_EXACT).to(torch.int64)
     if unbatched:
         acc = acc.squeeze(0)
-    return _finish(acc, acc_dtype, frac_bits, bias, channel_dim=-3)
+    return _adder_finish(acc, acc_dtype, frac_bits, bias, channel_dim=-3)
 
 
 # ---------------------------------------------------------------------------------------------- float mode
@@ -685,7 +685,7 @@ def adder_linear_float(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | No
         raise TypeError(f"{what}: x and w must be float tensors")
     if w.dim() != 2 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"{what}: need x (..., K) and w (O, K), got {tuple(x.shape)} and {tuple(w.shape)}")
-    bias = _check_bias(bias, w.shape[0], what)
+    bias = _adder_check_bias(bias, w.shape[0], what)
     x2 = x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
     y = -_sad_rows(x2, w.detach().to(x.device, torch.float64), True)
     y = y.to(torch.float32).reshape(x.shape[:-1] + (w.shape[0],))
@@ -700,7 +700,7 @@ def adder_conv2d_float(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | No
     if not x.is_floating_point() or not w.is_floating_point():
         raise TypeError(f"{what}: x and w must be float tensors")
     st, pad, dl, groups, oh, ow = _conv_args(x, w, stride, padding, dilation, groups, what)
-    bias = _check_bias(bias, w.shape[0], what)
+    bias = _adder_check_bias(bias, w.shape[0], what)
     unbatched = x.dim() == 3
     xd = x.detach().to(torch.float64)
     if unbatched:
