@@ -50,7 +50,7 @@ def test_audit_energy_counts_feed_the_energy_model() -> None:
     torch.manual_seed(0)
     model = Net(ShiftConfig(act_bits=(4, 4)))
     x = torch.randn(2, 3, 6, 6)
-    mod, _ = lowered(model, x)
+    mod, _ = lowered(model, x, kernels=ManualKernels(PER_TERM_FAMILIES))   # exact per-term counts
     mod, _ = lift_shift_weights(mod)
     audit = audit_module(run_passes(mod, legalize_passes(TARGET), TARGET))
     counts = audit.energy_counts()
