@@ -494,9 +494,7 @@ def exact(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 # round once to float32; float32 kernels are compared with it within :func:`adder_float_error_bound`.
 
 
-_FLOAT64_EXACT = 2 ** 53
 _INT32_LIMIT = 2 ** 31
-_INT64_LIMIT = 2 ** 63
 _CHUNK_ELEMS = 1 << 22          # int64 path: elements of one broadcast |x - w| block
 
 
