@@ -11,7 +11,8 @@ once) is counted once.
 Every operation lands in one bucket:
 
 * **data-path** (``role="shift"`` kernels, reduction blocks and integer blocks): must contain no multiply.
-* **epilogue** (``role="shift"`` kernels, float non-reduction blocks): the per-output scale
+* **epilogue** (``role="shift"`` kernels, float non-reduction blocks; in kernels written as plain loops,
+  e.g. sum-then-shift, a float store outside any reduction block): the per-output scale
   ``float32(acc) * 2**(s0 - F)`` and the bias add.
 * **prologue** (``role="prologue"``: the quantise kernel): ``x * 2**F`` per activation element.
 * **elsewhere** (every other PrimFunc: BatchNorm, pooling, residual adds, float layers, the float
@@ -251,6 +252,7 @@ class _Counter:
         self.loops: list[tuple[Any, int]] = []
         self.approximate = False
         self.seen: dict[int, bool] = {}  # structural hash -> depends on data, within the current statement
+        self.reductions = 0  # enclosing reduction blocks
 
     def _add(self, part: str, cls: str, w: int) -> None:
         c = self.parts[part]
@@ -367,6 +369,9 @@ class _Counter:
             self.seen = {}
             for i in s.indices:
                 self.expr(i, w, "index")
+            if self.is_shift and part == "data" and not self.reductions \
+                    and str(s.buffer.dtype).startswith(("float", "bfloat")):
+                part = "epilogue"   # hand-written loops without blocks: a float store is the epilogue
             self.expr(s.value, w, part)
         elif isinstance(s, T.IfThenElse):
             self.seen = {}
@@ -400,7 +405,9 @@ class _Counter:
             # the init runs once per spatial point: divide out the loops that drive the reduction
             div = math.prod(ext for v, ext in self.loops if v in reduce_vars) or 1
             self.stmt(blk.init, max(w // div, 1), part)
+        self.reductions += bool(reduce_vars)
         self.stmt(blk.body, w, part)
+        self.reductions -= bool(reduce_vars)
 
 
 def _vars_in(e: Any) -> set[Any]:

@@ -5,11 +5,15 @@
     provider.kernel(KernelRequest(kind, spec, info, shift, sign, codes, target)) -> KernelBuild
 
 * :class:`ManualKernels` (the default): the hand-written schedules of ``schedules/`` through the family
-  table :data:`KERNEL_FAMILIES` (``kind -> builder``). A new kernel family is one entry there, or a
+  table :data:`KERNEL_FAMILIES` (``kind -> builder``): sum-then-shift for fixed-point conv2d and dense at
+  batch > 1 on LLVM, the per-term kernels (:data:`PER_TERM_FAMILIES`) otherwise. A new kernel family is one entry there, or a
   ``ManualKernels(families={...})`` of its own.
 * :class:`DatabaseKernels`: asks a MetaSchedule database for the build's ``tuning_key`` and replays the
   best record on its ``unscheduled`` compute; falls back to the wrapped provider. ``shiftcomp.tune``
-  records exactly these keys, so what it tunes is what compile finds.
+  records exactly these keys, so what it tunes is what compile finds. A build without a ``tuning_key``
+  (sum-then-shift: its plan arrays, not a schedule, carry the weights) is used as the fallback returns it,
+  so on a CPU with a database sum-then-shift still wins for conv and batched dense, and the database serves
+  the per-term kernels that remain (batch-1 dense).
 
 A :class:`KernelBuild` says what the kernel reads besides ``x``: its constant weight inputs, in order
 (default: the int8 codes). An input that is not the codes carries a :class:`~passes.derived_inputs.Derivation`
@@ -24,86 +28,18 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import numpy as np
 import tvm
-from tvm.target import Target
 
-from schedules import build_shift_kernel, kernel_task_name, unscheduled_kernel
 from schedules.database import normalize
 
-from .contract import ShiftLayerInfo
-from .derived_inputs import Derivation
+from .kernel_build import KernelBuild, KernelRequest, WeightInput, default_kernel
+from .sum_then_shift_family import sum_then_shift_kernel
 
 __all__ = ["KernelRequest", "WeightInput", "KernelBuild", "KernelProvider", "KernelFamily", "KERNEL_FAMILIES",
+           "PER_TERM_FAMILIES",
            "ManualKernels", "DatabaseKernels", "default_kernel"]
 
 log = logging.getLogger("shiftcomp.kernels")
-
-
-@dataclasses.dataclass(frozen=True)
-class KernelRequest:
-    """What the lowering knows about one layer when it asks for a kernel.
-
-    Attributes:
-        kind: ``"dense"`` / ``"conv2d"`` (fixed-point activations) or ``"dense_float"`` / ``"conv2d_float"``.
-        spec: ``schedules.compute.DenseSpec`` / ``Conv2dSpec`` (shapes, ``s0``, ``frac_bits``, accumulator).
-        info: the composite's layer info (:class:`passes.contract.ShiftLayerInfo`).
-        shift, sign: the exact integer weights (int8, PyTorch weight layout).
-        codes: the default int8 codes in the default kernels' layout (``schedules.compute``).
-        logical_codes: ``sign * (shift - s0 + 1)`` in PyTorch layout, what the artifact stores and what a
-            :class:`Derivation` receives.
-        target: the compile target.
-    """
-
-    kind: str
-    spec: Any
-    info: ShiftLayerInfo
-    shift: np.ndarray
-    sign: np.ndarray
-    codes: np.ndarray
-    logical_codes: np.ndarray
-    target: Target
-
-
-@dataclasses.dataclass(frozen=True)
-class WeightInput:
-    """One constant input of a kernel (after ``x``).
-
-    Attributes:
-        name: short name (``"codes"`` for the int8 codes; the ``main`` parameter becomes ``w_<layer>`` for
-            codes and ``w_<layer>__<name>`` otherwise).
-        array: the value the kernel is compiled and run with.
-        derive: ``None`` when ``array`` *is* the layer's codes (in any layout the artifact's layout steps
-            reproduce, or stored as is); otherwise how to rebuild it from the logical codes at load time.
-    """
-
-    name: str
-    array: np.ndarray
-    derive: Derivation | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class KernelBuild:
-    """A layer's kernel as a provider returns it.
-
-    Attributes:
-        main: the scheduled kernel PrimFunc.
-        weights: its constant inputs after ``x``, in order.
-        prologue: optional PrimFunc applied to ``x`` first; ``prologue_out`` = its ``(shape, dtype)``.
-        unscheduled: zero-argument callable giving ``main``'s compute before scheduling (database replay).
-        tuning_key: zero-argument callable giving the PrimFunc whose record a database is asked for.
-        task_name: readable name of the tuning task (``shiftcomp.tune`` and ``tuned_kernels`` use it).
-        source: ``"manual"`` or ``"database"``.
-    """
-
-    main: tvm.tirx.PrimFunc
-    weights: tuple[WeightInput, ...]
-    prologue: tvm.tirx.PrimFunc | None = None
-    prologue_out: tuple[tuple[int, ...], str] | None = None
-    unscheduled: Callable[[], tvm.tirx.PrimFunc] | None = None
-    tuning_key: Callable[[], tvm.tirx.PrimFunc] | None = None
-    task_name: str = ""
-    source: str = "manual"
 
 
 class KernelProvider(Protocol):
@@ -116,23 +52,22 @@ class KernelProvider(Protocol):
 KernelFamily = Callable[[KernelRequest], KernelBuild]
 
 
-def default_kernel(req: KernelRequest) -> KernelBuild:
-    """Today's kernels: ``schedules.build_shift_kernel`` reading the int8 codes."""
-    return KernelBuild(
-        main=build_shift_kernel(req.kind, req.spec, req.target),
-        weights=(WeightInput("codes", req.codes),),
-        unscheduled=lambda: unscheduled_kernel(req.kind, req.spec),
-        tuning_key=lambda: unscheduled_kernel(req.kind, req.spec, canonical=True),
-        task_name=kernel_task_name(req.kind, req.spec),
-    )
-
-
-#: kernel kind -> builder; register a new family with one entry (or pass ``families=`` to ManualKernels)
-KERNEL_FAMILIES: dict[str, KernelFamily] = {
+#: the per-term shift kernels of ``schedules.build_shift_kernel`` for every kind (the default before
+#: sum-then-shift; ``ManualKernels(families=PER_TERM_FAMILIES)`` compiles with them alone)
+PER_TERM_FAMILIES: dict[str, KernelFamily] = {
     "dense": default_kernel,
     "conv2d": default_kernel,
     "dense_float": default_kernel,
     "conv2d_float": default_kernel,
+}
+
+#: kernel kind -> builder; register a new family with one entry (or pass ``families=`` to ManualKernels).
+#: Fixed-point conv2d and dense go to sum-then-shift, which itself falls back to the per-term kernels where
+#: it does not apply (batch-1 dense, non-LLVM targets; see passes.sum_then_shift_family).
+KERNEL_FAMILIES: dict[str, KernelFamily] = {
+    **PER_TERM_FAMILIES,
+    "dense": sum_then_shift_kernel,
+    "conv2d": sum_then_shift_kernel,
 }
 
 

@@ -251,11 +251,10 @@ def _op_weights(compiled: Any, layer: str) -> list[np.ndarray]:
     return [low.codes] if _is_adder(low) else _layer_weights(compiled, layer)
 
 
-def _prologue_out(mod: tvm.IRModule, name: str) -> tuple[tuple[int, ...], str]:
-    """Shape and dtype of a kernel prologue's output buffer (its last parameter)."""
-    prim = mod[name]
-    buf = prim.buffer_map[prim.params[-1]]
-    return tuple(int(d) for d in buf.shape), str(buf.dtype)
+def _prologue_out(low: Any) -> tuple[tuple[int, ...], str]:
+    """Shape and dtype of a layer's kernel-prologue output, as its kernel provider declared them."""
+    shape, dtype = low.build.prologue_out
+    return tuple(int(d) for d in shape), str(dtype)
 
 
 def standalone_ops(compiled: Any) -> tuple[Any, dict[str, str]]:
@@ -295,7 +294,7 @@ def standalone_ops(compiled: Any) -> tuple[Any, dict[str, str]]:
                 else:
                     if low.prologue is not None:
                         pro = src.get_global_var(low.prologue)
-                        shape, dtype = _prologue_out(src, low.prologue)
+                        shape, dtype = _prologue_out(low)
                         xq = bb.emit(relax.call_tir(pro, [xq], relax.TensorType(shape, dtype)))
                     data = compiled.imported.layers[layer]
                     args = [xq, *ws] + ([relax.const(data.bias, "float32")] if data.bias is not None else [])

@@ -5,6 +5,7 @@ import torch
 from lowering_support import TARGET, Net, lowered
 
 from passes.audit import audit_module
+from passes.kernels import PER_TERM_FAMILIES, ManualKernels
 from passes.lift_weights import lift_shift_weights
 from passes.pipeline import legalize_passes, run_passes
 from shiftcomp.config import ShiftConfig
@@ -13,10 +14,12 @@ from shiftcomp.frontend import import_model
 
 
 def test_audit_counts_no_datapath_multiplies() -> None:
+    # the per-term kernels: one add and one shift per term, counted exactly (sum-then-shift loops have
+    # data-dependent extents; tests/passes/test_sum_then_shift_family.py audits those)
     torch.manual_seed(0)
     model = Net(ShiftConfig(act_bits=(4, 4)))
     x = torch.randn(2, 3, 6, 6)
-    mod, report = lowered(model, x)
+    mod, report = lowered(model, x, kernels=ManualKernels(PER_TERM_FAMILIES))
     mod, _ = lift_shift_weights(mod)
     audit = audit_module(run_passes(mod, legalize_passes(TARGET), TARGET))
     assert audit.datapath_multiplies == 0
@@ -47,7 +50,7 @@ def test_audit_energy_counts_feed_the_energy_model() -> None:
     torch.manual_seed(0)
     model = Net(ShiftConfig(act_bits=(4, 4)))
     x = torch.randn(2, 3, 6, 6)
-    mod, _ = lowered(model, x)
+    mod, _ = lowered(model, x, kernels=ManualKernels(PER_TERM_FAMILIES))   # exact per-term counts
     mod, _ = lift_shift_weights(mod)
     audit = audit_module(run_passes(mod, legalize_passes(TARGET), TARGET))
     counts = audit.energy_counts()

@@ -1,0 +1,120 @@
+"""The sum-then-shift kernel family: ``schedules.sum_then_shift`` kernels behind the kernel-provider interface.
+
+``sum_then_shift_kernel(request)`` returns a :class:`~passes.kernel_build.KernelBuild` with
+
+* ``prologue`` = the kernel's ``pack`` (int32 ``x_q`` -> zero-padded, copied activations of the lane dtype),
+  run after the ``shiftcomp_quantize`` prologue;
+* ``main`` = the sum-then-shift kernel, reading the packed activations and the plan arrays;
+* ``weights`` = the plan arrays (segment pointers, levels, term offsets ...), each with a
+  :class:`~passes.derived_inputs.Derivation` so that ``shiftcomp.load`` rebuilds it from the bit-packed codes
+  (the artifact stores the codes, never the plan lists).
+
+It applies to fixed-point ``conv2d`` (any stride / padding / dilation / groups; depthwise gets its own kernel)
+and ``dense`` with more than one row on LLVM targets. Everything else -- batch-1 dense (one pixel: the
+column-block GEMV kernel is faster), float activations, CUDA, or a layer whose bound the kernel refuses --
+gets :func:`~passes.kernel_build.default_kernel`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+from typing import Any
+
+import numpy as np
+from tvm import s_tir, tirx
+
+from schedules import sum_then_shift as stst
+from schedules.compute import Conv2dSpec, DenseSpec
+
+from .derived_inputs import Derivation, register_derivation
+from .kernel_build import KernelBuild, KernelRequest, WeightInput, default_kernel
+
+__all__ = ["sum_then_shift_kernel", "applies", "plan_input", "PLAN_INPUT", "PLAN_INPUT_NAMES"]
+
+log = logging.getLogger("shiftcomp.kernels")
+
+#: registered name of the derivation that rebuilds one plan array from the codes
+PLAN_INPUT = "sum_then_shift.plan_input"
+#: names of the plan arrays, by the ``derive_*`` function that makes them (kernel input order)
+PLAN_INPUT_NAMES = {
+    "derive_conv2d_inputs": ("seg_ptr", "seg_level", "seg_npos", "seg_tptr", "term_offset"),
+    "derive_dense_inputs": ("seg_ptr", "seg_level", "seg_npos", "seg_tptr", "term_offset"),
+    "derive_depthwise_inputs": ("tap_offset", "tap_level", "tap_neg"),
+}
+_SPECS = {"Conv2dSpec": Conv2dSpec, "DenseSpec": DenseSpec}
+
+
+def applies(req: KernelRequest) -> bool:
+    """Whether the layer gets a sum-then-shift kernel (before its bound is checked)."""
+    if req.target.kind.name != "llvm" or req.info.act_bits is None:
+        return False
+    if req.kind == "conv2d":
+        return True
+    return req.kind == "dense" and int(req.spec.batch) > 1
+
+
+def _spec_json(spec: Any) -> dict[str, Any]:
+    return {"type": type(spec).__name__, "fields": dataclasses.asdict(spec)}
+
+
+def _spec_from_json(d: dict[str, Any]) -> Any:
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d["fields"].items()}
+    return _SPECS[d["type"]](**fields)
+
+
+@functools.lru_cache(maxsize=8)
+def _plan_arrays(codes_bytes: bytes, shape: tuple[int, ...], key: str) -> tuple[np.ndarray, ...]:
+    """All plan arrays of one layer (cached: the artifact asks for them one at a time)."""
+    p = json.loads(key)
+    fn = p["derive"]
+    if fn not in PLAN_INPUT_NAMES:
+        raise ValueError(f"unknown sum-then-shift derive function {fn!r}")
+    codes = np.frombuffer(codes_bytes, np.int8).reshape(shape)
+    return tuple(getattr(stst, fn)(_spec_from_json(p["spec"]), codes, **p["keywords"]))
+
+
+@register_derivation(PLAN_INPUT)
+def plan_input(codes: np.ndarray, *, derive: str, spec: dict, keywords: dict, index: int) -> np.ndarray:
+    """Plan array ``index`` of ``schedules.sum_then_shift.<derive>(spec, codes, **keywords)``."""
+    key = json.dumps({"derive": derive, "spec": spec, "keywords": keywords}, sort_keys=True)
+    c = np.ascontiguousarray(codes, np.int8)
+    return _plan_arrays(c.tobytes(), tuple(c.shape), key)[index]
+
+
+def sum_then_shift_kernel(req: KernelRequest) -> KernelBuild:
+    """The sum-then-shift build of a fixed-point conv2d / batched dense layer, else the default kernel."""
+    if not applies(req):
+        return default_kernel(req)
+    try:
+        k = stst.build(req.kind, req.spec, req.logical_codes, req.target, act_bits=tuple(req.info.act_bits))
+    except ValueError as e:   # e.g. a bound only the per-term int64 kernel meets
+        log.info("layer %s: no sum-then-shift kernel (%s); using the per-term kernel", req.info.layer, e)
+        return default_kernel(req)
+    derive = k.derive
+    fn = derive.func.__name__
+    params = {"derive": fn, "spec": _spec_json(req.spec),
+              "keywords": {kw: int(v) for kw, v in derive.keywords.items()}}
+    weights = tuple(WeightInput(name, arr, Derivation(PLAN_INPUT, {**params, "index": i}))
+                    for i, (name, arr) in enumerate(zip(PLAN_INPUT_NAMES[fn], k.weight_inputs)))
+    return KernelBuild(main=_with_root_block(k.main), weights=weights, prologue=_with_root_block(k.pack), prologue_out=(tuple(k.packed_shape), k.lane_dtype),
+                       task_name=f"sum_then_shift_{k.kind}_{_shape_name(req.spec)}_{k.lane_dtype}")
+
+
+def _with_root_block(prim: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``prim`` with its body inside a root block (Relax's op-pattern analysis expects one); the hand-written
+    loops stay as they are."""
+    if isinstance(prim.body, s_tir.SBlockRealize):
+        return prim
+    root = s_tir.SBlock([], [], [], "root", prim.body)
+    body = s_tir.SBlockRealize([], True, root)
+    return prim.with_body(body)
+
+
+def _shape_name(spec: Any) -> str:
+    if isinstance(spec, DenseSpec):
+        return f"{spec.batch}x{spec.in_features}to{spec.out_features}"
+    s = spec
+    return (f"n{s.batch}c{s.in_channels}h{s.height}w{s.width}o{s.out_channels}k{s.kernel_h}x{s.kernel_w}"
+            f"s{s.stride[0]}g{s.groups}")
