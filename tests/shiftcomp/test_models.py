@@ -15,7 +15,7 @@ from shiftcomp.training import shift_layer_types
 
 from shiftcomp.nn import AdderLayer, ShiftLayer  # noqa: E402
 
-ALLOWED_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.MaxPool2d, nn.AvgPool2d,
+ALLOWED_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.MaxPool2d, nn.AvgPool2d,
                    nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity, AdderLayer, ShiftLayer)
 ALLOWED_FUNCTIONS = {operator.add, operator.getitem, F.pad, torch.flatten, torch.cat}
 
