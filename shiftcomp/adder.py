@@ -33,6 +33,7 @@ from torch import nn
 
 from shiftcomp import reference as aref
 from shiftcomp.adder_config import AdderConfig
+from shiftcomp.conv_geometry import conv2d_geometry_repr, conv2d_init_kwargs
 from shiftcomp.quant import fake_quant_act, to_fixed
 from shiftcomp.reference import normalize_padding
 
@@ -425,27 +426,12 @@ class Conv2dAdder(AdderLayer):
     @classmethod
     def from_float(cls, module: nn.Conv2d, config: AdderConfig | None = None) -> "Conv2dAdder":
         """A ``Conv2dAdder`` of an ``nn.Conv2d``'s geometry carrying its weight and bias."""
-        if not isinstance(module, nn.Conv2d):
-            raise TypeError(f"Conv2dAdder.from_float needs an nn.Conv2d, got {type(module).__name__}")
-        if module.padding_mode != "zeros":
-            raise ValueError(f"Conv2dAdder supports only padding_mode='zeros', the nn.Conv2d has "
-                             f"padding_mode={module.padding_mode!r}")
-        w = module.weight
-        new = cls(module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
-                  padding=module.padding, dilation=module.dilation, groups=module.groups,
-                  bias=module.bias is not None, config=config, device=w.device, dtype=w.dtype)
+        new = cls(**conv2d_init_kwargs(module, "Conv2dAdder"), config=config)
         _carry(new, module)
         return new
 
     def extra_repr(self) -> str:
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            s += f", padding={self.padding!r}" if isinstance(self.padding, str) else f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        return s + ", " + self._extra_common()
+        return conv2d_geometry_repr(self) + ", " + self._extra_common()
 
 
 @torch.no_grad()

@@ -32,6 +32,7 @@ from torch import nn
 
 from shiftcomp import deepshift, reference
 from shiftcomp.config import ShiftConfig
+from shiftcomp.conv_geometry import conv2d_geometry_repr, conv2d_init_kwargs
 from shiftcomp.quant import (fake_quant_act, ps_fake_weight, ps_round, q_fake_weight, q_round, round_ste,
                              to_fixed)
 
@@ -381,27 +382,12 @@ class Conv2dShift(ShiftLayer):
 
         Raises ``ValueError`` for ``padding_mode != 'zeros'``.
         """
-        if not isinstance(module, nn.Conv2d):
-            raise TypeError(f"Conv2dShift.from_float needs an nn.Conv2d, got {type(module).__name__}")
-        if module.padding_mode != "zeros":
-            raise ValueError(f"Conv2dShift supports only padding_mode='zeros', the nn.Conv2d has "
-                             f"padding_mode={module.padding_mode!r}")
-        w = module.weight
-        new = cls(module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
-                  padding=module.padding, dilation=module.dilation, groups=module.groups,
-                  bias=module.bias is not None, config=config, device=w.device, dtype=w.dtype)
+        new = cls(**conv2d_init_kwargs(module, "Conv2dShift"), config=config)
         _carry(new, module)
         return new
 
     def extra_repr(self) -> str:
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            s += f", padding={self.padding!r}" if isinstance(self.padding, str) else f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        return s + ", " + self._extra_common()
+        return conv2d_geometry_repr(self) + ", " + self._extra_common()
 
 
 @torch.no_grad()
