@@ -19,7 +19,7 @@ from torch import nn
 
 from shiftcomp.adder import Conv2dAdder, LinearAdder
 from shiftcomp.adder_config import AdderConfig, ShiftAddConfig
-from shiftcomp.layer_selection import convertible_layers, set_submodule
+from shiftcomp.layer_selection import convertible_layers, swap_modules
 
 __all__ = ["ShiftAddConv2d", "convert_adder"]
 
@@ -92,14 +92,7 @@ def _replace(model: nn.Module, config, filter_fn) -> nn.Module:
 
             new = LinearShift.from_float(m, config.shift)
         replacement[id(m)] = new
-    if not replacement:
-        return model
-    if id(model) in replacement:
-        return replacement[id(model)]
-    for fqn, m in list(model.named_modules(remove_duplicate=False)):
-        if fqn and id(m) in replacement:
-            set_submodule(model, fqn, replacement[id(m)])
-    return model
+    return swap_modules(model, replacement)
 
 
 def convert_adder(model: nn.Module, config: AdderConfig | ShiftAddConfig,

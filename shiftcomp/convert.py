@@ -17,7 +17,7 @@ from torch import nn
 from shiftcomp.adder_config import AdderConfig, ShiftAddConfig
 from shiftcomp.adder_convert import convert_adder
 from shiftcomp.config import ShiftConfig
-from shiftcomp.layer_selection import convertible_layers, set_submodule
+from shiftcomp.layer_selection import convertible_layers, swap_modules
 from shiftcomp.nn import Conv2dShift, LinearShift
 
 __all__ = ["convert", "convertible_layers"]
@@ -68,12 +68,4 @@ def convert(model: nn.Module, config: ShiftConfig | None = None,
     replacement: dict[int, nn.Module] = {}
     for fqn, m in selected:
         replacement[id(m)] = _SWAP[type(m)].from_float(m, config)
-    if not replacement:
-        return model
-    if id(model) in replacement:
-        return replacement[id(model)]
-    # every name under which a selected module is registered (shared modules stay shared)
-    for fqn, m in list(model.named_modules(remove_duplicate=False)):
-        if fqn and id(m) in replacement:
-            set_submodule(model, fqn, replacement[id(m)])
-    return model
+    return swap_modules(model, replacement)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["CONVERTIBLE_TYPES", "convertible_layers", "set_submodule"]
+__all__ = ["CONVERTIBLE_TYPES", "convertible_layers", "set_submodule", "swap_modules"]
 
 #: exact types a conversion replaces (subclasses are left alone: their parents may read their weights)
 CONVERTIBLE_TYPES: tuple[type, ...] = (nn.Linear, nn.Conv2d)
@@ -26,3 +26,16 @@ def set_submodule(model: nn.Module, fqn: str, new: nn.Module) -> None:
     parent_name, _, child = fqn.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+def swap_modules(model: nn.Module, replacement: dict[int, nn.Module]) -> nn.Module:
+    """Put ``replacement[id(m)]`` in place of every module ``m`` it names, under every name ``m`` is registered
+    (shared modules stay shared). Returns the model, or the root's replacement when the root itself is replaced."""
+    if not replacement:
+        return model
+    if id(model) in replacement:
+        return replacement[id(model)]
+    for fqn, m in list(model.named_modules(remove_duplicate=False)):
+        if fqn and id(m) in replacement:
+            set_submodule(model, fqn, replacement[id(m)])
+    return model
