@@ -3,10 +3,13 @@
 
 For each run folder it reads ``train_log.csv``/``test_log.csv`` and reports the final and best top-1, the
 epochs done, the total training wall time (per epoch: ``epoch_time_s`` when logged, else train + test time)
-and the median epoch time with the original architecture and after the decomposition, with their ratio.
+and CPU time (``cpu_time_s``), and the median epoch time with the original architecture and after the
+decomposition, with their ratio. On a shared machine the CPU-time ratio is the one to read: wall time
+also counts the time the run waited for the CPU.
 
     python experiments/decompose_results.py --root /work/runs/models                 # print the table
     python experiments/decompose_results.py --root /work/runs/models --write RESULTS.md
+    python experiments/decompose_results.py --epochs 30 --decompose-epoch 10 --recompose-epoch 25   # other budget
 
 ``--write`` replaces the text between ``<!-- decompose-results:start -->`` and ``<!-- decompose-results:end -->``
 in that file (appending the section, with its heading, when the markers are absent). Unfinished runs are listed
@@ -23,17 +26,19 @@ from typing import Sequence
 
 START, END = "<!-- decompose-results:start -->", "<!-- decompose-results:end -->"
 
-# (run folder under <root>/cifar10/resnet20, label); the names decompose_cifar10.sh uses with E=10, R=25
-ARMS = [
-    ("fp32_e30", "FP32 baseline"),
-    ("fp32_e30_tucker_e10", "Tucker-2 (VBMF ranks) after 10"),
-    ("fp32_e30_tucker50_e10", "Tucker-2 (half ranks) after 10"),
-    ("fp32_e30_cp50_e10", "CP (rank ½·max(C, O)) after 10"),
-    ("fp32_e30_tucker_e10_r25", "Tucker (VBMF) after 10, recomposed after 25"),
-    ("shift_q_all_wb_5_e30_tucker50_e10", "Tucker (half ranks) after 10, then DeepShift-Q"),
-    ("shift_q_all_wb_5_ft_fp32", "DeepShift-Q fine-tuned from FP32"),
-    ("shift_ps_all_wb_5_ft_fp32", "DeepShift-PS fine-tuned from FP32"),
-]
+def arms(epochs: int, e: int, r: int) -> list[tuple[str, str]]:
+    """(run folder under <root>/cifar10/resnet20, label) of each arm, as decompose_cifar10.sh names them."""
+    b = f"e{epochs}"
+    return [
+        (f"fp32_{b}", "FP32 baseline"),
+        (f"fp32_{b}_tucker50_e{e}", f"Tucker-2 (half ranks) after {e}"),
+        (f"fp32_{b}_cp50_e{e}", f"CP (rank ½·max(C, O)) after {e}"),
+        (f"fp32_{b}_tucker_e{e}", f"Tucker-2 (VBMF ranks) after {e}"),
+        (f"fp32_{b}_tucker50_e{e}_r{r}", f"Tucker-2 (half ranks) after {e}, recomposed after {r}"),
+        (f"shift_q_all_wb_5_{b}_tucker50_e{e}", f"Tucker-2 (half ranks) after {e}, then DeepShift-Q"),
+        (f"shift_q_all_wb_5_ft_fp32_{b}", "DeepShift-Q fine-tuned from the FP32 baseline"),
+        (f"shift_ps_all_wb_5_ft_fp32_{b}", "DeepShift-PS fine-tuned from the FP32 baseline"),
+    ]
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -49,33 +54,43 @@ def summarize(run: Path) -> dict | None:
     if not train or not test:
         return None
     test_time = {r["epoch"]: float(r["time_s"] or 0) for r in test}
-    before, after, total = [], [], 0.0
+    wall = {"original": [], "decomposed": []}
+    cpu = {"original": [], "decomposed": []}
+    total = total_cpu = 0.0
     for r in train:
         t = float(r["epoch_time_s"]) if r.get("epoch_time_s") else float(r["time_s"]) + test_time.get(r["epoch"], 0.0)
+        c = float(r["cpu_time_s"]) if r.get("cpu_time_s") else None  # logs written before the column: none
         total += t
+        total_cpu = total_cpu + c if c is not None and total_cpu is not None else None
         arch = r.get("arch") or "original"  # logs written before the arch column: the original model
-        if arch == "original":
-            before.append(t)
-        elif arch == "decomposed":
-            after.append(t)
-    med_b = statistics.median(before) if before else None
-    med_a = statistics.median(after) if after else None
+        if arch in wall:
+            wall[arch].append(t)
+            if c is not None:
+                cpu[arch].append(c)
+    med = {k: statistics.median(v) if v else None for k, v in wall.items()}
+    med_cpu = {k: statistics.median(v) if v else None for k, v in cpu.items()}
+    ratio = lambda m: (m["original"] / m["decomposed"]) if m["original"] and m["decomposed"] else None  # noqa: E731
     return {"epochs": len(train), "final": float(test[-1]["test_acc1"]), "best": max(float(r["test_acc1"]) for r in test),
-            "total_h": total / 3600, "before_s": med_b, "after_s": med_a,
-            "speedup": (med_b / med_a) if med_b and med_a else None}
+            "total_h": total / 3600, "before_s": med["original"], "after_s": med["decomposed"], "speedup": ratio(med),
+            "total_cpu_h": None if total_cpu is None else total_cpu / 3600, "before_cpu_s": med_cpu["original"],
+            "after_cpu_s": med_cpu["decomposed"], "cpu_speedup": ratio(med_cpu)}
 
 
-def table(root: Path) -> str:
-    lines = ["| run | epochs | final top-1 % | best top-1 % | train wall time (h) | s/epoch original | "
-             "s/epoch decomposed | epoch speed-up |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+def table(root: Path, epochs: int = 8, e: int = 3, r: int = 6) -> str:
+    """The markdown table of the arms found under ``root`` (see :func:`arms`)."""
+    lines = ["| run | epochs | final top-1 % | best top-1 % | wall (h) | CPU (h) | s/epoch original (wall / CPU) | "
+             "s/epoch decomposed (wall / CPU) | epoch speed-up (wall / CPU) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
-    for folder, label in ARMS:
+    for folder, label in arms(epochs, e, r):
         s = summarize(root / "cifar10" / "resnet20" / folder)
         if s is None:
             continue
         lines.append(f"| {label} (`{folder}`) | {s['epochs']} | {s['final']:.2f} | {s['best']:.2f} | "
-                     f"{s['total_h']:.2f} | {fmt(s['before_s'], '.0f')} | {fmt(s['after_s'], '.0f')} | "
-                     f"{fmt(s['speedup'], '.2f')}× |".replace("–×", "–"))
+                     f"{s['total_h']:.2f} | {fmt(s['total_cpu_h'], '.2f')} | "
+                     f"{fmt(s['before_s'], '.0f')} / {fmt(s['before_cpu_s'], '.0f')} | "
+                     f"{fmt(s['after_s'], '.0f')} / {fmt(s['after_cpu_s'], '.0f')} | "
+                     f"{fmt(s['speedup'], '.2f')} / {fmt(s['cpu_speedup'], '.2f')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -94,11 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=Path, default=Path("/work/runs/models"), help="the runs' --out-dir")
     p.add_argument("--write", type=Path, default=None, help="markdown file whose marked section to replace")
+    p.add_argument("--epochs", type=int, default=8, help="the study's epoch budget (run names), default 8")
+    p.add_argument("--decompose-epoch", dest="e", type=int, default=3, help="E of the arms, default 3")
+    p.add_argument("--recompose-epoch", dest="r", type=int, default=6, help="R of the recompose arm, default 6")
     a = p.parse_args(argv)
     if not (a.root / "cifar10" / "resnet20").is_dir():
         print(f"error: no CIFAR-10 ResNet-20 runs under {a.root}", file=sys.stderr)
         return 2
-    body = table(a.root)
+    body = table(a.root, a.epochs, a.e, a.r)
     print(body, end="")
     if a.write is not None:
         write_section(a.write, body)

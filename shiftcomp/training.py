@@ -21,8 +21,9 @@ R2]``): after E epochs the float model is factorised by :func:`shiftcomp.decompo
 converted only then: the first E epochs train FP32); after R2 epochs :func:`shiftcomp.recompose` multiplies
 the factors back. At each change the optimizer starts fresh (``--decompose-optimizer carry`` keeps the state of
 surviving parameters) while the LR schedule keeps its position. ``decompose_report.csv`` holds the per-layer
-report; ``train_log.csv`` has each epoch's wall time (``epoch_time_s``: the change, training and evaluation)
-and the architecture it trained (``arch``: original, decomposed, recomposed). Checkpoints record the module
+report; ``train_log.csv`` has each epoch's wall time (``epoch_time_s``: the change, training and evaluation),
+its CPU time (``cpu_time_s``, the same span: unlike wall time it does not grow while the process waits for
+a shared or paused CPU) and the architecture it trained (``arch``: original, decomposed, recomposed). Checkpoints record the module
 tree they hold (``architecture``: the decomposition plan, whether shift layers were converted), so
 ``--resume`` rebuilds it before loading.
 
@@ -76,7 +77,8 @@ BEST = "model_best.pth.tar"
 TRAIN_LOG = "train_log.csv"
 TEST_LOG = "test_log.csv"
 EVAL_LOG = "eval_log.csv"
-TRAIN_FIELDS = ["epoch", "lr", "train_loss", "train_acc1", "train_acc5", "time_s", "epoch_time_s", "arch"]
+TRAIN_FIELDS = ["epoch", "lr", "train_loss", "train_acc1", "train_acc5", "time_s", "epoch_time_s", "arch",
+                "cpu_time_s"]
 TEST_FIELDS = ["epoch", "test_loss", "test_acc1", "test_acc5", "best_acc1", "time_s"]
 
 
@@ -1086,7 +1088,7 @@ def _train_epochs(run: _Run, data: _Data, start_epoch: int, best_acc1: float, pr
     ev = None
     times: list[float] = []
     for epoch in range(start_epoch, args.epochs):
-        t_start = time.time()
+        t_start, cpu_start = time.time(), time.process_time()
         changed = _change_architecture(run, epoch, input_shape)
         if changed and changed.get("layers"):
             result["decompose_report"] = changed["layers"]
@@ -1103,6 +1105,7 @@ def _train_epochs(run: _Run, data: _Data, start_epoch: int, best_acc1: float, pr
         ev = evaluate(run.net, data.test_loader, device=run.device, progress=progress, dist_info=run.dist_info)
         t_test = time.time() - t1
         t_epoch = time.time() - t_start
+        cpu_epoch = time.process_time() - cpu_start
         times.append(t_train)
         is_best = ev["acc1"] > best_acc1
         best_acc1 = max(best_acc1, ev["acc1"])
@@ -1114,7 +1117,7 @@ def _train_epochs(run: _Run, data: _Data, start_epoch: int, best_acc1: float, pr
             _append_csv(run.out_dir / TRAIN_LOG, TRAIN_FIELDS, {
                 "epoch": epoch + 1, "lr": lr, "train_loss": tr["loss"], "train_acc1": tr["acc1"],
                 "train_acc5": tr["acc5"], "time_s": round(t_train, 3), "epoch_time_s": round(t_epoch, 3),
-                "arch": label})
+                "arch": label, "cpu_time_s": round(cpu_epoch, 3)})
             _append_csv(run.out_dir / TEST_LOG, TEST_FIELDS, {
                 "epoch": epoch + 1, "test_loss": ev["loss"], "test_acc1": ev["acc1"], "test_acc5": ev["acc5"],
                 "best_acc1": best_acc1, "time_s": round(t_test, 3)})

@@ -66,6 +66,7 @@ def test_decompose_then_recompose_logs_and_keeps_the_lr_schedule(tmp_path):
     assert [r["arch"] for r in train] == ["original", "decomposed", "recomposed"]
     assert [r["lr"] for r in train] == ["0.01", "0.005", "0.0025"]
     assert all(float(r["epoch_time_s"]) >= float(r["time_s"]) > 0 for r in train)
+    assert all(float(r["cpu_time_s"]) > 0 for r in train)
     report = _rows(run / "decompose_report.csv")
     assert [r["layer"] for r in report] == ["conv1", "conv2", "fc1", "fc2"]
     assert report[1]["rank"] == "4x4" and "too small" in report[0]["skipped"]
@@ -82,6 +83,9 @@ def test_decompose_then_recompose_logs_and_keeps_the_lr_schedule(tmp_path):
     assert row["before_s"] == pytest.approx(float(train[0]["epoch_time_s"]))
     assert row["after_s"] == pytest.approx(float(train[1]["epoch_time_s"]))
     assert row["total_h"] * 3600 == pytest.approx(sum(float(r["epoch_time_s"]) for r in train))
+    assert row["before_cpu_s"] == pytest.approx(float(train[0]["cpu_time_s"]))
+    assert row["after_cpu_s"] == pytest.approx(float(train[1]["cpu_time_s"]))
+    assert row["cpu_speedup"] == pytest.approx(float(train[0]["cpu_time_s"]) / float(train[1]["cpu_time_s"]))
 
 
 @pytest.mark.parametrize("die_at", [2, 3])  # checkpoint before (epoch 1) or after (epoch 2) the decomposition
