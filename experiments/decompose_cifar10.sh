@@ -1,113 +1,71 @@
 #!/usr/bin/env bash
-# CIFAR-10 ResNet-20: training by tensor decomposition against the FP32 baseline, at one total epoch budget,
-# plus DeepShift-Q/PS fine-tuned from the baseline. Every arm runs with --resume, one after the other, so this
-# script can be killed and started again at any time: finished arms are no-ops, unfinished ones continue.
+# CIFAR-10 ResNet-20: training by tensor decomposition against the FP32 baseline, all arms at one total epoch
+# budget, plus DeepShift-Q/PS fine-tuned from the baseline. Every run uses --resume, so the script can be
+# killed and started again at any time: finished runs only re-evaluate, unfinished ones continue.
 #
-#   ROOT=/work/runs CODE=/work/runs/decompose-code experiments/decompose_cifar10.sh     (defaults shown)
+#   experiments/decompose_cifar10.sh A &    # queue A: baseline, then the recompose arm, then DeepShift-Q on Tucker
+#   experiments/decompose_cifar10.sh B &    # queue B: waits for the baseline's epoch E, then Tucker, CP, Q/PS fine-tunes
 #
-# Arms (run folders under $ROOT/models/cifar10/resnet20/):
-#   fp32_e30                      baseline, $EPOCHS epochs, milestones $MILESTONES: trained by $ROOT/fp32_baseline.sh
-#                                 (same flags, --desc e30); this script waits for it to finish
-#   fp32_e30_tucker_e$E           Tucker-2 (VBMF ranks) after $E epochs
-#   fp32_e30_cp_e$E               CP (VBMF rank) after $E epochs
-#   fp32_e30_tucker_e${E}_r$R     Tucker after $E epochs, recomposed after $R
-#   shift_q_all_wb_5_e30_tucker_e$E   FP32 for $E epochs, then Tucker, then DeepShift-Q on the factors
-#   shift_q_all_wb_5_ft_fp32      DeepShift-Q fine-tuned from the finished baseline ($FT_EPOCHS epochs)
-#   shift_ps_all_wb_5_ft_fp32     DeepShift-PS fine-tuned from the finished baseline (RAdam)
-# The first $E epochs of every decomposition arm are the baseline's: its epoch-$E checkpoint (and log rows) are
-# copied into the arm's folder by a watcher while the baseline trains. If that moment was missed, the arm
-# trains those epochs itself from the same seed (the same computation, only slower).
-# Collect the table: python experiments/decompose_results.py --root $ROOT/models [--write RESULTS.md]
+# Two queues of one-thread processes use a 2-core machine better than one two-thread process. Settings
+# (environment, defaults shown): ROOT=/work/runs (checkpoints, outside the repository) DATA=/work/data/cifar10
+# EPOCHS=6 MILESTONES="4 5" E=2 R=4 RANK=0.5 FT_EPOCHS=1 THREADS=1.
+# Run folders under $ROOT/models/cifar10/resnet20/ (B = e$EPOCHS):
+#   fp32_$B                          the baseline
+#   fp32_${B}_tucker50_e$E           Tucker-2 at RANK x the full ranks after E epochs
+#   fp32_${B}_cp50_e$E               CP at rank RANK x max(C, O) after E epochs
+#   fp32_${B}_tucker50_e${E}_r$R     Tucker after E, multiplied back into the original layers after R
+#   shift_q_all_wb_5_${B}_tucker50_e$E   Tucker after E, then DeepShift-Q (5-bit) on the factors
+#   shift_{q,ps}_all_wb_5_ft_fp32_$B     DeepShift-Q / -PS fine-tuned from the finished baseline (FT_EPOCHS)
+# The first E epochs of every decomposition arm are the baseline's: its epoch-E checkpoint and log rows are
+# copied into the arm's folder (queue B takes that copy when the baseline finishes epoch E).
+# Collect the table: python experiments/decompose_results.py --root $ROOT/models --epochs $EPOCHS \
+#                        --decompose-epoch $E --recompose-epoch $R [--write RESULTS.md]
 set -uo pipefail
-
-ROOT=${ROOT:-/work/runs}
-CODE=${CODE:-$ROOT/decompose-code}
-DATA=${DATA:-/work/data/cifar10}
-EPOCHS=${EPOCHS:-30}
-MILESTONES=${MILESTONES:-"15 23 27"}
-E=${E:-10}
-R=${R:-25}
-FT_EPOCHS=${FT_EPOCHS:-10}
-FT_MILESTONES=${FT_MILESTONES:-"5 8"}
-THREADS=${THREADS:-1}
-MODELS=$ROOT/models
-RUNS=$MODELS/cifar10/resnet20
-BASE=$RUNS/fp32_e30
-SEEDS=$ROOT/seeds
-mkdir -p "$SEEDS"
-cd "$CODE" || { echo "no code copy at $CODE" >&2; exit 2; }
-export PYTHONPATH=$PWD
-
-common=(experiments/cifar10.py --data "$DATA" --cache disk -a resnet20 --threads "$THREADS" --no-progress
+cd "$(dirname "$0")/.." || exit 2
+ROOT=${ROOT:-/work/runs}; DATA=${DATA:-/work/data/cifar10}
+EPOCHS=${EPOCHS:-6}; MILESTONES=${MILESTONES:-"4 5"}; E=${E:-2}; R=${R:-4}; RANK=${RANK:-0.5}
+FT_EPOCHS=${FT_EPOCHS:-1}; THREADS=${THREADS:-1}
+MODELS=$ROOT/models; RUNS=$MODELS/cifar10/resnet20; SEED=$ROOT/seeds/e${EPOCHS}_epoch$E; B=e$EPOCHS
+BASE=$RUNS/fp32_$B
+export PYTHONPATH=$PWD OMP_NUM_THREADS=$THREADS
+common=(experiments/cifar10.py --data "$DATA" --cache disk -a resnet20 --threads "$THREADS" -j 0 --no-progress
         --out-dir "$MODELS" --resume)
+sched=(--epochs "$EPOCHS" --lr-milestones $MILESTONES)
 say() { echo "[$(date -u +%FT%TZ)] $*"; }
-epochs_logged() { [ -f "$1/train_log.csv" ] && echo $(( $(wc -l < "$1/train_log.csv") - 1 )) || echo 0; }
+rows() { [ -f "$1/train_log.csv" ] && echo $(( $(wc -l < "$1/train_log.csv") - 1 )) || echo 0; }
 ckpt_epoch() { python -c "import sys, torch; print(torch.load(sys.argv[1], map_location='cpu', weights_only=False)['epoch'])" "$1" 2>/dev/null || echo -1; }
-baseline_running() { pgrep -f -- "--desc e30 --resume" > /dev/null; }
+run() { local d=$1; shift; say "=== $(basename "$d")"; python "${common[@]}" "$@" || say "$(basename "$d") failed (exit $?)"; }
 
-# Keep a copy of the baseline's checkpoint (and logs) from the end of epoch $E, once.
-watch_baseline() {
-  local seed=$SEEDS/fp32_e30_epoch$E
-  while [ ! -f "$seed/checkpoint.pth.tar" ]; do
-    if [ "$(epochs_logged "$BASE")" -ge "$E" ] && [ -f "$BASE/checkpoint.pth.tar" ]; then
-      mkdir -p "$seed.tmp"
-      cp "$BASE/checkpoint.pth.tar" "$BASE/train_log.csv" "$BASE/test_log.csv" "$seed.tmp/"
-      if [ "$(ckpt_epoch "$seed.tmp/checkpoint.pth.tar")" = "$E" ]; then
-        mv "$seed.tmp" "$seed"; say "seeded from the baseline's epoch $E"; return 0
-      fi
-      rm -rf "$seed.tmp"
-      [ "$(epochs_logged "$BASE")" -gt "$E" ] && { say "missed the baseline's epoch $E; arms train it themselves"; return 1; }
+take_seed() {  # copy the baseline's state at the end of epoch E, once
+  while [ ! -f "$SEED/checkpoint.pth.tar" ]; do
+    if [ "$(rows "$BASE")" -ge "$E" ] && [ -f "$BASE/checkpoint.pth.tar" ]; then
+      mkdir -p "$SEED.tmp" && cp "$BASE/checkpoint.pth.tar" "$BASE/train_log.csv" "$BASE/test_log.csv" "$SEED.tmp/"
+      if [ "$(ckpt_epoch "$SEED.tmp/checkpoint.pth.tar")" = "$E" ]; then mv "$SEED.tmp" "$SEED"; say "took the baseline's epoch $E"
+      else rm -rf "$SEED.tmp"; say "missed the baseline's epoch $E: rerun the baseline to epoch $E into $SEED"; return 1; fi
     fi
-    sleep 20
+    sleep 15
   done
 }
-
-# Start an arm from the baseline's epoch-$E state when it has no checkpoint of its own yet.
-seed_arm() {
-  local dir=$1 seed=$SEEDS/fp32_e30_epoch$E
-  if [ ! -f "$dir/checkpoint.pth.tar" ] && [ -f "$seed/checkpoint.pth.tar" ]; then
-    mkdir -p "$dir" && cp "$seed/checkpoint.pth.tar" "$seed/train_log.csv" "$seed/test_log.csv" "$dir/"
-    say "$(basename "$dir"): starts from the baseline's epoch $E"
-  fi
+seeded() { [ -f "$1/checkpoint.pth.tar" ] || { mkdir -p "$1" && cp "$SEED"/* "$1/" && say "$(basename "$1") starts at epoch $E"; }; }
+arm() {  # arm FOLDER METHOD DESC [flags]: a decomposition arm from the baseline's epoch E
+  local d=$RUNS/$1 method=$2 desc=$3; shift 3
+  seeded "$d"; run "$d" "${sched[@]}" --decompose "$method" --decompose-epoch "$E" --rank "$RANK" --desc "$desc" "$@"
 }
+wait_baseline() { until [ "$(rows "$BASE")" -ge "$EPOCHS" ] && [ -f "$BASE/weights.pth" ]; do sleep 30; done; }
+ft=(--weights "$BASE/weights.pth" --epochs "$FT_EPOCHS")
 
-arm() {  # arm RUN_DIR ARGS...: run or continue one arm (a finished one only re-evaluates)
-  local dir=$1; shift
-  say "=== $(basename "$dir")"
-  nice -n 10 python "${common[@]}" "$@" || say "$(basename "$dir") failed (exit $?); continuing with the next arm"
-}
-
-say "decompose_cifar10: code $CODE, runs $RUNS, E=$E R=$R EPOCHS=$EPOCHS"
-watch_baseline &
-WATCHER=$!
-
-# 1. the baseline is trained by its own script ($ROOT/fp32_baseline.sh, resumable); never train it here as well,
-#    two processes in one run folder would corrupt it. Wait until it has finished.
-sched=(--epochs "$EPOCHS" --lr-milestones $MILESTONES)
-waited=0
-until [ "$(epochs_logged "$BASE")" -ge "$EPOCHS" ] && [ -f "$BASE/weights.pth" ]; do
-  if ! baseline_running && [ $((waited % 60)) -eq 0 ]; then
-    say "baseline not running and unfinished ($(epochs_logged "$BASE")/$EPOCHS epochs): restart $ROOT/fp32_baseline.sh"
-  fi
-  sleep 60; waited=$((waited + 1))
-done
-wait "$WATCHER" 2>/dev/null
-
-# name rank method [extra flags]: one decomposition arm, seeded from the baseline's epoch-$E checkpoint
-decomposition_arm() {
-  local desc=$1 rank=$2 method=$3; shift 3
-  local dir=$RUNS/$desc
-  seed_arm "$dir"
-  arm "$dir" "${sched[@]}" --decompose "$method" --decompose-epoch "$E" --rank "$rank" "$@"
-}
-decomposition_arm "fp32_e30_tucker_e$E" vbmf tucker -s 0 --desc "e30_tucker_e$E"
-decomposition_arm "fp32_e30_tucker50_e$E" 0.5 tucker -s 0 --desc "e30_tucker50_e$E"
-decomposition_arm "fp32_e30_cp50_e$E" 0.5 cp -s 0 --desc "e30_cp50_e$E"
-decomposition_arm "fp32_e30_tucker_e${E}_r$R" vbmf tucker -s 0 --recompose-epoch "$R" --desc "e30_tucker_e${E}_r$R"
-decomposition_arm "shift_q_all_wb_5_e30_tucker50_e$E" 0.5 tucker -st Q --desc "e30_tucker50_e$E"
-
-# DeepShift-Q and -PS fine-tuned from the converged baseline
-ft=(--weights "$BASE/weights.pth" --epochs "$FT_EPOCHS" --lr-milestones $FT_MILESTONES)
-arm "$RUNS/shift_q_all_wb_5_ft_fp32" "${ft[@]}" -st Q --opt sgd --lr 0.01 --desc ft_fp32
-arm "$RUNS/shift_ps_all_wb_5_ft_fp32" "${ft[@]}" -st PS --opt radam --lr 0.001 --desc ft_fp32
-say "decompose_cifar10: all arms done"
+mkdir -p "$(dirname "$SEED")"
+case "${1:-}" in
+  A) run "$BASE" "${sched[@]}" -s 0 --desc "$B"
+     take_seed || exit 1
+     arm "fp32_${B}_tucker50_e${E}_r$R" tucker "${B}_tucker50_e${E}_r$R" -s 0 --recompose-epoch "$R"
+     arm "shift_q_all_wb_5_${B}_tucker50_e$E" tucker "${B}_tucker50_e$E" -st Q ;;
+  B) take_seed || exit 1
+     arm "fp32_${B}_tucker50_e$E" tucker "${B}_tucker50_e$E" -s 0
+     arm "fp32_${B}_cp50_e$E" cp "${B}_cp50_e$E" -s 0
+     wait_baseline
+     run "$RUNS/shift_q_all_wb_5_ft_fp32_$B" "${ft[@]}" -st Q --opt sgd --lr 1e-3 --lr-schedule none --desc "ft_fp32_$B"
+     run "$RUNS/shift_ps_all_wb_5_ft_fp32_$B" "${ft[@]}" -st PS --opt radam --lr 1e-3 --lr-schedule none --desc "ft_fp32_$B" ;;
+  *) echo "usage: $0 A|B   (run both, in parallel; see the header)" >&2; exit 2 ;;
+esac
+say "queue $1 done"

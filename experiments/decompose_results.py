@@ -76,7 +76,7 @@ def summarize(run: Path) -> dict | None:
             "after_cpu_s": med_cpu["decomposed"], "cpu_speedup": ratio(med_cpu)}
 
 
-def table(root: Path, epochs: int = 8, e: int = 3, r: int = 6) -> str:
+def table(root: Path, epochs: int = 6, e: int = 2, r: int = 4) -> str:
     """The markdown table of the arms found under ``root`` (see :func:`arms`)."""
     lines = ["| run | epochs | final top-1 % | best top-1 % | wall (h) | CPU (h) | s/epoch original (wall / CPU) | "
              "s/epoch decomposed (wall / CPU) | epoch speed-up (wall / CPU) |",
@@ -109,9 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=Path, default=Path("/work/runs/models"), help="the runs' --out-dir")
     p.add_argument("--write", type=Path, default=None, help="markdown file whose marked section to replace")
-    p.add_argument("--epochs", type=int, default=8, help="the study's epoch budget (run names), default 8")
-    p.add_argument("--decompose-epoch", dest="e", type=int, default=3, help="E of the arms, default 3")
-    p.add_argument("--recompose-epoch", dest="r", type=int, default=6, help="R of the recompose arm, default 6")
+    p.add_argument("--epochs", type=int, default=6, help="the study's epoch budget (run names), default 6")
+    p.add_argument("--decompose-epoch", dest="e", type=int, default=2, help="E of the arms, default 2")
+    p.add_argument("--recompose-epoch", dest="r", type=int, default=4, help="R of the recompose arm, default 4")
     a = p.parse_args(argv)
     if not (a.root / "cifar10" / "resnet20").is_dir():
         print(f"error: no CIFAR-10 ResNet-20 runs under {a.root}", file=sys.stderr)
