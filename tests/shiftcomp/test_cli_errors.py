@@ -1,7 +1,6 @@
 """Every bad input to the CLI ends in exit code 2 and one line naming the problem and the fix (no traceback)."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from deepshift_fixtures import run_folder

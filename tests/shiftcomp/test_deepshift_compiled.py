@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from deepshift_fixtures import CIFAR_RUNS, MNIST_RUNS, comparable, images, original, run_folder
 from shiftcomp.checkpoint import load_checkpoint

@@ -3,39 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from experiment_support import csv_rows, experiment_script
 from torch import nn
 
 from shiftcomp import training as T
 
 pytest.importorskip("mlxtend")
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"_exp_{name}", ROOT / "experiments" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _read(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """The runs below use --threads 1 (fast and stable on a shared CPU); give the session its setting back."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def _tiny(out: Path, *extra: str) -> list[str]:
@@ -44,27 +22,27 @@ def _tiny(out: Path, *extra: str) -> list[str]:
 
 
 def test_one_epoch_writes_run_folder(tmp_path):
-    res = _script("mnist").main(_tiny(tmp_path, "-s", "0", "--epochs", "1", "--desc", "tiny"))
+    res = experiment_script("mnist").main(_tiny(tmp_path, "-s", "0", "--epochs", "1", "--desc", "tiny"))
     run = tmp_path / "mnist" / "simple_conv" / "fp32_tiny"
     assert Path(res["out_dir"]) == run and res["epoch"] == 1
     for name in ("command_args.txt", "model_summary.txt", "train_log.csv", "test_log.csv", "checkpoint.pth.tar",
                  "model_best.pth.tar", "weights.pth"):
         assert (run / name).is_file(), name
-    rows = _read(run / "test_log.csv")
+    rows = csv_rows(run / "test_log.csv")
     assert len(rows) == 1 and float(rows[0]["test_acc1"]) == pytest.approx(res["final_acc1"])
     assert "--desc tiny" in (run / "command_args.txt").read_text()
     ckpt = torch.load(run / "checkpoint.pth.tar", weights_only=False)
     assert ckpt["epoch"] == 1 and {"optimizer", "scheduler", "rng", "best_acc1", "state_dict"} <= set(ckpt)
     assert not list(run.glob(".*tmp*"))  # atomic writes leave no temporaries
     # evaluate-only from the saved weights reproduces the accuracy
-    ev = _script("mnist").main(_tiny(tmp_path, "-s", "0", "-e", "--weights", str(run / "weights.pth"), "--desc", "ev"))
+    ev = experiment_script("mnist").main(_tiny(tmp_path, "-s", "0", "-e", "--weights", str(run / "weights.pth"), "--desc", "ev"))
     assert ev["final_acc1"] == pytest.approx(res["final_acc1"])
-    ev_rows = _read(tmp_path / "mnist" / "simple_conv" / "fp32_ev" / "eval_log.csv")
+    ev_rows = csv_rows(tmp_path / "mnist" / "simple_conv" / "fp32_ev" / "eval_log.csv")
     assert float(ev_rows[0]["test_acc1"]) == pytest.approx(res["final_acc1"])
 
 
 def test_resume_after_interruption_is_identical(tmp_path, monkeypatch):
-    mnist = _script("mnist")
+    mnist = experiment_script("mnist")
     args = ["-s", "0", "--epochs", "3", "--lr-step-size", "1", "--lr-gamma", "0.5", "--opt", "sgd"]
     full = mnist.main(_tiny(tmp_path / "a", *args))
 
@@ -91,8 +69,8 @@ def test_resume_after_interruption_is_identical(tmp_path, monkeypatch):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("time_s", "epoch_time_s", "cpu_time_s")} for r in rows]  # noqa: E731
     for log in ("train_log.csv", "test_log.csv"):
-        assert strip(_read(run_a / log)) == strip(_read(run_b / log))
-    assert [r["lr"] for r in _read(run_b / "train_log.csv")] == ["0.01", "0.005", "0.0025"]
+        assert strip(csv_rows(run_a / log)) == strip(csv_rows(run_b / log))
+    assert [r["lr"] for r in csv_rows(run_b / "train_log.csv")] == ["0.01", "0.005", "0.0025"]
 
 
 def test_truncate_csv(tmp_path):
@@ -100,7 +78,7 @@ def test_truncate_csv(tmp_path):
     for e in (1, 2, 3):
         T._append_csv(p, ["epoch", "x"], {"epoch": e, "x": e * 10})
     T._truncate_csv(p, 2)
-    assert [r["epoch"] for r in _read(p)] == ["1", "2"]
+    assert [r["epoch"] for r in csv_rows(p)] == ["1", "2"]
 
 
 def _ns(**kw) -> argparse.Namespace:
@@ -139,7 +117,7 @@ def test_flags_and_run_dir_names():
 def test_ps_run_excludes_shift_sign_from_weight_decay(tmp_path):
     if not T.shift_layer_types():
         pytest.skip("shift layers not available yet")
-    res = _script("mnist").main(_tiny(tmp_path, "-st", "PS", "--opt", "radam", "--wd", "1e-4", "--epochs", "1",
+    res = experiment_script("mnist").main(_tiny(tmp_path, "-st", "PS", "--opt", "radam", "--wd", "1e-4", "--epochs", "1",
                                       "--train-subset", "128"))
     ckpt = torch.load(Path(res["out_dir"]) / "checkpoint.pth.tar", weights_only=False)
     groups = ckpt["optimizer"]["param_groups"]
@@ -152,4 +130,4 @@ def test_ps_run_excludes_shift_sign_from_weight_decay(tmp_path):
 def test_imagenet_without_torchvision_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision -> ImportError
     with pytest.raises(SystemExit, match="torchvision"):
-        _script("imagenet").main(["--data", "/nonexistent"])
+        experiment_script("imagenet").main(["--data", "/nonexistent"])

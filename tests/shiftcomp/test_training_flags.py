@@ -4,27 +4,19 @@ Every case here is refused before any data is read or any epoch runs, so each ca
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+from experiment_support import experiment_script
 
 pytest.importorskip("mlxtend")
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"_flags_{name}", ROOT / "experiments" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _refused(script: str, argv: list[str], capsys: pytest.CaptureFixture, tmp_path: Path) -> str:
     """Run ``script``'s main on ``argv``; assert exit code 2 and one error line; return that line."""
     with pytest.raises(SystemExit) as info:
-        _script(script).main([*argv, "--out-dir", str(tmp_path), "--epochs", "1", "--no-progress"])
+        experiment_script(script).main([*argv, "--out-dir", str(tmp_path), "--epochs", "1", "--no-progress"])
     err = capsys.readouterr().err
     assert info.value.code == 2, err
     assert "Traceback" not in err
