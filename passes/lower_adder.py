@@ -11,9 +11,10 @@ Entries of the ``LOWERINGS`` table of :mod:`passes.lower_shift`::
 * The frontend's quantise prologue feeding ``x_q`` becomes one quantize kernel, as for shift layers.
 * A dense layer ``(M, K)`` runs as the 1x1 convolution of the image ``(1, K, 1, M)`` (reshape/transpose
   around the kernel); a layer without bias gets a zero bias constant (one kernel signature).
-* x86: 8-bit operands with stride 1 and ``groups == 1`` use the ``vpsadbw`` kernel (weights packed as
-  uint64 per channel block and tap), except a dense layer with fewer than 8 rows (its pixel lanes would
-  idle); everything else the plain sub/abs/add kernel. CUDA: 8-bit operands use ``__vsadu4`` (4 byte
+* x86: 8-bit operands use the ``vpsadbw`` kernel (any stride; grouped convs with at least 8 channels per
+  group, ``schedules.adder.psadbw_preferred``; weights packed as uint64 per channel block and tap), except a
+  dense layer with fewer than 8 rows (its pixel lanes would idle); everything else the plain sub/abs/add
+  kernel. CUDA: 8-bit operands use ``__vsadu4`` (4 byte
   differences per instruction), else the plain kernel. ``SHIFTCOMP_ADDER_KERNEL=plain`` forces the plain one.
 * Kernel PrimFuncs carry ``{"shiftcomp.role": "adder", "shiftcomp.layer", "shiftcomp.kind",
   "shiftcomp.acc_dtype", "shiftcomp.variant", "shiftcomp.weight_inputs"}``; the multiplication audit counts
