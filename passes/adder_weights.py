@@ -3,8 +3,8 @@
 An adder layer's *codes* are its fixed-point weights ``w_q`` themselves (docs/numerics.md, adder layers):
 ``int8`` in the PyTorch weight layout, ``(O, C/G, KH, KW)`` for a conv, ``(O, K)`` for a linear layer. The
 artifact bit-packs them (:mod:`passes.packing`) and ``shiftcomp.load`` rebuilds the kernel's array with one
-of the numpy derivations below (:mod:`passes.derived_inputs`); a linear layer's weights are those of the
-1x1 conv it runs as (``(O, K) -> (O, K, 1, 1)``).
+of the numpy derivations below (:mod:`passes.derived_inputs`; numpy only, so a runtime-only TVM can load
+the artifact); a linear layer's weights are those of the 1x1 conv it runs as (``(O, K) -> (O, K, 1, 1)``).
 
 Only layers with ``weight_bits <= 8`` are packed (:func:`packable`): the packing format holds ``int8``
 codes. Wider fixed-point weights and float-mode weights stay constants of the compiled library.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from schedules.adder import psadbw_weights, vsadu4_weights
+from schedules.adder_layout import psadbw_weights, vsadu4_weights
 
 from .derived_inputs import Derivation, register_derivation
 
@@ -40,13 +40,13 @@ def plain_weights(codes: np.ndarray) -> np.ndarray:
 
 @register_derivation("adder.psadbw")
 def psadbw_layout(codes: np.ndarray) -> np.ndarray:
-    """The ``vpsadbw`` kernel's ``W`` (:func:`schedules.adder.psadbw_weights`)."""
+    """The ``vpsadbw`` kernel's ``W`` (:func:`schedules.adder_layout.psadbw_weights`)."""
     return psadbw_weights(_conv_shaped(codes))
 
 
 @register_derivation("adder.vsadu4")
 def vsadu4_layout(codes: np.ndarray) -> np.ndarray:
-    """The ``__vsadu4`` kernel's ``W`` (:func:`schedules.adder.vsadu4_weights`)."""
+    """The ``__vsadu4`` kernel's ``W`` (:func:`schedules.adder_layout.vsadu4_weights`)."""
     return vsadu4_weights(_conv_shaped(codes))
 
 

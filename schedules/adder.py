@@ -46,6 +46,8 @@ import tvm
 from tvm import s_tir, te, tirx
 from tvm.script import tirx as T
 
+from .adder_layout import psadbw_weights, vsadu4_weights
+
 __all__ = ["AdderSpec", "adder_conv2d", "schedule_x86", "schedule_cuda", "adder_conv2d_psadbw", "psadbw_weights",
            "psadbw_applicable", "psadbw_preferred", "PSAD_MIN_GROUP_CHANNELS", "adder_conv2d_vsadu4",
            "vsadu4_weights", "vsadu4_applicable", "weight_dtype", "build_adder_kernel", "PSAD_ISAS"]
@@ -264,19 +266,6 @@ def psadbw_preferred(spec: AdderSpec) -> bool:
                                         or spec.in_channels // spec.groups >= PSAD_MIN_GROUP_CHANNELS)
 
 
-def psadbw_weights(w_q: np.ndarray) -> np.ndarray:
-    """``(O, C/G, KH, KW)`` integer weights -> ``uint64 (O * C8 * KH * KW,)``, ``C8 = ceil(C/G / 8)``: per
-    ``(o, channel block, tap)`` the 8 channel bytes ``w + 128`` (little endian; channels past ``C/G`` are 128,
-    i.e. ``w = 0``)."""
-    w = np.asarray(w_q).astype(np.int64)
-    o, c, kh, kw = w.shape
-    c8 = -(-c // 8)
-    wu = np.full((o, c8 * 8, kh, kw), 128, dtype=np.uint8)
-    wu[:, :c] = (w + 128).astype(np.uint8)
-    wu = wu.reshape(o, c8, 8, kh * kw).transpose(0, 1, 3, 2)               # (O, C8, taps, 8)
-    return np.ascontiguousarray(wu).view(np.uint64).reshape(-1)
-
-
 def _psad_geometry(spec: AdderSpec, lanes: int, pvec: int):
     """Row length ``WP`` of one stride phase, positions per block ``PB``, computed positions ``npr`` and
     positions per (channel block, phase) ``L``."""
@@ -390,18 +379,6 @@ def adder_conv2d_psadbw(spec: AdderSpec, isa: str = "avx2", pvec: Optional[int] 
 def vsadu4_applicable(spec: AdderSpec) -> bool:
     """True when the CUDA ``__vsadu4`` kernel computes ``spec`` exactly: fixed point, 8-bit operands."""
     return not spec.float_mode and spec.x_bits <= 8 and spec.w_bits <= 8
-
-
-def vsadu4_weights(w_q: np.ndarray) -> np.ndarray:
-    """``(O, C/G, KH, KW)`` 8-bit weights -> ``uint32 (O, ceil(C/G / 4), KH, KW)``: 4 channels' bytes ``w + 128``
-    per word, channel ``4q + i`` in byte ``i`` (channels past ``C/G`` are 128, i.e. ``w = 0``)."""
-    w = np.asarray(w_q).astype(np.int64)
-    o, cg, kh, kw = w.shape
-    c4 = -(-cg // 4)
-    wu = np.full((o, c4 * 4, kh, kw), 128, dtype=np.uint32)
-    wu[:, :cg] = (w + 128).astype(np.uint32)
-    wu = wu.reshape(o, c4, 4, kh, kw)
-    return (wu[:, :, 0] | (wu[:, :, 1] << 8) | (wu[:, :, 2] << 16) | (wu[:, :, 3] << 24)).astype(np.uint32)
 
 
 def adder_conv2d_vsadu4(spec: AdderSpec) -> tvm.tirx.PrimFunc:

@@ -113,6 +113,30 @@ def test_packed_bytes_and_bits_count_adder_layers(exported) -> None:
         assert read_manifest(path)["stats"]["packed_weight_bytes"] == info.packed_weight_bytes
 
 
+def _fresh(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          cwd=str(REPO), env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_addernet_artifact_loads_with_runtime_only_tvm(exported, tmp_path) -> None:
+    """The adder derivations are numpy only: an AdderNet artifact (no shift layers) loads with only
+    libtvm_runtime (TVM_USE_RUNTIME_LIB=1), as it did when its weights were library constants."""
+    builds = [b for b in BUILDS if b[0] == "addernet"]
+    torch.save(exported[builds[0]][1], tmp_path / "x.pt")
+    paths = [str(exported[b][3]) for b in builds]
+    r = _fresh(f"""
+        import torch, shiftcomp.artifact as A
+        import tvm.base
+        x = torch.load({str(tmp_path / 'x.pt')!r})
+        torch.save([A.load(p)(x) for p in {paths!r}], {str(tmp_path / 'y.pt')!r})
+        print("runtime_only", tvm.base._RUNTIME_ONLY)
+    """, env={"TVM_USE_RUNTIME_LIB": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "runtime_only True" in r.stdout
+    got = torch.load(tmp_path / "y.pt")
+    assert all(torch.equal(g, exported[b][2](exported[b][1])) for g, b in zip(got, builds))
+
+
 def test_fresh_process_loads_identical(exported, tmp_path) -> None:
     paths, want = [], []
     for build in BUILDS:
@@ -120,13 +144,11 @@ def test_fresh_process_loads_identical(exported, tmp_path) -> None:
         paths.append(str(path))
         want.append(cm(x))
     torch.save(exported[BUILDS[0]][1], tmp_path / "x.pt")
-    code = f"""
+    r = _fresh(f"""
         import torch, shiftcomp
         x = torch.load({str(tmp_path / 'x.pt')!r})
         torch.save([shiftcomp.load(p)(x) for p in {paths!r}], {str(tmp_path / 'y.pt')!r})
-    """
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=str(REPO),
-                       env=dict(os.environ), timeout=300)
+    """)
     assert r.returncode == 0, r.stderr[-3000:]
     got = torch.load(tmp_path / "y.pt")
     assert all(torch.equal(g, w) for g, w in zip(got, want))
