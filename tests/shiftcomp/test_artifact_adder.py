@@ -177,3 +177,31 @@ def test_float_and_wide_adder_weights_stay_library_constants(tmp_path) -> None:
     assert info.packed_weight_bytes == _expected_packed_bytes(model.narrow)
     assert info.float32_weight_bytes == 4 * model.narrow.weight.numel()
     assert torch.equal(load(tmp_path / "mixed.so")(x), cm(x))
+
+
+@pytest.mark.slow
+@pytest.mark.bitexact
+def test_resnet20_shiftadd_export_reload_fresh_process(tmp_path) -> None:
+    """The zoo ShiftAddNet ResNet-20 (PS 5-bit shifts, 8-bit adders): every shift and adder layer's weights
+    are in the packed section, and a fresh process reloads it bit-identical."""
+    from shiftcomp.models.resnet_adder import resnet20_shiftadd
+
+    torch.manual_seed(0)
+    cfg = sc.ShiftAddConfig(shift=sc.ShiftConfig(mode="PS", weight_bits=5, act_bits=(4, 4)),
+                            adder=sc.AdderConfig(act_bits=(3, 5)))
+    model = resnet20_shiftadd(10, cfg).eval()
+    x = torch.randn(2, 3, 32, 32)
+    cm = sc.compile(model, x)
+    info = cm.export(tmp_path / "r20.so")
+    layers = {n: m for n, m in model.named_modules()
+              if isinstance(m, (Conv2dAdder, LinearAdder, Conv2dShift, LinearShift))}
+    assert set(info.bits) == set(layers) and info.library_weight_layers == ()
+    assert info.packed_weight_bytes == sum(_expected_packed_bytes(m) for m in layers.values())
+    torch.save(x, tmp_path / "x.pt")
+    r = _fresh(f"""
+        import torch, shiftcomp
+        x = torch.load({str(tmp_path / 'x.pt')!r})
+        torch.save(shiftcomp.load({str(tmp_path / 'r20.so')!r})(x), {str(tmp_path / 'y.pt')!r})
+    """)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert torch.equal(torch.load(tmp_path / "y.pt"), cm(x))
