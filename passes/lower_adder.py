@@ -14,8 +14,8 @@ Entries of the ``LOWERINGS`` table of :mod:`passes.lower_shift`::
 * x86: 8-bit operands use the ``vpsadbw`` kernel (any stride; grouped convs with at least 8 channels per
   group, ``schedules.adder.psadbw_preferred``; weights packed as uint64 per channel block and tap), except a
   dense layer with fewer than 8 rows (its pixel lanes would idle); everything else the plain sub/abs/add
-  kernel. CUDA: 8-bit operands use ``__vsadu4`` (4 byte
-  differences per instruction), else the plain kernel. ``SHIFTCOMP_ADDER_KERNEL=plain`` forces the plain one.
+  kernel. CUDA: 8-bit operands use ``__vsadu4`` (4 byte differences per instruction), else the plain
+  kernel. ``SHIFTCOMP_ADDER_KERNEL=plain`` forces the plain one.
 * Kernel PrimFuncs carry ``{"shiftcomp.role": "adder", "shiftcomp.layer", "shiftcomp.kind",
   "shiftcomp.acc_dtype", "shiftcomp.variant", "shiftcomp.weight_inputs"}``; the multiplication audit counts
   their data path like the shift kernels'.
@@ -87,6 +87,8 @@ def _emit(ctx: Any, call: relax.Call, info: AdderLayerInfo, spec: Any, x: relax.
     weights: tuple[WeightInput, ...] = ()
     if packable(spec.w_bits, spec.float_mode):   # the vpsadbw / __vsadu4 kernels only serve this case
         logical = np.ascontiguousarray(w.reshape(info.weight_shape).astype(np.int8))
+        if not np.array_equal(logical, w.reshape(info.weight_shape)):
+            raise LoweringError(f"adder layer {info.layer!r}: weights outside the {spec.w_bits}-bit range")
         name, how = weight_derivation(variant)
         wk = how.apply(logical)
         weights = (WeightInput(name, wk, how),)
