@@ -2,9 +2,11 @@
 """Adder convolutions vs torch float32 conv vs shift conv (same shapes, one process), plus energy per inference.
 
     python experiments/bench_adder.py --out runs/bench_adder            # 1 thread, medians of interleaved rounds
+    python experiments/bench_adder.py --strided --no-energy             # stride-2 / grouped shapes
 
-Per shape (3x3, stride 1, 'same' padding, batch 1: the adder convs of ShiftAddNet ResNet-20, and a 56x56
-ImageNet-style layer):
+Per shape (3x3, padding 1, batch 1; default: stride 1, the adder convs of ShiftAddNet ResNet-20 and a 56x56
+ImageNet-style layer; ``--strided``: AdderNet ResNet-20's stride-2 downsampling convs, a grouped and a
+depthwise conv; ``--shapes C[-O]@HW[sS][gG]`` for others):
 
 * ``adder_psadbw``: the compiled adder kernel with 8-bit operands (``vpsadbw``; schedules/adder.py),
 * ``adder_plain``: the plain sub/abs/add kernel on the same data,
@@ -29,6 +31,7 @@ import argparse
 import csv
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -36,7 +39,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-SHAPES = [(16, 32), (32, 16), (64, 8), (64, 56)]          # (channels, spatial): C -> C, HxW, 3x3
+SHAPES = ["16@32", "32@16", "64@8", "64@56"]              # C@HW: C -> C, HxW, 3x3, stride 1, groups 1
+#: ``--strided``: ResNet-20's downsampling convs (16->32 @32, 32->64 @16, stride 2), grouped and depthwise
+STRIDED_SHAPES = ["16-32@32s2", "32-64@16s2", "64@16g4", "32@32s2g32"]
 
 
 def cpu_info() -> str:
@@ -71,7 +76,22 @@ def _torch_timer(fn, number):
     return run
 
 
-def layer_candidates(c: int, hw: int, number: int):
+def parse_shape(text: str) -> dict:
+    """``C[-O]@HW[sS][gG]`` (3x3, padding 1) -> ``{"c", "o", "hw", "stride", "groups"}``."""
+    m = re.fullmatch(r"(\d+)(?:-(\d+))?@(\d+)(?:s(\d+))?(?:g(\d+))?", text)
+    if m is None:
+        raise SystemExit(f"shape {text!r}: expected C[-O]@HW[sS][gG], e.g. 16-32@32s2 or 64@16g4")
+    c, o, hw, st, g = m.groups()
+    return {"c": int(c), "o": int(o or c), "hw": int(hw), "stride": int(st or 1), "groups": int(g or 1)}
+
+
+def shape_label(sh: dict) -> str:
+    extra = ((f" stride {sh['stride']}" if sh["stride"] > 1 else "")
+             + (f" groups {sh['groups']}" if sh["groups"] > 1 else ""))
+    return f"{sh['c']}->{sh['o']} 3x3 @{sh['hw']}x{sh['hw']}{extra}"
+
+
+def layer_candidates(sh: dict, number: int):
     """``{name: timer}`` for one shape (all on the same random 8-bit data)."""
     import numpy as np
     import torch
@@ -84,14 +104,16 @@ def layer_candidates(c: int, hw: int, number: int):
     from shiftcomp.adder import adder_conv2d_train
     from shiftcomp.reference import adder_conv2d as ref
 
+    c, o, hw, st, gr = sh["c"], sh["o"], sh["hw"], sh["stride"], sh["groups"]
     g = torch.Generator().manual_seed(0)
     x = torch.randint(-128, 128, (1, c, hw, hw), generator=g)
-    w = torch.randint(-128, 128, (c, c, 3, 3), generator=g)
+    w = torch.randint(-128, 128, (o, c // gr, 3, 3), generator=g)
     dev = tvm.cpu()
-    spec = AdderSpec(1, c, hw, hw, c, 3, 3, padding=(1, 1, 1, 1), frac_bits=5, x_bits=8, w_bits=8, w_dtype="int8")
+    spec = AdderSpec(1, c, hw, hw, o, 3, 3, stride=(st, st), padding=(1, 1, 1, 1), groups=gr, frac_bits=5,
+                     x_bits=8, w_bits=8, w_dtype="int8")
     xt = tvm.runtime.tensor(x.numpy().astype("int32"), dev)
-    bt = tvm.runtime.tensor(np.zeros(c, "float32"), dev)
-    want = ref(x, w, 5, None, 1, 1).out
+    bt = tvm.runtime.tensor(np.zeros(o, "float32"), dev)
+    want = ref(x, w, 5, None, st, 1, 1, gr).out
     cands = {}
     for name, prim, wk in (("adder_psadbw", adder_conv2d_psadbw(spec), psadbw_weights(w.numpy())),
                            ("adder_plain", schedule_x86(adder_conv2d(spec), spec), w.numpy().astype("int8"))):
@@ -100,18 +122,18 @@ def layer_candidates(c: int, hw: int, number: int):
         cands[name] = _tvm_timer(prim, args, number)
         cands[name]()
         if not torch.equal(torch.from_numpy(out.numpy()), want):
-            raise SystemExit(f"{name} {c}@{hw}: result differs from the exact reference")
-    shift = torch.randint(-15, 1, (c, c, 3, 3), generator=g).to(torch.int8)
-    sign = (torch.randint(0, 2, (c, c, 3, 3), generator=g) * 2 - 1).to(torch.int8)
+            raise SystemExit(f"{name} {shape_label(sh)}: result differs from the exact reference")
+    shift = torch.randint(-15, 1, tuple(w.shape), generator=g).to(torch.int8)
+    sign = (torch.randint(0, 2, tuple(w.shape), generator=g) * 2 - 1).to(torch.int8)
     s0 = int(shift.min())
-    sspec = Conv2dSpec(1, c, hw, hw, c, 3, 3, 1, 1, 1, 1, 5, s0, "int32", False)
+    sspec = Conv2dSpec(1, c, hw, hw, o, 3, 3, st, 1, 1, gr, 5, s0, "int32", False)
     sprim = build_shift_kernel("conv2d", sspec, "llvm")
-    codes = conv2d_weight_codes(shift.numpy(), sign.numpy(), s0, 1)
+    codes = conv2d_weight_codes(shift.numpy(), sign.numpy(), s0, gr)
     sout = tvm.runtime.tensor(np.zeros(sspec.out_shape, "float32"), dev)
     cands["shift"] = _tvm_timer(sprim, (xt, tvm.runtime.tensor(codes, dev), sout), number)
-    xf, wf = torch.randn(1, c, hw, hw), torch.randn(c, c, 3, 3)
-    cands["torch_conv_f32"] = _torch_timer(lambda: F.conv2d(xf, wf, padding=1), number)
-    if hw > 32:                      # the training path is measured on the CIFAR shapes only
+    xf, wf = torch.randn(1, c, hw, hw), torch.randn(o, c // gr, 3, 3)
+    cands["torch_conv_f32"] = _torch_timer(lambda: F.conv2d(xf, wf, stride=st, padding=1, groups=gr), number)
+    if hw > 32 or st > 1 or gr > 1 or o != c:   # the training path is measured on the CIFAR stride-1 shapes only
         return cands
     # training path (batch 8, as a training step would see it)
     xb = torch.randn(8, c, hw, hw, requires_grad=True)
@@ -175,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/bench_adder")
     ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds (median reported)")
     ap.add_argument("--number", type=int, default=10, help="calls per timing")
-    ap.add_argument("--shapes", nargs="*", default=None, help="C@HW entries, e.g. 16@32 64@56 (default: all)")
+    ap.add_argument("--shapes", nargs="*", default=None,
+                    help="C[-O]@HW[sS][gG] entries, e.g. 16@32 16-32@32s2 64@16g4 (default: SHAPES)")
+    ap.add_argument("--strided", action="store_true", help="the STRIDED_SHAPES (stride 2, groups) instead")
     ap.add_argument("--no-energy", action="store_true")
     ap.add_argument("--no-layers", action="store_true", help="energy table only")
     a = ap.parse_args(argv)
@@ -183,12 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    shapes = SHAPES if not a.shapes else [tuple(int(v) for v in s.split("@")) for s in a.shapes]
+    shapes = [parse_shape(s) for s in (a.shapes or (STRIDED_SHAPES if a.strided else SHAPES))]
     cpu = cpu_info()
     print(f"CPU: {cpu}; 1 thread; load {os.getloadavg()}")
     rows = []
-    for c, hw in ([] if a.no_layers else shapes):
-        cands = layer_candidates(c, hw, a.number)
+    for sh in ([] if a.no_layers else shapes):
+        cands = layer_candidates(sh, a.number)
         times = {k: [] for k in cands}
         for _ in range(a.rounds):
             for k, f in cands.items():
@@ -197,9 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in med.items():
             base = med["torch_conv_fwd_b8"] if k.endswith("_b8") and "fwdbwd" not in k else \
                 med["torch_conv_fwdbwd_b8"] if "fwdbwd" in k else med["torch_conv_f32"]
-            rows.append({"shape": f"{c}->{c} 3x3 @{hw}x{hw}", "candidate": k, "ms": v * 1e3, "vs_torch": v / base,
-                         "terms_per_s": (c * c * 9 * hw * hw * (8 if k.endswith("_b8") else 1)) / v})
-        print(f"{c}@{hw}: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in med.items()), flush=True)
+            ohw = (sh["hw"] - 1) // sh["stride"] + 1
+            terms = sh["o"] * sh["c"] // sh["groups"] * 9 * ohw * ohw
+            rows.append({"shape": shape_label(sh), "candidate": k, "ms": v * 1e3, "vs_torch": v / base,
+                         "terms_per_s": (terms * (8 if k.endswith("_b8") else 1)) / v})
+        print(f"{shape_label(sh)}: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in med.items()), flush=True)
     erows = [] if a.no_energy else energy_rows()
     os.makedirs(a.out, exist_ok=True)
     if rows:

@@ -1,15 +1,18 @@
-"""LiftShiftWeights: turn the shift kernels' constant weight inputs into extra parameters of ``main``.
+"""LiftShiftWeights: turn the shift and adder kernels' constant weight inputs into extra parameters of ``main``.
 
 After lowering, each shift kernel call reads its weight inputs (by default the int8 codes; a kernel family
-may add inputs derived from them, see ``passes.kernels``) from constants. For the deployable
-artifact the codes are stored *bit-packed* next to the compiled library (``shiftcomp/artifact.py``) and
-fed to ``main`` at run time, so the library itself holds no shift weights:
+may add inputs derived from them, see ``passes.kernels``) from constants, and each adder kernel call its
+weight array (derived from the 8-bit ``w_q``, :mod:`passes.adder_weights`). For the deployable artifact the
+codes are stored *bit-packed* next to the compiled library (``shiftcomp/artifact.py``) and fed to ``main``
+at run time, so the library itself holds no shift weights and no 8-bit adder weights:
 
     main(x_0, ..., x_{n-1}, w_<layer_1>, ..., w_<layer_m>)      attrs {"num_input": n}
 
 (``w_<layer>__<name>`` for an input other than the codes). The arrays, in parameter order, are returned
 in a :class:`LiftedWeights`, with the :class:`~passes.derived_inputs.Derivation` of each derived input.
 The kernels are unchanged: a buffer is a runtime tensor whether it comes from a constant or a parameter.
+A kernel's ``shiftcomp.weight_inputs`` attribute names the inputs to lift (positions 1.. of the call; shift
+kernels without it: ``["codes"]``); an adder kernel whose weights stay constants has an empty list.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from .derived_inputs import Derivation
 from .lower_shift import LoweringReport
 from .quantize_kernel import ROLE_ATTR
 
-__all__ = ["LiftedWeights", "lift_shift_weights", "LiftShiftWeights"]
+__all__ = ["LiftedWeights", "lift_shift_weights", "LiftShiftWeights", "LIFTED_ROLES"]
 
 
 @dataclasses.dataclass
@@ -45,14 +48,18 @@ class LiftedWeights:
     num_input: int = 0
 
 
+#: kernel roles whose weight inputs are lifted (passes/lower_shift.py, passes/lower_adder.py)
+LIFTED_ROLES = ("shift", "adder")
+
+
 def _shift_kernel(mod: tvm.IRModule, gv: relax.Expr) -> tuple[str, list[str]] | None:
-    """``(layer, weight input names)`` of a shift kernel PrimFunc, else ``None``."""
+    """``(layer, weight input names)`` of a shift or adder kernel PrimFunc, else ``None``."""
     if not isinstance(gv, tvm.ir.GlobalVar) or gv not in mod.get_global_vars():
         return None
     f = mod[gv]
     if not isinstance(f, tvm.tirx.PrimFunc) or f.attrs is None or ROLE_ATTR not in f.attrs:
         return None
-    if str(f.attrs[ROLE_ATTR]) != "shift":
+    if str(f.attrs[ROLE_ATTR]) not in LIFTED_ROLES:
         return None
     names = [str(n) for n in f.attrs["shiftcomp.weight_inputs"]] if "shiftcomp.weight_inputs" in f.attrs \
         else ["codes"]
@@ -100,7 +107,7 @@ class _Lifter(relax.PyExprMutator):
 
 def lift_shift_weights(mod: tvm.IRModule, func_name: str = "main", report: LoweringReport | None = None,
                        out: LiftedWeights | None = None) -> tuple[tvm.IRModule, LiftedWeights]:
-    """Lift the shift kernels' constant inputs of ``func_name`` into parameters (see module doc).
+    """Lift the shift and adder kernels' constant weight inputs of ``func_name`` into parameters (module doc).
 
     ``report``: the lowering report, for the derivations of derived inputs; ``out``: filled in place.
     """

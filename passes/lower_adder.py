@@ -11,14 +11,18 @@ Entries of the ``LOWERINGS`` table of :mod:`passes.lower_shift`::
 * The frontend's quantise prologue feeding ``x_q`` becomes one quantize kernel, as for shift layers.
 * A dense layer ``(M, K)`` runs as the 1x1 convolution of the image ``(1, K, 1, M)`` (reshape/transpose
   around the kernel); a layer without bias gets a zero bias constant (one kernel signature).
-* x86: 8-bit operands with stride 1 and ``groups == 1`` use the ``vpsadbw`` kernel (weights packed as
-  uint64 per channel block and tap), except a dense layer with fewer than 8 rows (its pixel lanes would
-  idle); everything else the plain sub/abs/add kernel. CUDA: 8-bit operands use ``__vsadu4`` (4 byte
-  differences per instruction), else the plain kernel. ``SHIFTCOMP_ADDER_KERNEL=plain`` forces the plain one.
+* x86: 8-bit operands use the ``vpsadbw`` kernel (any stride; grouped convs with at least 8 channels per
+  group, ``schedules.adder.psadbw_preferred``; weights packed as uint64 per channel block and tap), except a
+  dense layer with fewer than 8 rows (its pixel lanes would idle); everything else the plain sub/abs/add
+  kernel. CUDA: 8-bit operands use ``__vsadu4`` (4 byte differences per instruction), else the plain
+  kernel. ``SHIFTCOMP_ADDER_KERNEL=plain`` forces the plain one.
 * Kernel PrimFuncs carry ``{"shiftcomp.role": "adder", "shiftcomp.layer", "shiftcomp.kind",
-  "shiftcomp.acc_dtype", "shiftcomp.variant"}``; the multiplication audit counts their data path like
-  the shift kernels'. Their weights stay constants of the compiled library (not lifted into the
-  bit-packed artifact weights).
+  "shiftcomp.acc_dtype", "shiftcomp.variant", "shiftcomp.weight_inputs"}``; the multiplication audit counts
+  their data path like the shift kernels'.
+* Weights of ``weight_bits <= 8`` layers: the kernel's weight array is a derived input of the layer's
+  ``w_q`` (:mod:`passes.adder_weights`, ``shiftcomp.weight_inputs = [<variant>]``), so ``LiftShiftWeights``
+  lifts it into a parameter of ``main`` and the artifact stores ``w_q`` bit-packed. Wider fixed-point and
+  float-mode weights stay constants of the compiled library (``shiftcomp.weight_inputs = []``).
 """
 from __future__ import annotations
 
@@ -29,11 +33,13 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from schedules.adder import AdderSpec, build_adder_kernel, psadbw_weights, vsadu4_weights, weight_dtype
+from schedules.adder import AdderSpec, build_adder_kernel, weight_dtype
 
 from .accumulator import INT32_LIMIT, INT64_LIMIT, AccumulatorPlan
 from .adder_contract import ARG_BIAS, ARG_W, ARG_X, AdderLayerInfo
+from .adder_weights import packable, weight_derivation
 from .errors import AccumulatorOverflowError, LoweringError
+from .kernel_build import WeightInput
 from .lowering import LoweredLayer, quantize_input
 
 __all__ = ["lower_adder_dense", "lower_adder_conv2d", "ADDER_ROLE", "adder_plan"]
@@ -77,10 +83,15 @@ def _emit(ctx: Any, call: relax.Call, info: AdderLayerInfo, spec: Any, x: relax.
     if prefer_plain and choice == "auto":
         choice = "plain"
     prim, variant = build_adder_kernel(spec, ctx.target, choice)
-    if variant.startswith("psadbw"):
-        wk = psadbw_weights(w)
-    elif variant.startswith("vsadu4"):
-        wk = vsadu4_weights(w)
+    logical = None
+    weights: tuple[WeightInput, ...] = ()
+    if packable(spec.w_bits, spec.float_mode):   # the vpsadbw / __vsadu4 kernels only serve this case
+        logical = np.ascontiguousarray(w.reshape(info.weight_shape).astype(np.int8))
+        if not np.array_equal(logical, w.reshape(info.weight_shape)):
+            raise LoweringError(f"adder layer {info.layer!r}: weights outside the {spec.w_bits}-bit range")
+        name, how = weight_derivation(variant)
+        wk = how.apply(logical)
+        weights = (WeightInput(name, wk, how),)
     elif spec.float_mode:
         wk = w.astype(np.float32)
     else:
@@ -88,7 +99,8 @@ def _emit(ctx: Any, call: relax.Call, info: AdderLayerInfo, spec: Any, x: relax.
     acc = "float32" if plan is None else plan.dtype
     kind = "adder_" + info.kind
     for k, v in {"shiftcomp.role": ADDER_ROLE, "shiftcomp.layer": info.layer, "shiftcomp.kind": kind,
-                 "shiftcomp.acc_dtype": acc, "shiftcomp.variant": variant, "op_pattern": _OPAQUE}.items():
+                 "shiftcomp.acc_dtype": acc, "shiftcomp.variant": variant, "op_pattern": _OPAQUE,
+                 "shiftcomp.weight_inputs": [wi.name for wi in weights]}.items():
         prim = prim.with_attr(k, v)
     if ctx.target.kind.name != "llvm":
         prim = prim.with_attr("tirx.is_scheduled", True)
@@ -97,7 +109,7 @@ def _emit(ctx: Any, call: relax.Call, info: AdderLayerInfo, spec: Any, x: relax.
     y = ctx.builder.emit(relax.call_tir(gv, [x, relax.const(wk), bias],
                                         relax.TensorType(spec.out_shape, "float32")))
     ctx.report.layers[info.layer] = LoweredLayer(info=info, spec=spec, plan=plan, kernel=gv.name_hint, codes=wk,
-                                                 float_acts=plan is None)
+                                                 float_acts=plan is None, weights=weights, logical_codes=logical)
     return y
 
 

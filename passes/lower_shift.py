@@ -109,7 +109,8 @@ def _emit_kernel(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo, kind
     ctx.report.layers[info.layer] = LoweredLayer(info=info, spec=spec, plan=plan, kernel=gv.name_hint, codes=codes,
                                                  float_acts=float_acts, weights=tuple(build.weights),
                                                  prologue=prologue_name, source=build.source,
-                                                 task_name=build.task_name, build=build)
+                                                 task_name=build.task_name, build=build,
+                                                 logical_codes=req.logical_codes)
     return y
 
 

@@ -39,6 +39,9 @@ class LoweredLayer:
         source: where the kernel came from (``"manual"`` or ``"database"``).
         task_name: the kernel's tuning task name.
         build: the provider's :class:`~passes.kernels.KernelBuild` (``shiftcomp.tune`` reads its tuning key).
+        logical_codes: the codes the artifact stores and derived inputs are rebuilt from (PyTorch weight
+            layout, int8): ``sign * (shift - s0 + 1)`` for a shift layer, ``w_q`` for an adder layer with
+            ``weight_bits <= 8``; ``None`` when the layer's weights stay library constants.
     """
 
     info: ShiftLayerInfo
@@ -52,6 +55,7 @@ class LoweredLayer:
     source: str = "manual"
     task_name: str = ""
     build: KernelBuild | None = None
+    logical_codes: np.ndarray | None = None
 
 
 @dataclasses.dataclass

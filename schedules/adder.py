@@ -19,13 +19,15 @@ Kernels (all take ``X_q, W, bias, out``; ``bias`` is always present, zeros when 
 * :func:`adder_conv2d` (plain): ``X_q`` int32 NCHW (float32 in float mode), ``W`` ``(O, C/G, KH, KW)`` in
   the narrowest integer type holding the weights (float32 in float mode). Scheduled for x86
   (:func:`schedule_x86`: vectors over output pixels, register accumulators) and CUDA (:func:`schedule_cuda`).
-* :func:`adder_conv2d_psadbw` (x86, 8-bit operands, stride 1, ``groups == 1``): operands offset by +128 to
+* :func:`adder_conv2d_psadbw` (x86, 8-bit operands, any stride and groups): operands offset by +128 to
   ``uint8`` (``|a - b|`` is offset invariant; a padded ``x = 0`` becomes 128), input repacked in the kernel
-  into channel blocks of 8 over flat padded positions, so the 32 bytes at positions ``p .. p+3`` of one
-  block are 4 output pixels x 8 channels; ``vpsadbw`` against one tap's 8 weight bytes broadcast to 4
-  lanes gives 4 pixels' partial sums in 4 ``uint64`` lanes -- no horizontal reduction. Weights are packed
-  once at compile time (:func:`psadbw_weights`). With AVX-512BW the kernel uses the 64-byte form. Its
-  epilogue scales by subtracting ``F`` from the float32 exponent field, so it has no multiply at all.
+  into channel blocks of 8 (per group) over flat padded positions of each stride phase, so the 32 bytes at
+  positions ``p .. p+3`` of one block are 4 output pixels x 8 channels; ``vpsadbw`` against one tap's 8
+  weight bytes broadcast to 4 lanes gives 4 pixels' partial sums in 4 ``uint64`` lanes -- no horizontal
+  reduction. Weights are packed once at compile time (:func:`psadbw_weights`). With AVX-512BW the kernel
+  uses the 64-byte form. Its epilogue scales by subtracting ``F`` from the float32 exponent field, so it has no multiply at all.
+  ``"auto"`` takes it unless a grouped conv has fewer than 8 channels per group
+  (:func:`psadbw_preferred`: the plain kernel is faster when most of the 8 byte lanes would be padding).
 
 * :func:`adder_conv2d_vsadu4` (CUDA, 8-bit operands, any geometry): 4 channels of ``x + 128`` per ``uint32``
   word and ``__vsadu4`` (sum of the 4 byte absolute differences) per word; weights packed at compile time
@@ -44,8 +46,11 @@ import tvm
 from tvm import s_tir, te, tirx
 from tvm.script import tirx as T
 
+from .adder_layout import psadbw_weights, vsadu4_weights
+
 __all__ = ["AdderSpec", "adder_conv2d", "schedule_x86", "schedule_cuda", "adder_conv2d_psadbw", "psadbw_weights",
-           "psadbw_applicable", "adder_conv2d_vsadu4", "vsadu4_weights", "vsadu4_applicable", "weight_dtype", "build_adder_kernel", "PSAD_ISAS"]
+           "psadbw_applicable", "psadbw_preferred", "PSAD_MIN_GROUP_CHANNELS", "adder_conv2d_vsadu4",
+           "vsadu4_weights", "vsadu4_applicable", "weight_dtype", "build_adder_kernel", "PSAD_ISAS"]
 
 #: vpsadbw variants: intrinsic name and pixels (uint64 lanes) per vector
 PSAD_ISAS = {"avx2": ("llvm.x86.avx2.psad.bw", 4), "avx512": ("llvm.x86.avx512.psad.bw.512", 8)}
@@ -244,33 +249,32 @@ def schedule_cuda(prim: tvm.tirx.PrimFunc, spec: AdderSpec, threads: int = 128) 
 
 # ---------------------------------------------------------------------------------------------- vpsadbw
 def psadbw_applicable(spec: AdderSpec) -> bool:
-    """True when the ``vpsadbw`` kernel computes ``spec`` exactly: fixed point, 8-bit operands, stride 1,
-    ``groups == 1``."""
-    return (not spec.float_mode and spec.x_bits <= 8 and spec.w_bits <= 8 and spec.stride == (1, 1)
-            and spec.groups == 1)
+    """True when the ``vpsadbw`` kernel computes ``spec`` exactly: fixed point, 8-bit operands (any stride,
+    dilation, padding and groups)."""
+    return not spec.float_mode and spec.x_bits <= 8 and spec.w_bits <= 8
 
 
-def psadbw_weights(w_q: np.ndarray) -> np.ndarray:
-    """``(O, C, KH, KW)`` integer weights -> ``uint64 (O * C8 * KH * KW,)``: per ``(o, channel block, tap)``
-    the 8 channel bytes ``w + 128`` (little endian; channels past ``C`` are 128, i.e. ``w = 0``)."""
-    w = np.asarray(w_q).astype(np.int64)
-    o, c, kh, kw = w.shape
-    c8 = -(-c // 8)
-    wu = np.full((o, c8 * 8, kh, kw), 128, dtype=np.uint8)
-    wu[:, :c] = (w + 128).astype(np.uint8)
-    wu = wu.reshape(o, c8, 8, kh * kw).transpose(0, 1, 3, 2)               # (O, C8, taps, 8)
-    return np.ascontiguousarray(wu).view(np.uint64).reshape(-1)
+#: fewest channels per group for which ``"auto"`` picks ``vpsadbw`` in a grouped conv (8 byte lanes per tap;
+#: experiments/bench_adder.py: at 4 channels per group and below the plain kernel is faster)
+PSAD_MIN_GROUP_CHANNELS = 8
+
+
+def psadbw_preferred(spec: AdderSpec) -> bool:
+    """True when ``build_adder_kernel(..., "auto")`` uses ``vpsadbw`` on x86: :func:`psadbw_applicable`, and
+    ``groups == 1`` or at least :data:`PSAD_MIN_GROUP_CHANNELS` channels per group."""
+    return psadbw_applicable(spec) and (spec.groups == 1
+                                        or spec.in_channels // spec.groups >= PSAD_MIN_GROUP_CHANNELS)
 
 
 def _psad_geometry(spec: AdderSpec, lanes: int, pvec: int):
-    N, C, H, Wd = spec.x_shape
+    """Row length ``WP`` of one stride phase, positions per block ``PB``, computed positions ``npr`` and
+    positions per (channel block, phase) ``L``."""
     OH, OW = spec.out_hw
-    pt, pl, pb, pr = spec.padding
-    dh, dw = spec.dilation
-    WP = max(pl + Wd + pr, OW + (spec.kernel_w - 1) * dw)                 # padded row length
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    WP = OW + (spec.kernel_w - 1) * dw // sw                              # output row + the widest tap offset
     PB = lanes * pvec
     npr = -(-(OH * WP) // PB) * PB                                         # computed positions, whole blocks
-    maxoff = (spec.kernel_h - 1) * dh * WP + (spec.kernel_w - 1) * dw
+    maxoff = (spec.kernel_h - 1) * dh // sh * WP + (spec.kernel_w - 1) * dw // sw
     L = npr + maxoff
     return WP, PB, npr, L
 
@@ -280,25 +284,34 @@ def adder_conv2d_psadbw(spec: AdderSpec, isa: str = "avx2", pvec: Optional[int] 
     """The ``vpsadbw`` adder-conv PrimFunc ``(X_q int32 NCHW, W uint64 (psadbw_weights), bias f32 (O,),
     out f32 (N, O, OH, OW))`` for ``isa`` in :data:`PSAD_ISAS`; see the module docstring.
 
+    Stride ``(sh, sw)``: the padded input is repacked as ``sh * sw`` phase images (phase ``(py, px)`` holds
+    padded rows ``py, py + sh, ...`` and columns ``px, px + sw, ...``), so the taps of consecutive output
+    pixels are consecutive positions of one phase and one unaligned load still covers ``LN`` pixels. Groups:
+    each group's channels get their own blocks of 8; a register tile of ``ob`` output channels stays
+    inside one group.
+
     ``pvec`` pixel vectors x ``ob`` output channels are accumulated in registers (default 3 x 2, or 4 x 1
-    for an odd channel count).
+    when the channels per group are odd).
     """
     if not psadbw_applicable(spec):
-        raise ValueError(f"the vpsadbw kernel needs 8-bit fixed-point operands, stride 1 and groups=1: {spec}")
+        raise ValueError(f"the vpsadbw kernel needs 8-bit fixed-point operands: {spec}")
     intrin, LN = PSAD_ISAS[isa]
-    O = spec.out_channels
+    O, G = spec.out_channels, spec.groups
+    Og = O // G
     if ob is None:
-        ob = 2 if O % 2 == 0 else 1
+        ob = 2 if Og % 2 == 0 else 1
     if pvec is None:
         pvec = 3 if ob == 2 else 4
-    if O % ob:
-        raise ValueError(f"ob={ob} must divide out_channels={O}")
+    if Og % ob:
+        raise ValueError(f"ob={ob} must divide the output channels per group, {Og}")
     N, C, H, Wd = spec.x_shape
+    Cg = C // G
     OH, OW = spec.out_hw
     KH, KW = spec.kernel_h, spec.kernel_w
-    dh, dw = spec.dilation
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
     pt, pl, _, _ = spec.padding
-    C8 = -(-C // 8)
+    C8 = -(-Cg // 8)                                                       # channel blocks per group
+    S = sh * sw                                                            # stride phases
     TAPS = KH * KW
     WP, PB, npr, L = _psad_geometry(spec, LN, pvec)
     NB, NO = npr // PB, O // ob
@@ -321,15 +334,16 @@ def adder_conv2d_psadbw(spec: AdderSpec, isa: str = "avx2", pvec: Optional[int] 
     def kernel(x: T.Buffer((N, C, H, Wd), "int32"), w: T.Buffer((O * C8 * TAPS,), "uint64"),
                bias: T.Buffer((O,), "float32"), out: T.Buffer((N, O, OH, OW), "float32")):
         T.func_attr({"tir.noalias": True})
-        xp = T.alloc_buffer((C8 * L * 8,), "uint8")
+        xp = T.alloc_buffer((G * C8 * S * L * 8,), "uint8")
         for n in range(N):
-            for cb, pos in T.grid(C8, L):
+            for cb, ph, pos in T.grid(G * C8, S, L):
                 for ci in T.vectorized(8):
-                    hp = T.meta_var(pos // WP)
-                    wp = T.meta_var(pos % WP)
-                    xp[(cb * L + pos) * 8 + ci] = T.if_then_else(
-                        cb * 8 + ci < C and hp >= pt and hp < pt + H and wp >= pl and wp < pl + Wd,
-                        T.Cast("uint8", x[n, T.min(cb * 8 + ci, C - 1), T.min(T.max(hp - pt, 0), H - 1),
+                    cl = T.meta_var(cb % C8 * 8 + ci)                      # channel within the group
+                    hp = T.meta_var(pos // WP * sh + ph // sw)            # padded row and column
+                    wp = T.meta_var(pos % WP * sw + ph % sw)
+                    xp[((cb * S + ph) * L + pos) * 8 + ci] = T.if_then_else(
+                        cl < Cg and hp >= pt and hp < pt + H and wp >= pl and wp < pl + Wd,
+                        T.Cast("uint8", x[n, cb // C8 * Cg + T.min(cl, Cg - 1), T.min(T.max(hp - pt, 0), H - 1),
                                           T.min(T.max(wp - pl, 0), Wd - 1)] + 128),
                         T.uint8(128))
             for a0 in T.parallel(NO):
@@ -345,7 +359,9 @@ def adder_conv2d_psadbw(spec: AdderSpec, isa: str = "avx2", pvec: Optional[int] 
                                 for j in T.unroll(ob):
                                     for i in T.unroll(pvec):
                                         acc[T.ramp((i * ob + j) * LN, 1, LN)] = acc[T.ramp((i * ob + j) * LN, 1, LN)] + \
-                                            sad(xp, (cb * L + a1 * PB + i * LN + ky * dh * WP + kx * dw) * 8,
+                                            sad(xp, ((((a0 * ob) // Og * C8 + cb) * S + ky * dh % sh * sw
+                                                      + kx * dw % sw) * L + a1 * PB + i * LN + ky * dh // sh * WP
+                                                     + kx * dw // sw) * 8,
                                                 w[((a0 * ob + j) * C8 + cb) * TAPS + ky * KW + kx])
                     for i in T.unroll(pvec):
                         for j in T.unroll(ob):
@@ -363,18 +379,6 @@ def adder_conv2d_psadbw(spec: AdderSpec, isa: str = "avx2", pvec: Optional[int] 
 def vsadu4_applicable(spec: AdderSpec) -> bool:
     """True when the CUDA ``__vsadu4`` kernel computes ``spec`` exactly: fixed point, 8-bit operands."""
     return not spec.float_mode and spec.x_bits <= 8 and spec.w_bits <= 8
-
-
-def vsadu4_weights(w_q: np.ndarray) -> np.ndarray:
-    """``(O, C/G, KH, KW)`` 8-bit weights -> ``uint32 (O, ceil(C/G / 4), KH, KW)``: 4 channels' bytes ``w + 128``
-    per word, channel ``4q + i`` in byte ``i`` (channels past ``C/G`` are 128, i.e. ``w = 0``)."""
-    w = np.asarray(w_q).astype(np.int64)
-    o, cg, kh, kw = w.shape
-    c4 = -(-cg // 4)
-    wu = np.full((o, c4 * 4, kh, kw), 128, dtype=np.uint32)
-    wu[:, :cg] = (w + 128).astype(np.uint32)
-    wu = wu.reshape(o, c4, 4, kh, kw)
-    return (wu[:, :, 0] | (wu[:, :, 1] << 8) | (wu[:, :, 2] << 16) | (wu[:, :, 3] << 24)).astype(np.uint32)
 
 
 def adder_conv2d_vsadu4(spec: AdderSpec) -> tvm.tirx.PrimFunc:
@@ -446,13 +450,13 @@ def _has_avx512bw(target: tvm.target.Target) -> bool:
 def build_adder_kernel(spec: AdderSpec, target: tvm.target.Target, kernel: str = "auto") -> Tuple[tvm.tirx.PrimFunc, str]:
     """The scheduled adder kernel for ``target`` and the name of the variant used.
 
-    ``kernel``: ``"auto"`` (x86: ``vpsadbw`` when :func:`psadbw_applicable`; CUDA: ``__vsadu4`` when
+    ``kernel``: ``"auto"`` (x86: ``vpsadbw`` when :func:`psadbw_preferred`; CUDA: ``__vsadu4`` when
     :func:`vsadu4_applicable`; else plain), ``"plain"``, ``"psadbw"`` or ``"vsadu4"``. Variant names:
     ``"plain"``, ``"psadbw-avx2"``, ``"psadbw-avx512"``, ``"vsadu4-cuda"``, ``"plain-<gpu kind>"``.
     """
     kind = target.kind.name
     if kind == "llvm":
-        use_psad = kernel == "psadbw" or (kernel == "auto" and psadbw_applicable(spec))
+        use_psad = kernel == "psadbw" or (kernel == "auto" and psadbw_preferred(spec))
         if use_psad:
             isa = "avx512" if _has_avx512bw(target) else "avx2"
             return adder_conv2d_psadbw(spec, isa), "psadbw-" + isa

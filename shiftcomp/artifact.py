@@ -15,16 +15,18 @@ Manifest keys: ``format`` ("shiftcomp-artifact"), ``version``, ``file_size`` (by
 (``[{"shape": [...], "dtype": "float32"}]``), ``output_tuple`` (bool), ``num_input``,
 ``lib`` (``{"offset", "size"}``: the ``export_library`` shared object of the Relax VM executable; it holds
 the kernels, the VM bytecode and the float constants (biases, BatchNorm, float layers), but no shift
-weights), ``weights`` (one entry per shift layer, in the order ``main`` takes them after the inputs:
-``{"name", "layer", "offset", "shape", "bits", "codebook", "nbytes", "count", "layout"}``: the codes
-``sign * (shift - s0 + 1)`` in PyTorch weight layout, bit-packed as in :mod:`passes.packing`, and the
+weights and no adder weights of ``weight_bits <= 8``), ``weights`` (entries in the order ``main`` takes them
+after the inputs: ``{"name", "layer", "offset", "shape", "bits", "codebook", "nbytes", "count", "layout"}``:
+a shift layer's codes ``sign * (shift - s0 + 1)`` or an adder layer's fixed-point weights ``w_q``
+(:mod:`passes.adder_weights`), in PyTorch weight layout, bit-packed as in :mod:`passes.packing`, and the
 numpy steps ``layout = [["transpose", axes] | ["pad", widths] | ["reshape", shape], ...]`` that turn them
 into the kernel's (padded) layout). An entry with ``"main_param": false`` only stores a layer's codes (its
 kernel does not read them directly). A *derived* entry ``{"name", "layer", "derive": {"fn", "params",
 "module"}, "from", "shape", "dtype"}`` holds no data: at load time the registered derivation
 (:mod:`passes.derived_inputs`) rebuilds it from the logical codes of entry ``from``. ``layers`` (informational: accumulator dtype and bound per layer),
-``stats`` (``packed_weight_bytes``, ``float32_weight_bytes``, ``lib_bytes``), ``tuning`` (the database the
-build used, if any, and the kernels it scheduled).
+``stats`` (``packed_weight_bytes``, ``float32_weight_bytes``: shift and packed adder layers;
+``lib_bytes``; ``library_weight_layers``: the adder layers whose weights stay library constants, float
+mode or ``weight_bits > 8``), ``tuning`` (the database the build used, if any, and the kernels it scheduled).
 
 **Load only files you trust**: the library is native code that runs when it is opened (like unpickling).
 Loading checks, in order, each failure an :class:`ArtifactError` naming the file: the whole file's
@@ -169,9 +171,11 @@ class ArtifactInfo:
         path: the file.
         file_bytes: its size.
         lib_bytes: size of the embedded shared library.
-        packed_weight_bytes: shift weights as stored (bit streams + codebooks).
+        packed_weight_bytes: shift and adder weights as stored (bit streams + codebooks).
         float32_weight_bytes: the same weights as float32 (4 bytes each).
         bits: bits per weight, by layer.
+        library_weight_layers: adder layers whose weights stay constants of the library (float mode or
+            ``weight_bits > 8``; not in the packed section nor in the byte counts).
     """
 
     path: Path
@@ -180,10 +184,11 @@ class ArtifactInfo:
     packed_weight_bytes: int
     float32_weight_bytes: int
     bits: dict[str, int]
+    library_weight_layers: tuple[str, ...] = ()
 
     @property
     def weight_ratio(self) -> float:
-        """``packed_weight_bytes / float32_weight_bytes`` (0 when there are no shift weights)."""
+        """``packed_weight_bytes / float32_weight_bytes`` (0 when there are no packed weights)."""
         return self.packed_weight_bytes / self.float32_weight_bytes if self.float32_weight_bytes else 0.0
 
 
@@ -218,6 +223,15 @@ def _layout_steps(kind: str, logical_shape: tuple[int, ...], kernel_shape: tuple
             ["pad", [[0, 0]] * 4 + [[0, int(kernel_shape[-1]) - o // g]]]]
 
 
+def _layer_codes(compiled: Any, layer: str) -> np.ndarray:
+    """A layer's logical int8 codes, PyTorch weight layout (``LoweredLayer.logical_codes``)."""
+    low = compiled.layers.get(layer)
+    if low is not None and low.logical_codes is not None:
+        return low.logical_codes
+    data = compiled.imported.layers[layer]
+    return weight_codes(data.shift, data.sign, data.info.s0)
+
+
 def _logical_codes(compiled: Any, layer: str, kernel_codes: np.ndarray) -> tuple[np.ndarray, list[list[Any]]]:
     """The layer's codes in PyTorch weight layout (what gets packed) and the steps back to ``kernel_codes``.
 
@@ -225,9 +239,8 @@ def _logical_codes(compiled: Any, layer: str, kernel_codes: np.ndarray) -> tuple
     (with a new zero symbol) possibly an extra bit. If the steps do not reproduce ``kernel_codes`` exactly
     (a kernel layout this module does not know), the kernel layout itself is packed (no steps).
     """
-    data = compiled.imported.layers[layer]
-    info = data.info
-    logical = weight_codes(data.shift, data.sign, info.s0)
+    info = compiled.layers[layer].info if layer in compiled.layers else compiled.imported.layers[layer].info
+    logical = _layer_codes(compiled, layer)
     try:
         steps = _layout_steps(info.kind, logical.shape, kernel_codes.shape, info.groups)
         ok = np.array_equal(apply_layout(logical, steps), kernel_codes)
@@ -282,8 +295,7 @@ def export(compiled: Any, path: str | os.PathLike) -> ArtifactInfo:
             weights_meta.append(meta)
             derived.append((meta, layer, np.asarray(array), how))
     for meta, layer, array, how in derived:
-        data = compiled.imported.layers[layer]
-        logical = weight_codes(data.shift, data.sign, data.info.s0)
+        logical = _layer_codes(compiled, layer)
         if layer not in logical_entry:
             add_codes("codes_" + layer, layer, logical, [], False)
         rebuilt = how.apply(logical)
@@ -292,6 +304,8 @@ def export(compiled: Any, path: str | os.PathLike) -> ArtifactInfo:
                                 f"{meta['name']!r} from the layer's codes; it cannot be rebuilt at load time")
         meta["from"] = logical_entry[layer]
     float_total = sum(4 * compiled.layer_weight_count(layer) for layer in dict.fromkeys(compiled.weights.layers))
+    lifted = set(compiled.weights.layers)
+    library_layers = tuple(layer for layer in compiled.layers if layer not in lifted)
     manifest: dict[str, Any] = {
         "format": "shiftcomp-artifact", "version": VERSION, "tvm_version": tvm.__version__,
         "target": _target_json(compiled.target), "device": compiled.device_type,
@@ -301,7 +315,8 @@ def export(compiled: Any, path: str | os.PathLike) -> ArtifactInfo:
         "lib": {"offset": 0, "size": len(lib)}, "weights": weights_meta,
         "layers": compiled.layer_summary(),
         "tuning": {"database": compiled.settings.database, "tuned_kernels": list(compiled.tuned_kernels)},
-        "stats": {"packed_weight_bytes": packed_total, "float32_weight_bytes": float_total, "lib_bytes": len(lib)},
+        "stats": {"packed_weight_bytes": packed_total, "float32_weight_bytes": float_total, "lib_bytes": len(lib),
+                  "library_weight_layers": list(library_layers)},
     }
     payload = b"".join(sections)
     # file_size depends on the manifest length, which depends on file_size: iterate to a fixed point
@@ -320,7 +335,7 @@ def export(compiled: Any, path: str | os.PathLike) -> ArtifactInfo:
     tmp_path.write_bytes(data)
     os.replace(tmp_path, path)
     return ArtifactInfo(path=path, file_bytes=len(data), lib_bytes=len(lib), packed_weight_bytes=packed_total,
-                        float32_weight_bytes=float_total, bits=bits)
+                        float32_weight_bytes=float_total, bits=bits, library_weight_layers=library_layers)
 
 
 def _target_json(target: Any) -> Any:
@@ -401,7 +416,7 @@ class LoadedModel(ModelRunner):
     def __repr__(self) -> str:
         layers = {w["layer"] for w in self.manifest["weights"]}
         return (f"LoadedModel({str(self.path)!r}, inputs={[list(s) for s, _ in self.input_info]}, "
-                f"{len(layers)} shift layers)")
+                f"{len(layers)} layers with packed weights)")
 
 
 def load(path: str | os.PathLike, *, expected_sha256: str | None = None) -> LoadedModel:

@@ -90,8 +90,8 @@ class CompiledModel(ModelRunner):
         executable: the Relax VM executable; its ``main`` takes ``(*inputs, *weights.arrays)``.
         target: the resolved TVM target.
         input_info / output_info / output_tuple: the compiled signature.
-        weights: the shift layers' int8 weight codes, in ``main``'s parameter order after the inputs.
-        layers: per shift layer: spec, accumulator plan, kernel name (``passes.lower_shift.LoweredLayer``).
+        weights: the shift and adder layers' lifted weight inputs, in ``main``'s parameter order after the inputs.
+        layers: per shift/adder layer: spec, accumulator plan, kernel name (``passes.lower_shift.LoweredLayer``).
         audit: the multiplication audit of the lowered IR (per inference).
         imported: the import result (fx graph, the unlowered Relax module, layer data).
         relax_module: the module after shift lowering and weight lifting (before legalisation).
@@ -121,8 +121,8 @@ class CompiledModel(ModelRunner):
 
     # -------------------------------------------------------------------- artifact helpers
     def layer_weight_count(self, layer: str) -> int:
-        """Number of weights of a shift layer (without the kernels' zero-code padding)."""
-        return int(np.prod(self.imported.layers[layer].info.weight_shape))
+        """Number of weights of a shift or adder layer (without the kernels' zero-code padding)."""
+        return int(np.prod(self.layers[layer].info.weight_shape))
 
     def layer_summary(self) -> dict[str, dict[str, Any]]:
         """JSON-able per-layer facts: kind, shapes, activation format, accumulator dtype and bound."""

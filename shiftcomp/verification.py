@@ -245,8 +245,8 @@ def _layer_weights(compiled: Any, layer: str) -> list[np.ndarray]:
 
 
 def _op_weights(compiled: Any, layer: str) -> list[np.ndarray]:
-    """The weight inputs a layer's kernel reads after x: adder kernels keep their weights as constants of the
-    call (``low.codes``); shift kernels read lifted parameters of ``main``."""
+    """The weight inputs a layer's kernel reads after x: an adder kernel reads one, ``low.codes`` (lifted into
+    ``main`` or, for float and wide weights, a constant of the call); shift kernels read lifted parameters."""
     low = compiled.layers[layer]
     return [low.codes] if _is_adder(low) else _layer_weights(compiled, layer)
 

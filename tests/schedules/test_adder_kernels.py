@@ -5,6 +5,8 @@ per batch keeps hundreds of drawn cases within a CI budget).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +14,8 @@ import tvm
 from hypothesis import given, settings, strategies as st
 from hypothesis_support import examples
 
-from schedules.adder import (AdderSpec, adder_conv2d, build_adder_kernel, psadbw_applicable, psadbw_weights,
-                             schedule_cuda, weight_dtype)
+from schedules.adder import (AdderSpec, adder_conv2d, build_adder_kernel, psadbw_applicable, psadbw_preferred,
+                             psadbw_weights, schedule_cuda, weight_dtype)
 from schedules.target import resolve_target
 from shiftcomp.reference import adder_conv2d as ref_conv, adder_conv2d_float, adder_float_error_bound
 
@@ -25,7 +27,7 @@ def kernel_case(draw):
     groups = draw(st.sampled_from([1, 1, 1, 2, 3]))
     cg, og = draw(st.integers(1, 10)), draw(st.integers(1, 5))
     kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    stride = draw(st.sampled_from([(1, 1), (1, 1), (2, 2), (1, 2)]))
+    stride = draw(st.sampled_from([(1, 1), (1, 1), (2, 2), (1, 2), (3, 2)]))
     dil = draw(st.sampled_from([(1, 1), (1, 1), (2, 1)]))
     pad = tuple(draw(st.integers(0, 2)) for _ in range(4))
     h = draw(st.integers(dil[0] * (kh - 1) + 1, 9))
@@ -95,7 +97,7 @@ def test_adder_kernels_equal_reference(cases):
         ref = r.out if c["bias"] else r.out + 0.0
         assert torch.equal(y, ref), (spec, variant, (y - ref).abs().max())
         if c["kernel"] == "auto":
-            assert variant.startswith("psadbw") == psadbw_applicable(spec)
+            assert variant.startswith("psadbw") == psadbw_preferred(spec)
 
 
 def test_psadbw_kernel_on_resnet_shape_and_int64_bound_case():
@@ -111,6 +113,34 @@ def test_psadbw_kernel_on_resnet_shape_and_int64_bound_case():
         r = ref_conv(x, w, s.frac_bits, b, s.stride, s.padding, s.dilation, s.groups)
         assert torch.equal(y, r.out)
     assert r.acc_dtype == "int64"
+
+
+@pytest.mark.bitexact
+def test_psadbw_kernel_strided_and_grouped_shapes():
+    """ResNet-20's downsampling convs (3x3 stride 2 and the 1x1 stride-2 shortcut shape), a grouped and a
+    depthwise stride-2 conv, odd channels per group (1-channel register tiles): vpsadbw, bit-exact."""
+    shapes = [AdderSpec(1, 16, 32, 32, 32, 3, 3, stride=(2, 2), padding=(1, 1, 1, 1)),
+              AdderSpec(2, 32, 16, 16, 64, 1, 1, stride=(2, 2)),
+              AdderSpec(1, 12, 9, 11, 18, 3, 3, stride=(2, 1), padding=(1, 0, 1, 2), dilation=(1, 2), groups=6),
+              AdderSpec(1, 16, 8, 8, 16, 3, 3, stride=(2, 2), padding=(1, 1, 1, 1), groups=16)]
+    cases = [dict(spec=dataclasses.replace(s, frac_bits=5, x_bits=8, w_bits=8, w_dtype="int8"), kernel="psadbw",
+                  bias=True, seed=k) for k, s in enumerate(shapes)]
+    outs, variants = _run_batch(cases)
+    assert all(v.startswith("psadbw") for v in variants)
+    for c, y in zip(cases, outs):
+        s = c["spec"]
+        x, w, b = _data(c)
+        assert torch.equal(y, ref_conv(x, w, s.frac_bits, b, s.stride, s.padding, s.dilation, s.groups).out), s
+
+
+def test_auto_takes_psadbw_unless_few_channels_per_group():
+    tgt = resolve_target("llvm")
+    base = AdderSpec(1, 16, 6, 6, 16, 3, 3, stride=(2, 2), frac_bits=3, x_bits=8, w_bits=8, w_dtype="int8")
+    for groups, want in ((1, True), (2, True), (4, False), (16, False)):
+        spec = dataclasses.replace(base, groups=groups)
+        assert psadbw_applicable(spec) and psadbw_preferred(spec) == want
+        assert build_adder_kernel(spec, tgt)[1].startswith("psadbw") == want
+    assert not psadbw_preferred(dataclasses.replace(base, x_bits=9))
 
 
 def test_float_kernel_within_summation_bound():
@@ -137,7 +167,9 @@ def test_psadbw_refuses_what_it_cannot_compute():
     from schedules.adder import adder_conv2d_psadbw
 
     with pytest.raises(ValueError, match="8-bit"):
-        adder_conv2d_psadbw(AdderSpec(1, 8, 5, 5, 4, 3, 3, stride=(2, 2), frac_bits=3, x_bits=8, w_bits=8))
+        adder_conv2d_psadbw(AdderSpec(1, 8, 5, 5, 4, 3, 3, stride=(2, 2), frac_bits=None))
+    with pytest.raises(ValueError, match="8-bit"):
+        adder_conv2d_psadbw(AdderSpec(1, 8, 5, 5, 4, 3, 3, groups=2, frac_bits=3, x_bits=8, w_bits=9))
     with pytest.raises(ValueError, match="8-bit"):
         adder_conv2d_psadbw(AdderSpec(1, 8, 5, 5, 4, 3, 3, frac_bits=3, x_bits=9, w_bits=8))
 
