@@ -1,0 +1,339 @@
+"""Batch-1 dense (GEMV) shift kernel: per-input byte tables read by ``vpshufb``, byte accumulators.
+
+Entry point::
+
+    k = build(spec, codes, target, act_bits=(I, F))     # -> TableGemvKernel
+    # k.table: PrimFunc (X_q int32 (1, K)) -> tables uint8 (KP * NPL * 16,)   (pre-kernel)
+    # k.main:  PrimFunc (tables, *k.weight_inputs, [bias f32 (N,)]) -> out f32 (1, N)
+    # k.weight_inputs == k.derive(codes): [codes int8 (NBLK * KP * L,), nneg int32 (N,)]
+
+For 8-bit activations (``|x| <= 128``) and codes with ``|code| <= 15`` (shift levels ``s = |code| - 1 <= 14``)
+every term ``x << s`` fits ``NPL`` bytes (two's complement; ``NPL = 2`` when ``s <= 7``, else 3). The
+pre-kernel writes, per input ``i`` and byte plane ``b``, the 16-entry table
+``T[i, b, j] = byte_b(x_i << (j - 1))`` (``j = 0``: the zero weight), the top plane stored ``^ 0x80`` (a signed
+byte as an unsigned one). The kernel runs ``L`` outputs per vector (AVX2 32 bytes, AVX-512BW 64), one byte per
+weight: ``|code| | 0x40 * (code < 0)`` (``vpshufb`` reads bits 0-3 only and bit 7, which is clear)::
+
+    for each output block of L (parallel):
+        for each chunk of C <= 255 inputs:
+            a[b], nc[b] = 0 (L bytes each)
+            for i in chunk:
+                c = codes[blk, i]                # L bytes
+                m = (c > 15) ? 0xff : 0          # vpcmpgtb: negative weight
+                for b < NPL:
+                    v = pshufb(T[i, b], c) ^ m   # byte b of ~(x << s) for negative weights
+                    a[b] += v                    # wraps mod 256
+                    nc[b] += (minu(a[b], v) == v)   # no carry out of this add
+            acc += sum_b ((a[b] + ((C - nc[b]) << 8)) - [top] 128 * C) << 8b
+        out = float32(acc + nneg) * 2**(s0 - F) [+ bias]
+
+Exact: ``-v == ~v + 1``, and ``~`` acts byte-wise, so a negative term is ``~v`` summed plane by plane plus
+one; ``nneg[o]`` (the number of negative weights of output ``o``, a constant of the weights) adds the ones at
+the end. Per plane the true sum is ``a + 256 * carries`` with ``carries = C - nc`` (a carry happened iff the
+wrapped sum is below the addend; ``nc <= C <= 255`` fits its byte); the top plane's bytes are signed, stored
+``+ 128``, hence ``- 128 * C``. A chunk contributes its exact sum minus its negative count, so the running
+``acc`` stays within the accumulator bound plus ``K`` (checked). The inner loop per ``L`` terms is one code
+load, ``NPL`` table loads (16 bytes, broadcast) and ``1 + 6 * NPL`` vector uops: ``vpcmpgtb``, then per plane
+``vpshufb``, ``vpxor``, ``vpaddb``, ``vpminub``, ``vpcmpeqb``, ``vpsubb``. No multiply anywhere; the only
+multiply is the epilogue's float scale (``schedules.compute._epilogue``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import threading
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import tvm
+from tvm import tirx
+from tvm.script import tirx as T
+
+from .compute import DenseSpec, _epilogue, needs_exact_scale
+from .segments import LANE_BITS
+from .sum_then_shift import _check_bound, _drop_param, _x_absmax, vector_bits
+from .target import resolve_target
+
+__all__ = ["build", "applicable", "TableGemvKernel", "derive_inputs", "encode_codes", "table_numpy",
+           "MAX_CODE", "MAX_CHUNK", "PSHUFB"]
+
+#: largest ``|code|`` the 16-entry tables hold (entry 0 is the zero weight)
+MAX_CODE = 15
+#: inputs per chunk: the per-plane no-carry counters are bytes
+MAX_CHUNK = 255
+#: vector bits -> ``vpshufb`` intrinsic (in-lane 16-byte tables)
+PSHUFB = {256: "llvm.x86.avx2.pshuf.b", 512: "llvm.x86.avx512.pshuf.b.512"}
+#: byte of a negative weight's code
+NEG_FLAG = 0x40
+
+
+def _planes(max_code: int) -> int:
+    """Bytes per term ``x << s`` (``|x| <= 128``, ``s = max_code - 1``): 2 up to ``s = 7``, else 3."""
+    return 2 if max_code <= 8 else 3
+
+
+def _chunks(k: int) -> Tuple[int, int]:
+    """``(NCH, C)``: chunks of at most :data:`MAX_CHUNK` inputs, as even as possible (``KP = NCH * C``)."""
+    nch = max(1, -(-k // MAX_CHUNK))
+    return nch, -(-k // nch)
+
+
+def applicable(spec: DenseSpec, codes: np.ndarray, target: Any, act_bits: Optional[Tuple[int, int]]) -> str:
+    """Why the table kernel does not compute this layer (``""`` when it does)."""
+    tgt = resolve_target(target)
+    if act_bits is None:
+        return "float activations"
+    if tgt.kind.name != "llvm" or vector_bits(tgt) not in PSHUFB:
+        return f"needs an x86 target with AVX2 or AVX-512BW, got {tgt}"
+    if not isinstance(spec, DenseSpec) or int(spec.batch) != 1:
+        return "batch-1 dense only"
+    if _x_absmax(act_bits) > 128:
+        return f"activations Q{tuple(act_bits)} are wider than 8 bits"
+    c = np.asarray(codes)
+    if c.size and int(np.abs(c.astype(np.int32)).max()) > MAX_CODE:
+        return f"codes beyond +-{MAX_CODE} (more than 15 shift levels)"
+    if spec.acc_dtype not in ("int32", "int64"):
+        return f"accumulator {spec.acc_dtype}"
+    return ""
+
+
+def encode_codes(codes: np.ndarray, lanes: int, kp: int) -> np.ndarray:
+    """PyTorch-layout ``(N, K)`` codes -> the kernel's bytes ``(NBLK, KP, L)`` flattened: ``|c| | 0x40*(c<0)``
+    at ``[o // L, i, o % L]``, zero for padding outputs / inputs."""
+    c = np.asarray(codes).astype(np.int16)
+    n, k = c.shape
+    nblk = -(-n // lanes)
+    b = (np.abs(c) | np.where(c < 0, NEG_FLAG, 0)).astype(np.int8)
+    out = np.zeros((nblk * lanes, kp), np.int8)
+    out[:n, :k] = b
+    return np.ascontiguousarray(out.reshape(nblk, lanes, kp).transpose(0, 2, 1)).reshape(-1)
+
+
+def derive_inputs(spec: DenseSpec, codes: np.ndarray, lanes: int) -> List[np.ndarray]:
+    """``[codes bytes, nneg]`` of :func:`encode_codes` and the per-output negative-weight counts."""
+    _, c = _chunks(spec.in_features)
+    kp = _chunks(spec.in_features)[0] * c
+    nneg = (np.asarray(codes) < 0).sum(axis=1).astype(np.int32)
+    return [encode_codes(codes, lanes, kp), nneg]
+
+
+def table_numpy(x_q: np.ndarray, kp: int, npl: int) -> np.ndarray:
+    """NumPy twin of the ``table`` pre-kernel: uint8 ``(KP, NPL, 16)``."""
+    x = np.zeros(kp, np.int64)
+    x[:x_q.size] = np.asarray(x_q, np.int64).reshape(-1)
+    j = np.arange(16)
+    v = np.where(j > 0, x[:, None] << np.maximum(j - 1, 0), 0)           # (KP, 16)
+    t = np.stack([(v >> (8 * b)) & 255 for b in range(npl)], axis=1)
+    t[:, npl - 1] ^= 0x80
+    return t.astype(np.uint8)
+
+
+def _table_primfunc(k: int, kp: int, npl: int) -> tirx.PrimFunc:
+    @T.prim_func(private=True)
+    def table(X: T.Buffer((1, k), "int32"), tbl: T.Buffer((kp * npl * 16,), "uint8")):
+        T.func_attr({"tir.noalias": True})
+        for i in range(kp):
+            for b in T.unroll(npl):
+                for j in T.vectorized(16):
+                    tbl[(i * npl + b) * 16 + j] = T.Cast("uint8", T.bitwise_and(T.bitwise_xor(T.shift_right(
+                        T.shift_left(T.if_then_else(i < k and j > 0, X[0, T.min(i, k - 1)], 0), T.max(j - 1, 0)),
+                        8 * b), 128 if b == npl - 1 else 0), 255))
+    return table
+
+
+def _main_primfunc(spec: DenseSpec, kp: int, npl: int, lanes: int, C: int) -> tirx.PrimFunc:
+    N = spec.out_features
+    NBLK = -(-N // lanes)
+    NCH = kp // C
+    acc = spec.acc_dtype
+    has_bias = bool(spec.has_bias)
+    exact = needs_exact_scale(spec)
+    intrin = PSHUFB[lanes * 8]
+    L = lanes
+    u8 = f"uint8x{L}"
+    top_bias = 128 * C
+
+    def tab(tbl, base):
+        # the 16-byte table of one (input, plane), repeated in every 128-bit lane (vbroadcasti128)
+        t16 = tirx.BufferLoad(tbl, [tirx.Ramp(base, 1, 16)])
+        return tirx.Shuffle([t16] * (L // 16), list(range(L)))
+
+    def lookup(tbl, base, c):
+        return tirx.call_llvm_pure_intrin(u8, intrin, tab(tbl, base), c)
+
+    def term(tbl, base, c):
+        # byte b of x << s, complemented for a negative weight (c > 15: the 0x40 flag)
+        neg = tirx.reinterpret(u8, tirx.Select(c > tirx.Broadcast(tirx.const(15, "int8"), L),
+                                               tirx.Broadcast(tirx.const(-1, "int8"), L),
+                                               tirx.Broadcast(tirx.const(0, "int8"), L)))
+        return tirx.bitwise_xor(lookup(tbl, base, c), neg)
+
+    def no_carry(s, v):
+        # 1 where the wrapped byte sum s = old + v did not carry out (s >= v, unsigned)
+        return tirx.Select(tirx.min(s, v) == v, tirx.Broadcast(tirx.const(1, "uint8"), L),
+                           tirx.Broadcast(tirx.const(0, "uint8"), L))
+
+    def epi(a, b):
+        return _epilogue(a, b, spec, exact)
+
+    @T.prim_func(private=True)
+    def gemv(tbl: T.Buffer((kp * npl * 16,), "uint8"), codes: T.Buffer((NBLK * kp * L,), "int8"),
+             nneg: T.Buffer((N,), "int32"), bias: T.Buffer((N,), "float32"), out: T.Buffer((1, N), "float32")):
+        T.func_attr({"tir.noalias": True})
+        for blk in T.parallel(NBLK):
+            accv = T.alloc_buffer((L,), acc, scope="global")
+            a = T.alloc_buffer((npl * L,), "uint8", scope="global")
+            nc = T.alloc_buffer((npl * L,), "uint8", scope="global")
+            for q in T.vectorized(L):
+                accv[q] = T.Cast(acc, 0)
+            for ch in range(NCH):
+                for b in T.unroll(npl):
+                    for q in T.vectorized(L):
+                        a[b * L + q] = T.uint8(0)
+                        nc[b * L + q] = T.uint8(0)
+                for ii in range(C):
+                    for b in T.unroll(npl):
+                        v = T.meta_var(term(tbl, ((ch * C + ii) * npl + b) * 16,
+                                            codes[T.ramp((blk * kp + ch * C + ii) * L, 1, L)]))
+                        a[T.ramp(b * L, 1, L)] = a[T.ramp(b * L, 1, L)] + v
+                        nc[T.ramp(b * L, 1, L)] = nc[T.ramp(b * L, 1, L)] + no_carry(a[T.ramp(b * L, 1, L)], v)
+                for q in T.vectorized(L):
+                    accv[q] = accv[q] + _combine(a, nc, q, L, npl, C, top_bias, acc)
+            for q in range(L):
+                if blk * L + q < N:
+                    out[0, blk * L + q] = epi(accv[q] + T.Cast(acc, nneg[blk * L + q]),
+                                              bias[blk * L + q] if has_bias else None)
+
+    if not has_bias:
+        gemv = _drop_param(gemv, "bias")
+    return gemv
+
+
+def _combine(a, nc, q, L, npl, C, top_bias, acc):
+    """One chunk's exact sum (minus its negative count) of lane ``q`` from the plane bytes and counters."""
+    total = None
+    for b in range(npl):
+        s = tirx.Cast(acc, a[b * L + q]) + tirx.shift_left(tirx.const(C, acc) - tirx.Cast(acc, nc[b * L + q]),
+                                                            tirx.const(8, acc))
+        if b == npl - 1:
+            s = s - tirx.const(top_bias, acc)
+        if b:
+            s = tirx.shift_left(s, tirx.const(8 * b, acc))
+        total = s if total is None else total + s
+    return total
+
+
+# ----------------------------------------------------------------------------------------------- entry
+@dataclasses.dataclass(frozen=True, eq=False)
+class TableGemvKernel:
+    """A built table GEMV kernel.
+
+    Attributes:
+        spec: the ``DenseSpec`` (batch 1).
+        table: pre-kernel PrimFunc ``(X_q int32 (1, K), tables uint8 (table_shape,))``.
+        main: kernel PrimFunc ``(tables, codes int8, nneg int32, [bias f32 (N,)], out f32 (1, N))``.
+        weight_inputs: ``derive(codes)``: the code bytes and the negative counts.
+        derive: ``codes -> weight_inputs`` (a ``functools.partial`` of :func:`derive_inputs`).
+        table_shape, lanes, planes, chunk: the geometry it was generated with.
+    """
+
+    spec: DenseSpec
+    table: tirx.PrimFunc
+    main: tirx.PrimFunc
+    weight_inputs: Tuple[np.ndarray, ...]
+    derive: Callable[[np.ndarray], List[np.ndarray]]
+    table_shape: Tuple[int, ...]
+    lanes: int
+    planes: int
+    chunk: int
+    target: tvm.target.Target
+
+    def compile(self) -> "CompiledTableGemv":
+        """Build both PrimFuncs for :attr:`target` (cached in process by spec and geometry)."""
+        key = (self.spec, self.lanes, self.planes, self.chunk, str(self.target))
+        with _COMPILED_LOCK:
+            hit = _COMPILED.get(key)
+        if hit is None:
+            hit = CompiledTableGemv(self)
+            with _COMPILED_LOCK:
+                _COMPILED[key] = hit
+        return hit
+
+    def __call__(self, x_q: np.ndarray, bias: Optional[np.ndarray] = None) -> np.ndarray:
+        """Run table + kernel on this CPU: ``x_q`` (1, K) -> float32 (1, N)."""
+        return self.compile()(x_q, self.weight_inputs, bias)
+
+
+class CompiledTableGemv:
+    """Both PrimFuncs built into one module (functions ``table`` and ``main``)."""
+
+    def __init__(self, k: TableGemvKernel) -> None:
+        mod = tvm.IRModule({"table": k.table.with_attr("global_symbol", "table"),
+                            "main": k.main.with_attr("global_symbol", "main")})
+        self.module = tvm.tirx.build(mod, target=k.target)
+        self.table_shape, self.out_shape = k.table_shape, k.spec.out_shape
+        self.has_bias = bool(k.spec.has_bias)
+
+    def __call__(self, x_q: np.ndarray, weight_inputs: Sequence[np.ndarray],
+                 bias: Optional[np.ndarray] = None) -> np.ndarray:
+        """Build the tables from ``x_q`` and run the kernel with ``weight_inputs``; returns the float32 output."""
+        if self.has_bias and bias is None:
+            raise ValueError("the kernel was built with a bias; pass one")
+        x_t = tvm.runtime.tensor(np.ascontiguousarray(np.asarray(x_q).astype(np.int32)))
+        tbl = tvm.runtime.tensor(np.zeros(self.table_shape, np.uint8))
+        out = tvm.runtime.tensor(np.zeros(self.out_shape, np.float32))
+        self.module["table"](x_t, tbl)
+        args = [tbl] + [tvm.runtime.tensor(np.ascontiguousarray(w)) for w in weight_inputs]
+        if self.has_bias:
+            args.append(tvm.runtime.tensor(np.ascontiguousarray(np.asarray(bias, np.float32))))
+        self.module["main"](*args, out)
+        return out.numpy()
+
+
+_COMPILED: dict = {}
+_COMPILED_LOCK = threading.Lock()
+
+
+def build(spec: DenseSpec, codes: np.ndarray, target: Union[str, dict, tvm.target.Target],
+          act_bits: Tuple[int, int]) -> TableGemvKernel:
+    """Build the table GEMV kernel of one batch-1 dense layer (see the module doc).
+
+    Args:
+        spec: ``DenseSpec`` with ``batch == 1``; ``spec.acc_dtype`` the accumulator the accumulator pass proved.
+        codes: int8 codes ``sign * (shift - s0 + 1)``, PyTorch layout ``(N, K)``.
+        target: an x86 LLVM target with AVX2 or AVX-512BW.
+        act_bits: the activation format ``(I, F)``; at most 8 bits, ``F == spec.frac_bits``.
+
+    Raises:
+        ValueError: when :func:`applicable` says why not, or the accumulator cannot hold the bound plus ``K``.
+    """
+    tgt = resolve_target(target)
+    codes = np.asarray(codes)
+    why = applicable(spec, codes, tgt, act_bits)
+    if why:
+        raise ValueError(f"table GEMV kernel: {why}")
+    if int(act_bits[1]) != int(spec.frac_bits):
+        raise ValueError(f"act_bits F={act_bits[1]} differs from spec.frac_bits={spec.frac_bits}")
+    if tuple(codes.shape) != (spec.out_features, spec.in_features):
+        raise ValueError(f"codes have shape {tuple(codes.shape)}, the spec needs {(spec.out_features, spec.in_features)}")
+    x_absmax = _x_absmax(act_bits)
+    _check_bound(spec, codes, x_absmax)
+    # the running sum lags the true partial sum by at most K (the negative counts are added at the end)
+    rows = np.abs(codes.astype(np.int64))
+    bound = max((sum(1 << (int(v) - 1) for v in r if v) for r in rows.tolist()), default=0) * x_absmax
+    if bound + spec.in_features >= 2 ** (LANE_BITS[spec.acc_dtype] - 1):
+        raise ValueError(f"table GEMV kernel: bound {bound} + K does not fit {spec.acc_dtype}")
+    lanes = vector_bits(tgt) // 8
+    max_code = int(rows.max()) if rows.size else 0
+    npl = _planes(max_code)
+    nch, c = _chunks(spec.in_features)
+    kp = nch * c
+    table, main = _primfuncs(spec, kp, npl, lanes, c)
+    derive = functools.partial(derive_inputs, spec, lanes=lanes)
+    return TableGemvKernel(spec=spec, table=table, main=main, weight_inputs=tuple(derive(codes)), derive=derive,
+                           table_shape=(kp * npl * 16,), lanes=lanes, planes=npl, chunk=c, target=tgt)
+
+
+@functools.lru_cache(maxsize=64)
+def _primfuncs(spec: DenseSpec, kp: int, npl: int, lanes: int, c: int) -> Tuple[tirx.PrimFunc, tirx.PrimFunc]:
+    return _table_primfunc(spec.in_features, kp, npl), _main_primfunc(spec, kp, npl, lanes, c)
