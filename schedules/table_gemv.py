@@ -1,4 +1,4 @@
-"""Batch-1 dense (GEMV) shift kernel: per-input byte tables read by ``vpshufb``, byte accumulators.
+"""Batch-1 dense (GEMV) shift kernel: per-input byte tables read by ``vpshufb``, 16-bit byte-sum accumulators.
 
 Entry point::
 
@@ -16,26 +16,26 @@ weight: ``|code| | 0x40 * (code < 0)`` (``vpshufb`` reads bits 0-3 only and bit 
 
     for each output block of L (parallel):
         for each chunk of C <= 255 inputs:
-            a[b], nc[b] = 0 (L bytes each)
+            w[b], h[b] = 0 (L/2 uint16 words each; word j = outputs 2j (low byte), 2j+1 (high byte))
             for i in chunk:
                 c = codes[blk, i]                # L bytes
                 m = (c > 15) ? 0xff : 0          # vpcmpgtb: negative weight
                 for b < NPL:
                     v = pshufb(T[i, b], c) ^ m   # byte b of ~(x << s) for negative weights
-                    a[b] += v                    # wraps mod 256
-                    nc[b] += (minu(a[b], v) == v)   # no carry out of this add
-            acc += sum_b ((a[b] + ((C - nc[b]) << 8)) - [top] 128 * C) << 8b
+                    w[b] += v                    # as words, wrapping: sum(lo) + 256 * sum(hi) mod 2**16
+                    h[b] += v >> 8               # as words: sum(hi), exact
+            even / odd outputs += sum_b (S[b] - [top] 128 * C) << 8b,  S = w - (h << 8)  /  h
         out = float32(acc + nneg) * 2**(s0 - F) [+ bias]
 
 Exact: ``-v == ~v + 1``, and ``~`` acts byte-wise, so a negative term is ``~v`` summed plane by plane plus
 one; ``nneg[o]`` (the number of negative weights of output ``o``, a constant of the weights) adds the ones at
-the end. Per plane the true sum is ``a + 256 * carries`` with ``carries = C - nc`` (a carry happened iff the
-wrapped sum is below the addend; ``nc <= C <= 255`` fits its byte); the top plane's bytes are signed, stored
-``+ 128``, hence ``- 128 * C``. A chunk contributes its exact sum minus its negative count, so the running
-``acc`` stays within the accumulator bound plus ``K`` (checked). The inner loop per ``L`` terms is one code
-load, ``NPL`` table loads (16 bytes, broadcast) and ``1 + 6 * NPL`` vector uops: ``vpcmpgtb``, then per plane
-``vpshufb``, ``vpxor``, ``vpaddb``, ``vpminub``, ``vpcmpeqb``, ``vpsubb``. No multiply anywhere; the only
-multiply is the epilogue's float scale (``schedules.compute._epilogue``).
+the end. Every byte sum of a chunk is ``<= 255 * C < 2**16``, so ``h`` is exact and the low bytes' sum is
+``w - (h << 8)`` mod ``2**16``; the top plane's bytes are signed, stored ``+ 128``, hence ``- 128 * C``. A chunk
+contributes its exact sum minus its negative count, so the running sum stays within the accumulator bound
+plus ``K`` (checked). The inner loop per ``L`` terms is one code load, ``NPL`` table loads (16 bytes,
+broadcast) and ``1 + 5 * NPL`` vector uops: ``vpcmpgtb``, then per plane ``vpshufb``, ``vpxor``, ``vpaddw``,
+``vpsrlw``, ``vpaddw``. No multiply anywhere; the only multiply is the epilogue's float scale
+(``schedules.compute._epilogue``).
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ __all__ = ["build", "applicable", "TableGemvKernel", "derive_inputs", "encode_co
 
 #: largest ``|code|`` the 16-entry tables hold (entry 0 is the zero weight)
 MAX_CODE = 15
-#: inputs per chunk: the per-plane no-carry counters are bytes
+#: inputs per chunk: every per-plane byte sum (<= 255 per input) must fit uint16
 MAX_CHUNK = 255
 #: vector bits -> ``vpshufb`` intrinsic (in-lane 16-byte tables)
 PSHUFB = {256: "llvm.x86.avx2.pshuf.b", 512: "llvm.x86.avx512.pshuf.b.512"}
@@ -150,28 +150,22 @@ def _main_primfunc(spec: DenseSpec, kp: int, npl: int, lanes: int, C: int) -> ti
     exact = needs_exact_scale(spec)
     intrin = PSHUFB[lanes * 8]
     L = lanes
+    H = L // 2
     u8 = f"uint8x{L}"
-    top_bias = 128 * C
 
     def tab(tbl, base):
         # the 16-byte table of one (input, plane), repeated in every 128-bit lane (vbroadcasti128)
         t16 = tirx.BufferLoad(tbl, [tirx.Ramp(base, 1, 16)])
         return tirx.Shuffle([t16] * (L // 16), list(range(L)))
 
-    def lookup(tbl, base, c):
-        return tirx.call_llvm_pure_intrin(u8, intrin, tab(tbl, base), c)
-
     def term(tbl, base, c):
-        # byte b of x << s, complemented for a negative weight (c > 15: the 0x40 flag)
+        # byte b of x << s, complemented for a negative weight (c > 15: the 0x40 flag), as H uint16 words:
+        # low byte = even output, high byte = odd output
         neg = tirx.reinterpret(u8, tirx.Select(c > tirx.Broadcast(tirx.const(15, "int8"), L),
                                                tirx.Broadcast(tirx.const(-1, "int8"), L),
                                                tirx.Broadcast(tirx.const(0, "int8"), L)))
-        return tirx.bitwise_xor(lookup(tbl, base, c), neg)
-
-    def no_carry(s, v):
-        # 1 where the wrapped byte sum s = old + v did not carry out (s >= v, unsigned)
-        return tirx.Select(tirx.min(s, v) == v, tirx.Broadcast(tirx.const(1, "uint8"), L),
-                           tirx.Broadcast(tirx.const(0, "uint8"), L))
+        return tirx.reinterpret(f"uint16x{H}",
+                                tirx.bitwise_xor(tirx.call_llvm_pure_intrin(u8, intrin, tab(tbl, base), c), neg))
 
     def epi(a, b):
         return _epilogue(a, b, spec, exact)
@@ -181,42 +175,52 @@ def _main_primfunc(spec: DenseSpec, kp: int, npl: int, lanes: int, C: int) -> ti
              nneg: T.Buffer((N,), "int32"), bias: T.Buffer((N,), "float32"), out: T.Buffer((1, N), "float32")):
         T.func_attr({"tir.noalias": True})
         for blk in T.parallel(NBLK):
-            accv = T.alloc_buffer((L,), acc, scope="global")
-            a = T.alloc_buffer((npl * L,), "uint8", scope="global")
-            nc = T.alloc_buffer((npl * L,), "uint8", scope="global")
-            for q in T.vectorized(L):
-                accv[q] = T.Cast(acc, 0)
+            acc_e = T.alloc_buffer((H,), acc, scope="global")     # outputs blk*L + 2j
+            acc_o = T.alloc_buffer((H,), acc, scope="global")     # outputs blk*L + 2j + 1
+            w = T.alloc_buffer((npl * H,), "uint16", scope="global")
+            h = T.alloc_buffer((npl * H,), "uint16", scope="global")
+            for j in T.vectorized(H):
+                acc_e[j] = T.Cast(acc, 0)
+                acc_o[j] = T.Cast(acc, 0)
             for ch in range(NCH):
                 for b in T.unroll(npl):
-                    for q in T.vectorized(L):
-                        a[b * L + q] = T.uint8(0)
-                        nc[b * L + q] = T.uint8(0)
+                    for j in T.vectorized(H):
+                        w[b * H + j] = T.uint16(0)
+                        h[b * H + j] = T.uint16(0)
                 for ii in range(C):
                     for b in T.unroll(npl):
                         v = T.meta_var(term(tbl, ((ch * C + ii) * npl + b) * 16,
                                             codes[T.ramp((blk * kp + ch * C + ii) * L, 1, L)]))
-                        a[T.ramp(b * L, 1, L)] = a[T.ramp(b * L, 1, L)] + v
-                        nc[T.ramp(b * L, 1, L)] = nc[T.ramp(b * L, 1, L)] + no_carry(a[T.ramp(b * L, 1, L)], v)
-                for q in T.vectorized(L):
-                    accv[q] = accv[q] + _combine(a, nc, q, L, npl, C, top_bias, acc)
-            for q in range(L):
-                if blk * L + q < N:
-                    out[0, blk * L + q] = epi(accv[q] + T.Cast(acc, nneg[blk * L + q]),
-                                              bias[blk * L + q] if has_bias else None)
+                        w[T.ramp(b * H, 1, H)] = w[T.ramp(b * H, 1, H)] + v
+                        h[T.ramp(b * H, 1, H)] = h[T.ramp(b * H, 1, H)] + T.shift_right(
+                            v, T.Broadcast(T.uint16(8), H))
+                for j in T.vectorized(H):
+                    acc_e[j] = acc_e[j] + _combine(w, h, j, H, npl, C, acc, odd=False)
+                    acc_o[j] = acc_o[j] + _combine(w, h, j, H, npl, C, acc, odd=True)
+            for j in range(H):
+                if blk * L + 2 * j < N:
+                    out[0, blk * L + 2 * j] = epi(acc_e[j] + T.Cast(acc, nneg[blk * L + 2 * j]),
+                                                  bias[blk * L + 2 * j] if has_bias else None)
+                if blk * L + 2 * j + 1 < N:
+                    out[0, blk * L + 2 * j + 1] = epi(acc_o[j] + T.Cast(acc, nneg[blk * L + 2 * j + 1]),
+                                                      bias[blk * L + 2 * j + 1] if has_bias else None)
 
     if not has_bias:
         gemv = _drop_param(gemv, "bias")
     return gemv
 
 
-def _combine(a, nc, q, L, npl, C, top_bias, acc):
-    """One chunk's exact sum (minus its negative count) of lane ``q`` from the plane bytes and counters."""
+def _combine(w, h, j, H, npl, C, acc, odd):
+    """One chunk's exact sum (minus its negative count) of the even / odd output of word ``j``.
+
+    Per plane ``b``: ``h`` holds the sum of the high (odd) bytes, ``w`` the wrapped sum of whole words, so the
+    sum of the low (even) bytes is ``w - (h << 8)`` (mod 2**16; every byte sum is ``<= 255 * C < 2**16``)."""
     total = None
     for b in range(npl):
-        s = tirx.Cast(acc, a[b * L + q]) + tirx.shift_left(tirx.const(C, acc) - tirx.Cast(acc, nc[b * L + q]),
-                                                            tirx.const(8, acc))
+        hb = h[b * H + j]
+        s = tirx.Cast(acc, hb if odd else w[b * H + j] - tirx.shift_left(hb, tirx.const(8, "uint16")))
         if b == npl - 1:
-            s = s - tirx.const(top_bias, acc)
+            s = s - tirx.const(128 * C, acc)      # the top plane's bytes are signed, stored + 128
         if b:
             s = tirx.shift_left(s, tirx.const(8 * b, acc))
         total = s if total is None else total + s
