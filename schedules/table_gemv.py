@@ -63,6 +63,9 @@ MAX_CODE = 15
 MAX_CHUNK = 255
 #: vector bits -> ``vpshufb`` intrinsic (in-lane 16-byte tables)
 PSHUFB = {256: "llvm.x86.avx2.pshuf.b", 512: "llvm.x86.avx512.pshuf.b.512"}
+#: software prefetch distance in the code stream (the hardware prefetcher alone left the loop waiting on
+#: DRAM; a prefetch past the end of the buffer is harmless)
+PREFETCH_BYTES = 512
 #: byte of a negative weight's code
 NEG_FLAG = 0x40
 
@@ -129,15 +132,23 @@ def table_numpy(x_q: np.ndarray, kp: int, npl: int) -> np.ndarray:
 
 
 def _table_primfunc(k: int, kp: int, npl: int) -> tirx.PrimFunc:
+    j = tirx.Ramp(0, 1, 16)                       # table entry j: the term x << (j - 1), entry 0 the zero weight
+
+    def entries(xv):
+        return tirx.shift_left(tirx.Select(j > tirx.Broadcast(0, 16), tirx.Broadcast(xv, 16), tirx.Broadcast(0, 16)),
+                               tirx.max(j - tirx.Broadcast(1, 16), tirx.Broadcast(0, 16)))
+
+    def plane(v, b):                              # b: the unrolled loop variable; the top plane gets ^ 0x80
+        byte = tirx.bitwise_xor(tirx.shift_right(v, tirx.Broadcast(8 * b, 16)),
+                                tirx.Broadcast(tirx.Select(b == npl - 1, 128, 0), 16))
+        return tirx.Cast("uint8x16", tirx.bitwise_and(byte, tirx.Broadcast(255, 16)))
+
     @T.prim_func(private=True)
     def table(X: T.Buffer((1, k), "int32"), tbl: T.Buffer((kp * npl * 16,), "uint8")):
         T.func_attr({"tir.noalias": True})
         for i in range(kp):
             for b in T.unroll(npl):
-                for j in T.vectorized(16):
-                    tbl[(i * npl + b) * 16 + j] = T.Cast("uint8", T.bitwise_and(T.bitwise_xor(T.shift_right(
-                        T.shift_left(T.if_then_else(i < k and j > 0, X[0, T.min(i, k - 1)], 0), T.max(j - 1, 0)),
-                        8 * b), 128 if b == npl - 1 else 0), 255))
+                tbl[T.ramp((i * npl + b) * 16, 1, 16)] = plane(entries(T.if_then_else(i < k, X[0, T.min(i, k - 1)], 0)), b)
     return table
 
 
@@ -188,6 +199,8 @@ def _main_primfunc(spec: DenseSpec, kp: int, npl: int, lanes: int, C: int) -> ti
                         w[b * H + j] = T.uint16(0)
                         h[b * H + j] = T.uint16(0)
                 for ii in range(C):
+                    T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(
+                        codes[(blk * kp + ch * C + ii) * L + PREFETCH_BYTES]), T.int32(0), T.int32(3), T.int32(1)))
                     for b in T.unroll(npl):
                         v = T.meta_var(term(tbl, ((ch * C + ii) * npl + b) * 16,
                                             codes[T.ramp((blk * kp + ch * C + ii) * L, 1, L)]))
