@@ -6,7 +6,7 @@ get ``table_gemv`` (per-input byte tables read by ``vpshufb``):
 * ``prologue`` = the kernel's ``table`` pre-kernel (int32 ``x_q`` -> per-input byte tables), run after the
   ``shiftcomp_quantize`` prologue;
 * ``main`` = the table kernel, reading the tables, the code bytes and the per-output negative counts;
-* ``weights`` = the code bytes and the counts, each with a :class:`~passes.derived_inputs.Derivation` so that
+* ``weights`` = the codes (bytes, or nibbles with the scalar tail) and their constants, each with a :class:`~passes.derived_inputs.Derivation` so that
   ``shiftcomp.load`` rebuilds them from the bit-packed codes.
 
 Every other layer (batch > 1, float activations, 16-bit activations, more shift levels, other targets) gets
@@ -34,8 +34,8 @@ log = logging.getLogger("shiftcomp.kernels")
 
 #: registered name of the derivation that rebuilds one kernel input from the codes
 TABLE_INPUT = "table_gemv.input"
-#: the kernel inputs of ``schedules.table_gemv.derive_inputs``, in order
-TABLE_INPUT_NAMES = ("code_bytes", "nneg")
+#: the kernel inputs per variant (``schedules.table_gemv.derive_inputs`` / ``derive_nibble_inputs``), in order
+TABLE_INPUT_NAMES = {"byte": ("code_bytes", "nneg"), "nibble": ("code_nibbles", "tail_ptr", "tail_term", "base")}
 
 
 def applies(req: KernelRequest) -> bool:
@@ -48,13 +48,14 @@ def applies(req: KernelRequest) -> bool:
 def _inputs(codes_bytes: bytes, shape: tuple[int, ...], key: str) -> tuple[np.ndarray, ...]:
     p = json.loads(key)
     codes = np.frombuffer(codes_bytes, np.int8).reshape(shape)
-    return tuple(tg.derive_inputs(_spec_from_json(p["spec"]), codes, lanes=int(p["lanes"])))
+    fn = {"byte": tg.derive_inputs, "nibble": tg.derive_nibble_inputs}[p["variant"]]
+    return tuple(fn(_spec_from_json(p["spec"]), codes, lanes=int(p["lanes"])))
 
 
 @register_derivation(TABLE_INPUT)
-def table_input(codes: np.ndarray, *, spec: dict, lanes: int, index: int) -> np.ndarray:
-    """Input ``index`` of ``schedules.table_gemv.derive_inputs(spec, codes, lanes)``."""
-    key = json.dumps({"spec": spec, "lanes": int(lanes)}, sort_keys=True)
+def table_input(codes: np.ndarray, *, spec: dict, lanes: int, variant: str, index: int) -> np.ndarray:
+    """Input ``index`` of the variant's ``schedules.table_gemv.derive_*inputs(spec, codes, lanes)``."""
+    key = json.dumps({"spec": spec, "lanes": int(lanes), "variant": variant}, sort_keys=True)
     c = np.ascontiguousarray(codes, np.int8)
     return _inputs(c.tobytes(), tuple(c.shape), key)[index]
 
@@ -73,9 +74,9 @@ def table_gemv_kernel(req: KernelRequest,
     except ValueError as e:   # a bound only a wider accumulator meets
         log.info("layer %s: no table GEMV kernel (%s)", req.info.layer, e)
         return fallback(req)
-    params = {"spec": _spec_json(req.spec), "lanes": int(k.lanes)}
+    params = {"spec": _spec_json(req.spec), "lanes": int(k.lanes), "variant": k.variant}
     weights = tuple(WeightInput(name, arr, Derivation(TABLE_INPUT, {**params, "index": i}))
-                    for i, (name, arr) in enumerate(zip(TABLE_INPUT_NAMES, k.weight_inputs)))
+                    for i, (name, arr) in enumerate(zip(TABLE_INPUT_NAMES[k.variant], k.weight_inputs)))
     return KernelBuild(main=_with_root_block(k.main), weights=weights, prologue=_with_root_block(k.table),
-                       prologue_out=(tuple(k.table_shape), "uint8"),
-                       task_name=f"table_gemv_dense_{_shape_name(req.spec)}_p{k.planes}")
+                       prologue_out=(tuple(k.table_shape), k.table_dtype),
+                       task_name=f"table_gemv_dense_{_shape_name(req.spec)}_{k.variant}_p{k.planes}")

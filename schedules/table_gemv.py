@@ -57,6 +57,8 @@ from .target import resolve_target
 __all__ = ["build", "applicable", "TableGemvKernel", "derive_inputs", "encode_codes", "table_numpy",
            "MAX_CODE", "MAX_CHUNK", "PSHUFB"]
 
+#: kernel variants (see :func:`build`)
+VARIANTS = ("byte", "nibble")
 #: largest ``|code|`` the 16-entry tables hold (entry 0 is the zero weight)
 MAX_CODE = 15
 #: inputs per chunk: every per-plane byte sum (<= 255 per input) must fit uint16
@@ -240,6 +242,183 @@ def _combine(w, h, j, H, npl, C, acc, odd):
     return total
 
 
+# ------------------------------------------------------------------------------- nibble variant (7 levels)
+#: levels in the nibble variant's window (16 entries: zero, 7 levels, their negatives, one unused)
+NIBBLE_LEVELS = 7
+#: the nibble variant is chosen while at most this fraction of the nonzero weights falls outside its window
+NIBBLE_MAX_TAIL = 0.05
+
+
+def nibble_window(codes: np.ndarray) -> Tuple[int, int]:
+    """``(w0, tail)``: the window ``|code| in [w0, w0 + 6]`` holding the most weights, and how many nonzero
+    weights lie outside it."""
+    a = np.abs(np.asarray(codes).astype(np.int64)).reshape(-1)
+    hist = np.bincount(a, minlength=MAX_CODE + 1)[1:MAX_CODE + 1]
+    inside = [int(hist[w0 - 1:w0 - 1 + NIBBLE_LEVELS].sum()) for w0 in range(1, MAX_CODE - NIBBLE_LEVELS + 2)]
+    best = int(np.argmax(inside))
+    return best + 1, int(hist.sum()) - inside[best]
+
+
+def _nibble_chunks(k: int) -> Tuple[int, int]:
+    """``(NCH, C)`` with ``C`` even (inputs go in pairs, one byte per pair)."""
+    nch = max(1, -(-k // (MAX_CHUNK - 1)))
+    return nch, 2 * -(-k // (2 * nch))
+
+
+def derive_nibble_inputs(spec: DenseSpec, codes: np.ndarray, lanes: int) -> List[np.ndarray]:
+    """``[code nibbles, tail_ptr, tail_term, base]`` of the nibble variant.
+
+    Nibbles ``(NBLK, KP/2, L)`` flattened: byte ``[o // L, p, o % L]`` = nibble of input ``2p`` | nibble of
+    ``2p + 1`` << 4; nibble ``j = |c| - w0 + 1`` (1..7) for a positive weight in the window, ``16 - j`` for a
+    negative one, 0 otherwise. Weights outside the window are the tail, per output ``o`` the terms
+    ``tail_term[tail_ptr[o]:tail_ptr[o+1]]`` = ``(2 i + (c < 0)) | (|c| - 1) << 24`` (the index of ``+-x_i`` in the
+pre-kernel's output). ``base = [w0 - 1]``."""
+    c = np.asarray(codes).astype(np.int64)
+    n, k = c.shape
+    nch, cc = _nibble_chunks(k)
+    kp = nch * cc
+    nblk = -(-n // lanes)
+    w0, _ = nibble_window(c)
+    a = np.abs(c)
+    inwin = (a >= w0) & (a < w0 + NIBBLE_LEVELS)
+    j = np.where(inwin, a - w0 + 1, 0)
+    nib = np.zeros((nblk * lanes, kp), np.int64)
+    nib[:n, :k] = np.where(c < 0, (16 - j) & 15, j)
+    packed = (nib[:, 0::2] | (nib[:, 1::2] << 4)).astype(np.uint8)
+    packed = np.ascontiguousarray(packed.reshape(nblk, lanes, kp // 2).transpose(0, 2, 1)).reshape(-1)
+    tail = (a > 0) & ~inwin
+    rows, cols = np.nonzero(tail)
+    ptr = np.zeros(n + 1, np.int32)
+    np.cumsum(np.bincount(rows, minlength=n), out=ptr[1:])
+    term = ((2 * cols + (c[rows, cols] < 0)) | ((a[rows, cols] - 1) << 24)).astype(np.int32)
+    if term.size == 0:
+        term = np.zeros(1, np.int32)          # a non-empty buffer; tail_ptr says there are no terms
+    return [packed.view(np.int8), ptr, term, np.array([w0 - 1], np.int32)]
+
+
+def signed_table_numpy(x_q: np.ndarray, kp: int) -> np.ndarray:
+    """NumPy twin of the nibble variant's pre-kernel, int16 ``(KP * 16 + 2 * KP,)``: the tables, as bytes
+    ``(KP, 2, 16)`` -- entry ``j`` = ``x << (j-1)`` (``j`` 1..7), ``-(x << (15-j))`` (``j`` 9..15), 0 (``j`` 0, 8);
+    plane 0 the low bytes, plane 1 the high bytes ``^ 0x80`` -- then ``x_i, -x_i`` per input (the tail's)."""
+    x = np.zeros(kp, np.int64)
+    x[:x_q.size] = np.asarray(x_q, np.int64).reshape(-1)
+    j = np.arange(16)
+    lvl = np.where(j < 8, j, 16 - j)
+    mag = x[:, None] << np.maximum(lvl - 1, 0)
+    v = np.where((j == 0) | (j == 8), 0, np.where(j < 8, mag, -mag))
+    t = np.stack([v & 255, ((v >> 8) & 255) ^ 0x80], axis=1).astype(np.uint8)
+    return np.concatenate([t.reshape(-1).view(np.int16), np.stack([x, -x], axis=1).reshape(-1).astype(np.int16)])
+
+
+def _signed_table_primfunc(k: int, kp: int) -> tirx.PrimFunc:
+    j = tirx.Ramp(0, 1, 16)
+    b16 = lambda v: tirx.Broadcast(v, 16)  # noqa: E731
+
+    def entries(xv):
+        lvl = tirx.Select(j < b16(8), j, b16(16) - j)
+        mag = tirx.shift_left(b16(xv), tirx.max(lvl - b16(1), b16(0)))
+        val = tirx.Select(j < b16(8), mag, b16(0) - mag)
+        return tirx.Select(tirx.Or(j == b16(0), j == b16(8)), b16(0), val)
+
+    def plane(v, b):                              # b: the unrolled loop variable; the high byte gets ^ 0x80
+        byte = tirx.bitwise_xor(tirx.shift_right(v, b16(8 * b)), b16(tirx.Select(b == 1, 128, 0)))
+        return tirx.Cast("uint8x16", tirx.bitwise_and(byte, b16(255)))
+
+    @T.prim_func(private=True)
+    def table(X: T.Buffer((1, k), "int32"), tbl: T.Buffer((kp * 18,), "int16")):
+        T.func_attr({"tir.noalias": True})
+        for i in range(kp):
+            for b in T.unroll(2):
+                tbl[T.ramp((i * 2 + b) * 8, 1, 8)] = T.reinterpret("int16x8", plane(
+                    entries(T.if_then_else(i < k, X[0, T.min(i, k - 1)], 0)), b))
+            for sgn in T.unroll(2):
+                tbl[kp * 16 + 2 * i + sgn] = T.Cast("int16", T.if_then_else(
+                    i < k, T.if_then_else(sgn == 0, X[0, T.min(i, k - 1)], 0 - X[0, T.min(i, k - 1)]), 0))
+    return table
+
+
+def _nibble_main_primfunc(spec: DenseSpec, kp: int, lanes: int, C: int) -> tirx.PrimFunc:
+    N = spec.out_features
+    NBLK = -(-N // lanes)
+    NCH = kp // C
+    acc = spec.acc_dtype
+    has_bias = bool(spec.has_bias)
+    exact = needs_exact_scale(spec)
+    intrin = PSHUFB[lanes * 8]
+    L = lanes
+    H = L // 2
+    KH = kp // 2
+    u8 = f"uint8x{L}"
+    n_tail = tirx.Var("n_tail", "int32")
+
+    def tab(tbl, base):
+        t16 = tirx.reinterpret("uint8x16", tirx.BufferLoad(tbl, [tirx.Ramp(base // 2, 1, 8)]))
+        return tirx.Shuffle([t16] * (L // 16), list(range(L)))
+
+    def nibbles(c, hi):
+        # the low / high nibbles of L code bytes (vpsrlw on words, then vpand: bits crossing bytes are masked)
+        # hi: the unrolled loop variable (0 / 1), constant after unrolling
+        cu = tirx.reinterpret(u8, tirx.shift_right(tirx.reinterpret(f"uint16x{H}", c),
+                                                   tirx.Broadcast(tirx.Cast("uint16", hi * 4), H)))
+        return tirx.bitwise_and(cu, tirx.Broadcast(tirx.const(15, "uint8"), L))
+
+    def term(tbl, base, c, hi):
+        return tirx.reinterpret(f"uint16x{H}", tirx.call_llvm_pure_intrin(u8, intrin, tab(tbl, base), nibbles(c, hi)))
+
+    def tail_term(tbl, e):
+        # +-x_i << s for the packed tail term e = (2 i + neg) | s << 24 (+-x_i follow the tables)
+        return tirx.shift_left(
+            tirx.Cast(acc, tbl[kp * 16 + tirx.bitwise_and(e, tirx.const(0xFFFFFF, "int32"))]),
+            tirx.Cast(acc, tirx.shift_right(e, tirx.const(24, "int32"))))
+
+    def epi(a, b):
+        return _epilogue(a, b, spec, exact)
+
+    @T.prim_func(private=True)
+    def gemv(tbl: T.Buffer((kp * 18,), "int16"), codes: T.Buffer((NBLK * KH * L,), "int8"),
+             tail_ptr: T.Buffer((N + 1,), "int32"), tail: T.Buffer((n_tail,), "int32"),
+             base: T.Buffer((1,), "int32"), bias: T.Buffer((N,), "float32"), out: T.Buffer((1, N), "float32")):
+        T.func_attr({"tir.noalias": True})
+        for blk in T.parallel(NBLK):
+            acc_e = T.alloc_buffer((H,), acc, scope="global")     # outputs blk*L + 2j
+            acc_o = T.alloc_buffer((H,), acc, scope="global")     # outputs blk*L + 2j + 1
+            w = T.alloc_buffer((2 * H,), "uint16", scope="global")
+            h = T.alloc_buffer((2 * H,), "uint16", scope="global")
+            t = T.alloc_buffer((1,), acc, scope="global")
+            for j in T.vectorized(H):
+                acc_e[j] = T.Cast(acc, 0)
+                acc_o[j] = T.Cast(acc, 0)
+            for ch in range(NCH):
+                for b in T.unroll(2):
+                    for j in T.vectorized(H):
+                        w[b * H + j] = T.uint16(0)
+                        h[b * H + j] = T.uint16(0)
+                for pp in range(C // 2):
+                    T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(
+                        codes[(blk * KH + ch * (C // 2) + pp) * L + PREFETCH_BYTES]), T.int32(0), T.int32(3), T.int32(1)))
+                    for hi in T.unroll(2):
+                        for b in T.unroll(2):
+                            v = T.meta_var(term(tbl, ((ch * C + 2 * pp + hi) * 2 + b) * 16,
+                                                codes[T.ramp((blk * KH + ch * (C // 2) + pp) * L, 1, L)], hi))
+                            w[T.ramp(b * H, 1, H)] = w[T.ramp(b * H, 1, H)] + v
+                            h[T.ramp(b * H, 1, H)] = h[T.ramp(b * H, 1, H)] + T.shift_right(
+                                v, T.Broadcast(T.uint16(8), H))
+                for j in T.vectorized(H):
+                    acc_e[j] = acc_e[j] + _combine(w, h, j, H, 2, C, acc, odd=False)
+                    acc_o[j] = acc_o[j] + _combine(w, h, j, H, 2, C, acc, odd=True)
+            for q in range(L):
+                if blk * L + q < N:
+                    t[0] = T.shift_left(T.if_then_else(q % 2 == 0, acc_e[q // 2], acc_o[q // 2]),
+                                        T.Cast(acc, base[0]))
+                    for e in range(tail_ptr[blk * L + q + 1] - tail_ptr[blk * L + q]):
+                        t[0] = t[0] + tail_term(tbl, tail[tail_ptr[blk * L + q] + e])
+                    out[0, blk * L + q] = epi(t[0], bias[blk * L + q] if has_bias else None)
+
+    if not has_bias:
+        gemv = _drop_param(gemv, "bias")
+    return gemv
+
+
 # ----------------------------------------------------------------------------------------------- entry
 @dataclasses.dataclass(frozen=True, eq=False)
 class TableGemvKernel:
@@ -264,10 +443,12 @@ class TableGemvKernel:
     planes: int
     chunk: int
     target: tvm.target.Target
+    variant: str = "byte"
+    table_dtype: str = "uint8"
 
     def compile(self) -> "CompiledTableGemv":
         """Build both PrimFuncs for :attr:`target` (cached in process by spec and geometry)."""
-        key = (self.spec, self.lanes, self.planes, self.chunk, str(self.target))
+        key = (self.variant, self.spec, self.lanes, self.planes, self.chunk, str(self.target))
         with _COMPILED_LOCK:
             hit = _COMPILED.get(key)
         if hit is None:
@@ -288,7 +469,7 @@ class CompiledTableGemv:
         mod = tvm.IRModule({"table": k.table.with_attr("global_symbol", "table"),
                             "main": k.main.with_attr("global_symbol", "main")})
         self.module = tvm.tirx.build(mod, target=k.target)
-        self.table_shape, self.out_shape = k.table_shape, k.spec.out_shape
+        self.table_shape, self.table_dtype, self.out_shape = k.table_shape, k.table_dtype, k.spec.out_shape
         self.has_bias = bool(k.spec.has_bias)
 
     def __call__(self, x_q: np.ndarray, weight_inputs: Sequence[np.ndarray],
@@ -297,7 +478,7 @@ class CompiledTableGemv:
         if self.has_bias and bias is None:
             raise ValueError("the kernel was built with a bias; pass one")
         x_t = tvm.runtime.tensor(np.ascontiguousarray(np.asarray(x_q).astype(np.int32)))
-        tbl = tvm.runtime.tensor(np.zeros(self.table_shape, np.uint8))
+        tbl = tvm.runtime.tensor(np.zeros(self.table_shape, self.table_dtype))
         out = tvm.runtime.tensor(np.zeros(self.out_shape, np.float32))
         self.module["table"](x_t, tbl)
         args = [tbl] + [tvm.runtime.tensor(np.ascontiguousarray(w)) for w in weight_inputs]
@@ -312,7 +493,7 @@ _COMPILED_LOCK = threading.Lock()
 
 
 def build(spec: DenseSpec, codes: np.ndarray, target: Union[str, dict, tvm.target.Target],
-          act_bits: Tuple[int, int]) -> TableGemvKernel:
+          act_bits: Tuple[int, int], variant: Optional[str] = None) -> TableGemvKernel:
     """Build the table GEMV kernel of one batch-1 dense layer (see the module doc).
 
     Args:
@@ -320,6 +501,8 @@ def build(spec: DenseSpec, codes: np.ndarray, target: Union[str, dict, tvm.targe
         codes: int8 codes ``sign * (shift - s0 + 1)``, PyTorch layout ``(N, K)``.
         target: an x86 LLVM target with AVX2 or AVX-512BW.
         act_bits: the activation format ``(I, F)``; at most 8 bits, ``F == spec.frac_bits``.
+        variant: ``"byte"`` (one code byte per weight, every level in the tables), ``"nibble"`` (half a byte, a
+            7-level window, the rest as a scalar tail) or ``None``: :func:`choose_variant`.
 
     Raises:
         ValueError: when :func:`applicable` says why not, or the accumulator cannot hold the bound plus ``K``.
@@ -341,16 +524,38 @@ def build(spec: DenseSpec, codes: np.ndarray, target: Union[str, dict, tvm.targe
     if bound + spec.in_features >= 2 ** (LANE_BITS[spec.acc_dtype] - 1):
         raise ValueError(f"table GEMV kernel: bound {bound} + K does not fit {spec.acc_dtype}")
     lanes = vector_bits(tgt) // 8
-    max_code = int(rows.max()) if rows.size else 0
-    npl = _planes(max_code)
-    nch, c = _chunks(spec.in_features)
+    if variant is None:
+        variant = choose_variant(codes)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown table GEMV variant {variant!r}; expected one of {VARIANTS}")
+    if variant == "nibble":
+        npl = 2
+        nch, c = _nibble_chunks(spec.in_features)
+        derive = functools.partial(derive_nibble_inputs, spec, lanes=lanes)
+    else:
+        npl = _planes(int(rows.max()) if rows.size else 0)
+        nch, c = _chunks(spec.in_features)
+        derive = functools.partial(derive_inputs, spec, lanes=lanes)
     kp = nch * c
-    table, main = _primfuncs(spec, kp, npl, lanes, c)
-    derive = functools.partial(derive_inputs, spec, lanes=lanes)
+    table, main = _primfuncs(variant, spec, kp, npl, lanes, c)
+    nibble = variant == "nibble"
     return TableGemvKernel(spec=spec, table=table, main=main, weight_inputs=tuple(derive(codes)), derive=derive,
-                           table_shape=(kp * npl * 16,), lanes=lanes, planes=npl, chunk=c, target=tgt)
+                           table_shape=(kp * 18,) if nibble else (kp * npl * 16,),
+                           table_dtype="int16" if nibble else "uint8", lanes=lanes, planes=npl, chunk=c,
+                           target=tgt, variant=variant)
+
+
+def choose_variant(codes: np.ndarray) -> str:
+    """``"nibble"`` when at most :data:`NIBBLE_MAX_TAIL` of the nonzero weights fall outside the best 7-level
+    window (half the code bytes, 8 instead of 11-16 vector uops per 32 terms), else ``"byte"``."""
+    _, tail = nibble_window(codes)
+    nonzero = int(np.count_nonzero(codes))
+    return "nibble" if tail <= NIBBLE_MAX_TAIL * nonzero else "byte"
 
 
 @functools.lru_cache(maxsize=64)
-def _primfuncs(spec: DenseSpec, kp: int, npl: int, lanes: int, c: int) -> Tuple[tirx.PrimFunc, tirx.PrimFunc]:
+def _primfuncs(variant: str, spec: DenseSpec, kp: int, npl: int, lanes: int, c: int
+               ) -> Tuple[tirx.PrimFunc, tirx.PrimFunc]:
+    if variant == "nibble":
+        return _signed_table_primfunc(spec.in_features, kp), _nibble_main_primfunc(spec, kp, lanes, c)
     return _table_primfunc(spec.in_features, kp, npl), _main_primfunc(spec, kp, npl, lanes, c)

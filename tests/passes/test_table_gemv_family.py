@@ -34,7 +34,11 @@ def _exact(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _mlp(cfg: ShiftConfig) -> nn.Module:
     torch.manual_seed(3)
     # 300 inputs: two chunks of the table kernel; 70 outputs: a partial 32/64-lane block; fc2 without bias
-    return nn.Sequential(LinearShift(300, 70, config=cfg), nn.ReLU(), LinearShift(70, 5, bias=False, config=cfg)).eval()
+    model = nn.Sequential(LinearShift(300, 70, config=cfg), nn.ReLU(), LinearShift(70, 5, bias=False, config=cfg))
+    with torch.no_grad():   # fc2: powers of two spread evenly over all 15 levels (too many for the nibble window)
+        w = model[2].weight
+        w.copy_(torch.sign(torch.randn(w.shape)) * 2.0 ** torch.randint(-14, 1, w.shape).float())
+    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +50,15 @@ def mlp():
 
 def test_batch1_dense_gets_the_table_kernel(mlp) -> None:
     _, _, cm = mlp
-    assert all(cm.layers[n].task_name.startswith("table_gemv_dense_1x") for n in ("0", "2"))
+    assert cm.layers["0"].task_name.startswith("table_gemv_dense_1x300to70_nibble")   # He init: a 7-level window
+    assert cm.layers["2"].task_name.startswith("table_gemv_dense_1x70to5_byte")
     assert all(cm.layers[n].prologue is not None for n in ("0", "2"))
     assert cm.audit.datapath_multiplies == 0
     assert {k.layer for k in cm.audit.shift_kernels} == {"0", "2"}
 
 
 @pytest.mark.bitexact
-@pytest.mark.parametrize("scale", [0.1, 1.0, 4.0, 1000.0])   # 1000: every activation saturated
+@pytest.mark.parametrize("scale", [0.1, 1.0, 4.0, 1000.0])   # 1000: every activation saturated (fc2 sees ReLU)
 def test_compiled_bit_exact(mlp, scale: float) -> None:
     model, x, cm = mlp
     for seed in range(3):
@@ -69,12 +74,14 @@ def test_same_output_as_per_term_kernels(mlp) -> None:
     assert torch.equal(cm(x), old(x))
 
 
-def test_inputs_rebuilt_from_codes(mlp) -> None:
+@pytest.mark.parametrize("layer,names", [("0", ["code_nibbles", "tail_ptr", "tail_term", "base"]),
+                                         ("2", ["code_bytes", "nneg"])])
+def test_inputs_rebuilt_from_codes(mlp, layer: str, names: list) -> None:
     model, _, cm = mlp
-    low = cm.layers["0"]
-    shift, sign = (t.detach().numpy().astype(np.int8) for t in model[0].integer_weights())
+    low = cm.layers[layer]
+    shift, sign = (t.detach().numpy().astype(np.int8) for t in model[int(layer)].integer_weights())
     codes = weight_codes(shift, sign, low.info.s0)
-    assert [w.name for w in low.weights] == ["code_bytes", "nneg"]
+    assert [w.name for w in low.weights] == names
     for w in low.weights:
         assert w.derive is not None and w.derive.fn == TABLE_INPUT
         assert np.array_equal(w.derive.apply(codes), w.array)
