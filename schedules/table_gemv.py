@@ -3,9 +3,10 @@
 Entry point::
 
     k = build(spec, codes, target, act_bits=(I, F))     # -> TableGemvKernel
-    # k.table: PrimFunc (X_q int32 (1, K)) -> tables uint8 (KP * NPL * 16,)   (pre-kernel)
+    # k.table: PrimFunc (X_q int32 (1, K)) -> tables (k.table_shape, k.table_dtype)   (pre-kernel)
     # k.main:  PrimFunc (tables, *k.weight_inputs, [bias f32 (N,)]) -> out f32 (1, N)
-    # k.weight_inputs == k.derive(codes): [codes int8 (NBLK * KP * L,), nneg int32 (N,)]
+    # k.weight_inputs == k.derive(codes): byte variant [codes int8 (NBLK * KP * L,), nneg int32 (N,)],
+    #                                     nibble variant [nibbles, tail_ptr, tail_term, base]
 
 For 8-bit activations (``|x| <= 128``) and codes with ``|code| <= 15`` (shift levels ``s = |code| - 1 <= 14``)
 every term ``x << s`` fits ``NPL`` bytes (two's complement; ``NPL = 2`` when ``s <= 7``, else 3). The
@@ -36,6 +37,16 @@ plus ``K`` (checked). The inner loop per ``L`` terms is one code load, ``NPL`` t
 broadcast) and ``1 + 5 * NPL`` vector uops: ``vpcmpgtb``, then per plane ``vpshufb``, ``vpxor``, ``vpaddw``,
 ``vpsrlw``, ``vpaddw``. No multiply anywhere; the only multiply is the epilogue's float scale
 (``schedules.compute._epilogue``).
+
+**Nibble variant** (``variant="nibble"``, chosen by :func:`choose_variant` when at most
+:data:`NIBBLE_MAX_TAIL` of the weights fall outside the best window of 7 consecutive levels ``w0 .. w0+6``,
+e.g. He-initialised 5-bit layers, or every 4-bit layer): the 16 table entries are the signed terms
+``x << (j-1)`` (``j`` 1..7) and their negatives (entries ``16 - j``), two bytes each (``|x << 6| <= 2**13``),
+so a weight is a 4-bit index, two inputs per code byte, and the sign needs no ops: per 64 terms one code
+load, ``vpsrlw`` + 2 ``vpand`` (nibbles), then per input and plane ``vpshufb``, ``vpaddw``, ``vpsrlw``,
+``vpaddw`` (19 uops, ~9.5 per 32 terms, half the code bytes). The window sum is shifted by ``w0 - 1`` at the
+end; weights outside it are a per-output scalar tail ``+-x_i << s`` (``+-x_i`` follow the tables in the
+pre-kernel's int16 output). Inputs: ``[nibbles, tail_ptr, tail_term, base]`` (:func:`derive_nibble_inputs`).
 """
 from __future__ import annotations
 
