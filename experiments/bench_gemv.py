@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 # name: (K, N, shift range): 5-bit codes (15 levels, 3 bytes per term) and 8 levels (2 bytes per term)
 CASES = {"gemv4096": (4096, 4096, (-15, 0)), "gemv1024": (1024, 1024, (-15, 0)),
@@ -60,7 +60,7 @@ def _build(K: int, N: int, shift_range: tuple, target):
     a = 2 ** (sum(ACT_BITS) - 1)
     x = rng.integers(-a, a, size=(1, K))
     bias = rng.normal(0, 0.1, size=N).astype(np.float32)
-    tens = lambda v: tvm.runtime.tensor(np.ascontiguousarray(v))  # noqa: E731
+    tens = lambda v: tvm.runtime.tensor(np.ascontiguousarray(v))
     x_t, b_t = tens(x.astype(np.int32)), tens(bias)
 
     codes = weight_codes(shift, sign, s0)

@@ -26,9 +26,15 @@ from schedules import table_gemv as tg
 
 from .derived_inputs import Derivation, register_derivation
 from .kernel_build import KernelBuild, KernelRequest, WeightInput
-from .sum_then_shift_family import _shape_name, _spec_from_json, _spec_json, _with_root_block, sum_then_shift_kernel
+from .sum_then_shift_family import (
+    _shape_name,
+    _spec_from_json,
+    _spec_json,
+    _with_root_block,
+    sum_then_shift_kernel,
+)
 
-__all__ = ["table_gemv_kernel", "applies", "table_input", "TABLE_INPUT", "TABLE_INPUT_NAMES"]
+__all__ = ["TABLE_INPUT", "TABLE_INPUT_NAMES", "applies", "table_gemv_kernel", "table_input"]
 
 log = logging.getLogger("shiftcomp.kernels")
 

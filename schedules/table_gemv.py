@@ -53,7 +53,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import threading
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import tvm
@@ -65,8 +66,25 @@ from .segments import LANE_BITS
 from .sum_then_shift import _check_bound, _drop_param, _x_absmax, vector_bits
 from .target import resolve_target
 
-__all__ = ["build", "applicable", "TableGemvKernel", "derive_inputs", "encode_codes", "table_numpy",
-           "MAX_CODE", "MAX_CHUNK", "PSHUFB"]
+__all__ = [
+    "MAX_CHUNK",
+    "MAX_CODE",
+    "NIBBLE_LEVELS",
+    "NIBBLE_MAX_TAIL",
+    "PREFETCH_BYTES",
+    "PSHUFB",
+    "VARIANTS",
+    "TableGemvKernel",
+    "applicable",
+    "build",
+    "choose_variant",
+    "derive_inputs",
+    "derive_nibble_inputs",
+    "encode_codes",
+    "nibble_window",
+    "signed_table_numpy",
+    "table_numpy",
+]
 
 #: kernel variants (see :func:`build`)
 VARIANTS = ("byte", "nibble")
@@ -88,13 +106,13 @@ def _planes(max_code: int) -> int:
     return 2 if max_code <= 8 else 3
 
 
-def _chunks(k: int) -> Tuple[int, int]:
+def _chunks(k: int) -> tuple[int, int]:
     """``(NCH, C)``: chunks of at most :data:`MAX_CHUNK` inputs, as even as possible (``KP = NCH * C``)."""
     nch = max(1, -(-k // MAX_CHUNK))
     return nch, -(-k // nch)
 
 
-def applicable(spec: DenseSpec, codes: np.ndarray, target: Any, act_bits: Optional[Tuple[int, int]]) -> str:
+def applicable(spec: DenseSpec, codes: np.ndarray, target: Any, act_bits: tuple[int, int] | None) -> str:
     """Why the table kernel does not compute this layer (``""`` when it does)."""
     tgt = resolve_target(target)
     if act_bits is None:
@@ -125,7 +143,7 @@ def encode_codes(codes: np.ndarray, lanes: int, kp: int) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(nblk, lanes, kp).transpose(0, 2, 1)).reshape(-1)
 
 
-def derive_inputs(spec: DenseSpec, codes: np.ndarray, lanes: int) -> List[np.ndarray]:
+def derive_inputs(spec: DenseSpec, codes: np.ndarray, lanes: int) -> list[np.ndarray]:
     """``[codes bytes, nneg]`` of :func:`encode_codes` and the per-output negative-weight counts."""
     _, c = _chunks(spec.in_features)
     kp = _chunks(spec.in_features)[0] * c
@@ -260,7 +278,7 @@ NIBBLE_LEVELS = 7
 NIBBLE_MAX_TAIL = 0.05
 
 
-def nibble_window(codes: np.ndarray) -> Tuple[int, int]:
+def nibble_window(codes: np.ndarray) -> tuple[int, int]:
     """``(w0, tail)``: the window ``|code| in [w0, w0 + 6]`` holding the most weights, and how many nonzero
     weights lie outside it."""
     a = np.abs(np.asarray(codes).astype(np.int64)).reshape(-1)
@@ -270,13 +288,13 @@ def nibble_window(codes: np.ndarray) -> Tuple[int, int]:
     return best + 1, int(hist.sum()) - inside[best]
 
 
-def _nibble_chunks(k: int) -> Tuple[int, int]:
+def _nibble_chunks(k: int) -> tuple[int, int]:
     """``(NCH, C)`` with ``C`` even (inputs go in pairs, one byte per pair)."""
     nch = max(1, -(-k // (MAX_CHUNK - 1)))
     return nch, 2 * -(-k // (2 * nch))
 
 
-def derive_nibble_inputs(spec: DenseSpec, codes: np.ndarray, lanes: int) -> List[np.ndarray]:
+def derive_nibble_inputs(spec: DenseSpec, codes: np.ndarray, lanes: int) -> list[np.ndarray]:
     """``[code nibbles, tail_ptr, tail_term, base]`` of the nibble variant.
 
     Nibbles ``(NBLK, KP/2, L)`` flattened: byte ``[o // L, p, o % L]`` = nibble of input ``2p`` | nibble of
@@ -323,7 +341,7 @@ def signed_table_numpy(x_q: np.ndarray, kp: int) -> np.ndarray:
 
 def _signed_table_primfunc(k: int, kp: int) -> tirx.PrimFunc:
     j = tirx.Ramp(0, 1, 16)
-    b16 = lambda v: tirx.Broadcast(v, 16)  # noqa: E731
+    b16 = lambda v: tirx.Broadcast(v, 16)
 
     def entries(xv):
         lvl = tirx.Select(j < b16(8), j, b16(16) - j)
@@ -447,9 +465,9 @@ class TableGemvKernel:
     spec: DenseSpec
     table: tirx.PrimFunc
     main: tirx.PrimFunc
-    weight_inputs: Tuple[np.ndarray, ...]
-    derive: Callable[[np.ndarray], List[np.ndarray]]
-    table_shape: Tuple[int, ...]
+    weight_inputs: tuple[np.ndarray, ...]
+    derive: Callable[[np.ndarray], list[np.ndarray]]
+    table_shape: tuple[int, ...]
     lanes: int
     planes: int
     chunk: int
@@ -457,7 +475,7 @@ class TableGemvKernel:
     variant: str = "byte"
     table_dtype: str = "uint8"
 
-    def compile(self) -> "CompiledTableGemv":
+    def compile(self) -> CompiledTableGemv:
         """Build both PrimFuncs for :attr:`target` (cached in process by spec and geometry)."""
         key = (self.variant, self.spec, self.lanes, self.planes, self.chunk, str(self.target))
         with _COMPILED_LOCK:
@@ -468,7 +486,7 @@ class TableGemvKernel:
                 _COMPILED[key] = hit
         return hit
 
-    def __call__(self, x_q: np.ndarray, bias: Optional[np.ndarray] = None) -> np.ndarray:
+    def __call__(self, x_q: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
         """Run table + kernel on this CPU: ``x_q`` (1, K) -> float32 (1, N)."""
         return self.compile()(x_q, self.weight_inputs, bias)
 
@@ -484,7 +502,7 @@ class CompiledTableGemv:
         self.has_bias = bool(k.spec.has_bias)
 
     def __call__(self, x_q: np.ndarray, weight_inputs: Sequence[np.ndarray],
-                 bias: Optional[np.ndarray] = None) -> np.ndarray:
+                 bias: np.ndarray | None = None) -> np.ndarray:
         """Build the tables from ``x_q`` and run the kernel with ``weight_inputs``; returns the float32 output."""
         if self.has_bias and bias is None:
             raise ValueError("the kernel was built with a bias; pass one")
@@ -503,8 +521,8 @@ _COMPILED: dict = {}
 _COMPILED_LOCK = threading.Lock()
 
 
-def build(spec: DenseSpec, codes: np.ndarray, target: Union[str, dict, tvm.target.Target],
-          act_bits: Tuple[int, int], variant: Optional[str] = None) -> TableGemvKernel:
+def build(spec: DenseSpec, codes: np.ndarray, target: str | dict | tvm.target.Target,
+          act_bits: tuple[int, int], variant: str | None = None) -> TableGemvKernel:
     """Build the table GEMV kernel of one batch-1 dense layer (see the module doc).
 
     Args:
@@ -566,7 +584,7 @@ def choose_variant(codes: np.ndarray) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _primfuncs(variant: str, spec: DenseSpec, kp: int, npl: int, lanes: int, c: int
-               ) -> Tuple[tirx.PrimFunc, tirx.PrimFunc]:
+               ) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
     if variant == "nibble":
         return _signed_table_primfunc(spec.in_features, kp), _nibble_main_primfunc(spec, kp, lanes, c)
     return _table_primfunc(spec.in_features, kp, npl), _main_primfunc(spec, kp, npl, lanes, c)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from passes.kernels import ManualKernels, PER_TERM_FAMILIES
+from passes.kernels import PER_TERM_FAMILIES, ManualKernels
 from passes.table_gemv_family import TABLE_INPUT, table_input
 from schedules.compute import weight_codes
 from shiftcomp.compiler import compile

@@ -82,7 +82,7 @@ def _weights(codes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(c != 0, c.abs() - 1 + BASE_SHIFT, torch.zeros_like(c)), torch.sign(c)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(spec: DenseSpec, planes: int, variant: str = "byte"):
     """The compiled module per spec, variant and byte count (it does not depend on the weights otherwise)."""
     dummy = np.ones((spec.out_features, spec.in_features), np.int8)
