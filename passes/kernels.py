@@ -6,14 +6,15 @@
 
 * :class:`ManualKernels` (the default): the hand-written schedules of ``schedules/`` through the family
   table :data:`KERNEL_FAMILIES` (``kind -> builder``): sum-then-shift for fixed-point conv2d and dense at
-  batch > 1 on LLVM, the table GEMV kernel for batch-1 fixed-point dense on x86, the per-term kernels (:data:`PER_TERM_FAMILIES`) otherwise. A new kernel family is one entry there, or a
+  batch > 1 on LLVM, the table GEMV kernel for batch-1 fixed-point dense on x86, the per-term kernels
+  (:data:`PER_TERM_FAMILIES`) otherwise. A new kernel family is one entry there, or a
   ``ManualKernels(families={...})`` of its own.
 * :class:`DatabaseKernels`: asks a MetaSchedule database for the build's ``tuning_key`` and replays the
   best record on its ``unscheduled`` compute; falls back to the wrapped provider. ``shiftcomp.tune``
   records exactly these keys, so what it tunes is what compile finds. A build without a ``tuning_key``
-  (sum-then-shift: its plan arrays, not a schedule, carry the weights) is used as the fallback returns it,
-  so on a CPU with a database sum-then-shift still wins for conv and batched dense, and the database serves
-  the per-term kernels that remain (batch-1 dense).
+  (sum-then-shift, table GEMV: their plan arrays / code layouts, not a schedule, carry the weights) is used
+  as the fallback returns it, so on a CPU with a database they still win, and the database serves
+  the per-term kernels that remain (batch-1 dense the table GEMV family refuses, float activations).
 
 A :class:`KernelBuild` says what the kernel reads besides ``x``: its constant weight inputs, in order
 (default: the int8 codes). An input that is not the codes carries a :class:`~passes.derived_inputs.Derivation`
