@@ -13,6 +13,8 @@ repeated; the median of the rounds is reported), so the load of the shared machi
 * ``torch``: ``F.conv2d`` / ``F.linear`` in float32.
 
 Times are medians of thread-CPU time (``*_ms``; the ratios use them) and of wall time (``*_wall_ms``, CSV).
+The batch-1 default, ``schedules.table_gemv``, is timed against these at 1 and 2 threads by
+``experiments/bench_gemv.py``.
 
 Weights: He-normal floats rounded to powers of two (``shift = round(log2|w|)`` clipped to [-15, 0], i.e.
 DeepShift Q with 5-bit codes), activations 8-bit Q(3,5), bias. Writes ``<out>.csv`` and ``<out>.md`` and

@@ -6,14 +6,15 @@
 
 * :class:`ManualKernels` (the default): the hand-written schedules of ``schedules/`` through the family
   table :data:`KERNEL_FAMILIES` (``kind -> builder``): sum-then-shift for fixed-point conv2d and dense at
-  batch > 1 on LLVM, the per-term kernels (:data:`PER_TERM_FAMILIES`) otherwise. A new kernel family is one entry there, or a
+  batch > 1 on LLVM, the table GEMV kernel for batch-1 fixed-point dense on x86, the per-term kernels
+  (:data:`PER_TERM_FAMILIES`) otherwise. A new kernel family is one entry there, or a
   ``ManualKernels(families={...})`` of its own.
 * :class:`DatabaseKernels`: asks a MetaSchedule database for the build's ``tuning_key`` and replays the
   best record on its ``unscheduled`` compute; falls back to the wrapped provider. ``shiftcomp.tune``
   records exactly these keys, so what it tunes is what compile finds. A build without a ``tuning_key``
-  (sum-then-shift: its plan arrays, not a schedule, carry the weights) is used as the fallback returns it,
-  so on a CPU with a database sum-then-shift still wins for conv and batched dense, and the database serves
-  the per-term kernels that remain (batch-1 dense).
+  (sum-then-shift, table GEMV: their plan arrays / code layouts, not a schedule, carry the weights) is used
+  as the fallback returns it, so on a CPU with a database they still win, and the database serves
+  the per-term kernels that remain (batch-1 dense the table GEMV family refuses, float activations).
 
 A :class:`KernelBuild` says what the kernel reads besides ``x``: its constant weight inputs, in order
 (default: the int8 codes). An input that is not the codes carries a :class:`~passes.derived_inputs.Derivation`
@@ -34,6 +35,7 @@ from schedules.database import normalize
 
 from .kernel_build import KernelBuild, KernelRequest, WeightInput, default_kernel
 from .sum_then_shift_family import sum_then_shift_kernel
+from .table_gemv_family import table_gemv_kernel
 
 __all__ = ["KernelRequest", "WeightInput", "KernelBuild", "KernelProvider", "KernelFamily", "KERNEL_FAMILIES",
            "PER_TERM_FAMILIES",
@@ -63,10 +65,11 @@ PER_TERM_FAMILIES: dict[str, KernelFamily] = {
 
 #: kernel kind -> builder; register a new family with one entry (or pass ``families=`` to ManualKernels).
 #: Fixed-point conv2d and dense go to sum-then-shift, which itself falls back to the per-term kernels where
-#: it does not apply (batch-1 dense, non-LLVM targets; see passes.sum_then_shift_family).
+#: it does not apply (non-LLVM targets; see passes.sum_then_shift_family); batch-1 dense on x86 goes to the
+#: table GEMV kernel first (passes.table_gemv_family), which falls back to that.
 KERNEL_FAMILIES: dict[str, KernelFamily] = {
     **PER_TERM_FAMILIES,
-    "dense": sum_then_shift_kernel,
+    "dense": table_gemv_kernel,
     "conv2d": sum_then_shift_kernel,
 }
 

@@ -11,8 +11,9 @@
 
 It applies to fixed-point ``conv2d`` (any stride / padding / dilation / groups; depthwise gets its own kernel)
 and ``dense`` with more than one row on LLVM targets. Everything else -- batch-1 dense (one pixel: the
-column-block GEMV kernel is faster), float activations, CUDA, or a layer whose bound the kernel refuses --
-gets :func:`~passes.kernel_build.default_kernel`.
+column-block GEMV kernel is faster; on x86 :mod:`passes.table_gemv_family` is asked first and falls back
+here), float activations, CUDA, or a layer whose bound the kernel refuses -- gets
+:func:`~passes.kernel_build.default_kernel`.
 """
 from __future__ import annotations
 

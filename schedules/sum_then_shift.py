@@ -53,7 +53,8 @@ workspace on CPU). Every loop starts at 0 (:data:`CANONICALIZE_LOOP_WORKAROUND`)
 
 **Dense at batch 1 (GEMV)** runs the same kernel over one pixel (one vector, mostly idle lanes): it is
 correct but slow; ``experiments/bench_sum_then_shift.py`` measures it against the column-block kernel of
-``schedules.build_shift_kernel("dense", ...)``, which stays the batch-1 choice (see ``schedules/README.md``).
+``schedules.build_shift_kernel("dense", ...)``. Batch 1 gets ``schedules.table_gemv`` on x86 (see
+``schedules/README.md``), else the column-block kernel.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from hypothesis_support import examples
 from torch import nn
 
 from passes.kernels import DatabaseKernels, ManualKernels, PER_TERM_FAMILIES
-from passes.sum_then_shift_family import PLAN_INPUT, plan_input
+from passes.sum_then_shift_family import PLAN_INPUT, plan_input, sum_then_shift_kernel
 from schedules.compute import Conv2dSpec, weight_codes
 from shiftcomp.compiler import compile
 from shiftcomp.config import ShiftConfig
@@ -176,7 +176,10 @@ def test_database_does_not_override_sum_then_shift(convs) -> None:
     assert all(cm.layers[n].task_name.startswith("sum_then_shift") for n in cm.layers)
     gemv = Dense().eval()
     compile(gemv, torch.randn(1, 24), kernels=DatabaseKernels(db))
-    assert db.queries == 2   # the batch-1 dense layers keep the per-term kernels, which a database may serve
+    assert db.queries == 0   # the batch-1 dense layers get the table GEMV kernel (no tuning key either)
+    compile(gemv, torch.randn(1, 24), kernels=DatabaseKernels(db, ManualKernels({**PER_TERM_FAMILIES,
+                                                                               "dense": sum_then_shift_kernel})))
+    assert db.queries == 2   # without it they keep the per-term kernels, which a database may serve
 
 
 @pytest.mark.slow   # about a minute; tests/shiftcomp/test_models_compiled.py checks ResNet-20 in Q(4,8) in CI

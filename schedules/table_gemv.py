@@ -1,0 +1,590 @@
+"""Batch-1 dense (GEMV) shift kernel: per-input byte tables read by ``vpshufb``, 16-bit byte-sum accumulators.
+
+Entry point::
+
+    k = build(spec, codes, target, act_bits=(I, F))     # -> TableGemvKernel
+    # k.table: PrimFunc (X_q int32 (1, K)) -> tables (k.table_shape, k.table_dtype)   (pre-kernel)
+    # k.main:  PrimFunc (tables, *k.weight_inputs, [bias f32 (N,)]) -> out f32 (1, N)
+    # k.weight_inputs == k.derive(codes): byte variant [codes int8 (NBLK * KP * L,), nneg int32 (N,)],
+    #                                     nibble variant [nibbles, tail_ptr, tail_term, base]
+
+For 8-bit activations (``|x| <= 128``) and codes with ``|code| <= 15`` (shift levels ``s = |code| - 1 <= 14``)
+every term ``x << s`` fits ``NPL`` bytes (two's complement; ``NPL = 2`` when ``s <= 7``, else 3). The
+pre-kernel writes, per input ``i`` and byte plane ``b``, the 16-entry table
+``T[i, b, j] = byte_b(x_i << (j - 1))`` (``j = 0``: the zero weight), the top plane stored ``^ 0x80`` (a signed
+byte as an unsigned one). The kernel runs ``L`` outputs per vector (AVX2 32 bytes, AVX-512BW 64), one byte per
+weight: ``|code| | 0x40 * (code < 0)`` (``vpshufb`` reads bits 0-3 only and bit 7, which is clear)::
+
+    for each output block of L (parallel):
+        for each chunk of C <= 255 inputs:
+            w[b], h[b] = 0 (L/2 uint16 words each; word j = outputs 2j (low byte), 2j+1 (high byte))
+            for i in chunk:
+                c = codes[blk, i]                # L bytes
+                m = (c > 15) ? 0xff : 0          # vpcmpgtb: negative weight
+                for b < NPL:
+                    v = pshufb(T[i, b], c) ^ m   # byte b of ~(x << s) for negative weights
+                    w[b] += v                    # as words, wrapping: sum(lo) + 256 * sum(hi) mod 2**16
+                    h[b] += v >> 8               # as words: sum(hi), exact
+            even / odd outputs += sum_b (S[b] - [top] 128 * C) << 8b,  S = w - (h << 8)  /  h
+        out = float32(acc + nneg) * 2**(s0 - F) [+ bias]
+
+Exact: ``-v == ~v + 1``, and ``~`` acts byte-wise, so a negative term is ``~v`` summed plane by plane plus
+one; ``nneg[o]`` (the number of negative weights of output ``o``, a constant of the weights) adds the ones at
+the end. Every byte sum of a chunk is ``<= 255 * C < 2**16``, so ``h`` is exact and the low bytes' sum is
+``w - (h << 8)`` mod ``2**16``; the top plane's bytes are signed, stored ``+ 128``, hence ``- 128 * C``. A chunk
+contributes its exact sum minus its negative count, so the running sum stays within the accumulator bound
+plus ``K`` (checked). The inner loop per ``L`` terms is one code load, ``NPL`` table loads (16 bytes,
+broadcast) and ``1 + 5 * NPL`` vector uops: ``vpcmpgtb``, then per plane ``vpshufb``, ``vpxor``, ``vpaddw``,
+``vpsrlw``, ``vpaddw``. No multiply anywhere; the only multiply is the epilogue's float scale
+(``schedules.compute._epilogue``).
+
+**Nibble variant** (``variant="nibble"``, chosen by :func:`choose_variant` when at most
+:data:`NIBBLE_MAX_TAIL` of the weights fall outside the best window of 7 consecutive levels ``w0 .. w0+6``,
+e.g. He-initialised 5-bit layers, or every 4-bit layer): the 16 table entries are the signed terms
+``x << (j-1)`` (``j`` 1..7) and their negatives (entries ``16 - j``), two bytes each (``|x << 6| <= 2**13``),
+so a weight is a 4-bit index, two inputs per code byte, and the sign needs no ops: per 64 terms one code
+load, ``vpsrlw`` + 2 ``vpand`` (nibbles), then per input and plane ``vpshufb``, ``vpaddw``, ``vpsrlw``,
+``vpaddw`` (19 uops, ~9.5 per 32 terms, half the code bytes). The window sum is shifted by ``w0 - 1`` at the
+end; weights outside it are a per-output scalar tail ``+-x_i << s`` (``+-x_i`` follow the tables in the
+pre-kernel's int16 output). Inputs: ``[nibbles, tail_ptr, tail_term, base]`` (:func:`derive_nibble_inputs`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import tirx
+from tvm.script import tirx as T
+
+from .compute import DenseSpec, _epilogue, needs_exact_scale
+from .segments import LANE_BITS
+from .sum_then_shift import _check_bound, _drop_param, _x_absmax, vector_bits
+from .target import resolve_target
+
+__all__ = [
+    "MAX_CHUNK",
+    "MAX_CODE",
+    "NIBBLE_LEVELS",
+    "NIBBLE_MAX_TAIL",
+    "PREFETCH_BYTES",
+    "PSHUFB",
+    "VARIANTS",
+    "TableGemvKernel",
+    "applicable",
+    "build",
+    "choose_variant",
+    "derive_inputs",
+    "derive_nibble_inputs",
+    "encode_codes",
+    "nibble_window",
+    "signed_table_numpy",
+    "table_numpy",
+]
+
+#: kernel variants (see :func:`build`)
+VARIANTS = ("byte", "nibble")
+#: largest ``|code|`` the 16-entry tables hold (entry 0 is the zero weight)
+MAX_CODE = 15
+#: inputs per chunk: every per-plane byte sum (<= 255 per input) must fit uint16
+MAX_CHUNK = 255
+#: vector bits -> ``vpshufb`` intrinsic (in-lane 16-byte tables)
+PSHUFB = {256: "llvm.x86.avx2.pshuf.b", 512: "llvm.x86.avx512.pshuf.b.512"}
+#: software prefetch distance in the code stream (the hardware prefetcher alone left the loop waiting on
+#: DRAM; a prefetch past the end of the buffer is harmless)
+PREFETCH_BYTES = 512
+#: byte of a negative weight's code
+NEG_FLAG = 0x40
+
+
+def _planes(max_code: int) -> int:
+    """Bytes per term ``x << s`` (``|x| <= 128``, ``s = max_code - 1``): 2 up to ``s = 7``, else 3."""
+    return 2 if max_code <= 8 else 3
+
+
+def _chunks(k: int) -> tuple[int, int]:
+    """``(NCH, C)``: chunks of at most :data:`MAX_CHUNK` inputs, as even as possible (``KP = NCH * C``)."""
+    nch = max(1, -(-k // MAX_CHUNK))
+    return nch, -(-k // nch)
+
+
+def applicable(spec: DenseSpec, codes: np.ndarray, target: Any, act_bits: tuple[int, int] | None) -> str:
+    """Why the table kernel does not compute this layer (``""`` when it does)."""
+    tgt = resolve_target(target)
+    if act_bits is None:
+        return "float activations"
+    if tgt.kind.name != "llvm" or vector_bits(tgt) not in PSHUFB:
+        return f"needs an x86 target with AVX2 or AVX-512BW, got {tgt}"
+    if not isinstance(spec, DenseSpec) or int(spec.batch) != 1:
+        return "batch-1 dense only"
+    if _x_absmax(act_bits) > 128:
+        return f"activations Q{tuple(act_bits)} are wider than 8 bits"
+    c = np.asarray(codes)
+    if c.size and int(np.abs(c.astype(np.int32)).max()) > MAX_CODE:
+        return f"codes beyond +-{MAX_CODE} (more than 15 shift levels)"
+    if spec.acc_dtype not in ("int32", "int64"):
+        return f"accumulator {spec.acc_dtype}"
+    return ""
+
+
+def encode_codes(codes: np.ndarray, lanes: int, kp: int) -> np.ndarray:
+    """PyTorch-layout ``(N, K)`` codes -> the kernel's bytes ``(NBLK, KP, L)`` flattened: ``|c| | 0x40*(c<0)``
+    at ``[o // L, i, o % L]``, zero for padding outputs / inputs."""
+    c = np.asarray(codes).astype(np.int16)
+    n, k = c.shape
+    nblk = -(-n // lanes)
+    b = (np.abs(c) | np.where(c < 0, NEG_FLAG, 0)).astype(np.int8)
+    out = np.zeros((nblk * lanes, kp), np.int8)
+    out[:n, :k] = b
+    return np.ascontiguousarray(out.reshape(nblk, lanes, kp).transpose(0, 2, 1)).reshape(-1)
+
+
+def derive_inputs(spec: DenseSpec, codes: np.ndarray, lanes: int) -> list[np.ndarray]:
+    """``[codes bytes, nneg]`` of :func:`encode_codes` and the per-output negative-weight counts."""
+    _, c = _chunks(spec.in_features)
+    kp = _chunks(spec.in_features)[0] * c
+    nneg = (np.asarray(codes) < 0).sum(axis=1).astype(np.int32)
+    return [encode_codes(codes, lanes, kp), nneg]
+
+
+def table_numpy(x_q: np.ndarray, kp: int, npl: int) -> np.ndarray:
+    """NumPy twin of the ``table`` pre-kernel: uint8 ``(KP, NPL, 16)``."""
+    x = np.zeros(kp, np.int64)
+    x[:x_q.size] = np.asarray(x_q, np.int64).reshape(-1)
+    j = np.arange(16)
+    v = np.where(j > 0, x[:, None] << np.maximum(j - 1, 0), 0)           # (KP, 16)
+    t = np.stack([(v >> (8 * b)) & 255 for b in range(npl)], axis=1)
+    t[:, npl - 1] ^= 0x80
+    return t.astype(np.uint8)
+
+
+def _table_primfunc(k: int, kp: int, npl: int) -> tirx.PrimFunc:
+    j = tirx.Ramp(0, 1, 16)                       # table entry j: the term x << (j - 1), entry 0 the zero weight
+
+    def entries(xv):
+        return tirx.shift_left(tirx.Select(j > tirx.Broadcast(0, 16), tirx.Broadcast(xv, 16), tirx.Broadcast(0, 16)),
+                               tirx.max(j - tirx.Broadcast(1, 16), tirx.Broadcast(0, 16)))
+
+    def plane(v, b):                              # b: the unrolled loop variable; the top plane gets ^ 0x80
+        byte = tirx.bitwise_xor(tirx.shift_right(v, tirx.Broadcast(8 * b, 16)),
+                                tirx.Broadcast(tirx.Select(b == npl - 1, 128, 0), 16))
+        return tirx.Cast("uint8x16", tirx.bitwise_and(byte, tirx.Broadcast(255, 16)))
+
+    @T.prim_func(private=True)
+    def table(X: T.Buffer((1, k), "int32"), tbl: T.Buffer((kp * npl * 16,), "uint8")):
+        T.func_attr({"tir.noalias": True})
+        for i in range(kp):
+            for b in T.unroll(npl):
+                tbl[T.ramp((i * npl + b) * 16, 1, 16)] = plane(entries(T.if_then_else(i < k, X[0, T.min(i, k - 1)], 0)), b)
+    return table
+
+
+def _main_primfunc(spec: DenseSpec, kp: int, npl: int, lanes: int, C: int) -> tirx.PrimFunc:
+    N = spec.out_features
+    NBLK = -(-N // lanes)
+    NCH = kp // C
+    acc = spec.acc_dtype
+    has_bias = bool(spec.has_bias)
+    exact = needs_exact_scale(spec)
+    intrin = PSHUFB[lanes * 8]
+    L = lanes
+    H = L // 2
+    u8 = f"uint8x{L}"
+
+    def tab(tbl, base):
+        # the 16-byte table of one (input, plane), repeated in every 128-bit lane (vbroadcasti128)
+        t16 = tirx.BufferLoad(tbl, [tirx.Ramp(base, 1, 16)])
+        return tirx.Shuffle([t16] * (L // 16), list(range(L)))
+
+    def term(tbl, base, c):
+        # byte b of x << s, complemented for a negative weight (c > 15: the 0x40 flag), as H uint16 words:
+        # low byte = even output, high byte = odd output
+        neg = tirx.reinterpret(u8, tirx.Select(c > tirx.Broadcast(tirx.const(15, "int8"), L),
+                                               tirx.Broadcast(tirx.const(-1, "int8"), L),
+                                               tirx.Broadcast(tirx.const(0, "int8"), L)))
+        return tirx.reinterpret(f"uint16x{H}",
+                                tirx.bitwise_xor(tirx.call_llvm_pure_intrin(u8, intrin, tab(tbl, base), c), neg))
+
+    def epi(a, b):
+        return _epilogue(a, b, spec, exact)
+
+    @T.prim_func(private=True)
+    def gemv(tbl: T.Buffer((kp * npl * 16,), "uint8"), codes: T.Buffer((NBLK * kp * L,), "int8"),
+             nneg: T.Buffer((N,), "int32"), bias: T.Buffer((N,), "float32"), out: T.Buffer((1, N), "float32")):
+        T.func_attr({"tir.noalias": True})
+        for blk in T.parallel(NBLK):
+            acc_e = T.alloc_buffer((H,), acc, scope="global")     # outputs blk*L + 2j
+            acc_o = T.alloc_buffer((H,), acc, scope="global")     # outputs blk*L + 2j + 1
+            w = T.alloc_buffer((npl * H,), "uint16", scope="global")
+            h = T.alloc_buffer((npl * H,), "uint16", scope="global")
+            for j in T.vectorized(H):
+                acc_e[j] = T.Cast(acc, 0)
+                acc_o[j] = T.Cast(acc, 0)
+            for ch in range(NCH):
+                for b in T.unroll(npl):
+                    for j in T.vectorized(H):
+                        w[b * H + j] = T.uint16(0)
+                        h[b * H + j] = T.uint16(0)
+                for ii in range(C):
+                    T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(
+                        codes[(blk * kp + ch * C + ii) * L + PREFETCH_BYTES]), T.int32(0), T.int32(3), T.int32(1)))
+                    for b in T.unroll(npl):
+                        v = T.meta_var(term(tbl, ((ch * C + ii) * npl + b) * 16,
+                                            codes[T.ramp((blk * kp + ch * C + ii) * L, 1, L)]))
+                        w[T.ramp(b * H, 1, H)] = w[T.ramp(b * H, 1, H)] + v
+                        h[T.ramp(b * H, 1, H)] = h[T.ramp(b * H, 1, H)] + T.shift_right(
+                            v, T.Broadcast(T.uint16(8), H))
+                for j in T.vectorized(H):
+                    acc_e[j] = acc_e[j] + _combine(w, h, j, H, npl, C, acc, odd=False)
+                    acc_o[j] = acc_o[j] + _combine(w, h, j, H, npl, C, acc, odd=True)
+            for j in range(H):
+                if blk * L + 2 * j < N:
+                    out[0, blk * L + 2 * j] = epi(acc_e[j] + T.Cast(acc, nneg[blk * L + 2 * j]),
+                                                  bias[blk * L + 2 * j] if has_bias else None)
+                if blk * L + 2 * j + 1 < N:
+                    out[0, blk * L + 2 * j + 1] = epi(acc_o[j] + T.Cast(acc, nneg[blk * L + 2 * j + 1]),
+                                                      bias[blk * L + 2 * j + 1] if has_bias else None)
+
+    if not has_bias:
+        gemv = _drop_param(gemv, "bias")
+    return gemv
+
+
+def _combine(w, h, j, H, npl, C, acc, odd):
+    """One chunk's exact sum (minus its negative count) of the even / odd output of word ``j``.
+
+    Per plane ``b``: ``h`` holds the sum of the high (odd) bytes, ``w`` the wrapped sum of whole words, so the
+    sum of the low (even) bytes is ``w - (h << 8)`` (mod 2**16; every byte sum is ``<= 255 * C < 2**16``)."""
+    total = None
+    for b in range(npl):
+        hb = h[b * H + j]
+        s = tirx.Cast(acc, hb if odd else w[b * H + j] - tirx.shift_left(hb, tirx.const(8, "uint16")))
+        if b == npl - 1:
+            s = s - tirx.const(128 * C, acc)      # the top plane's bytes are signed, stored + 128
+        if b:
+            s = tirx.shift_left(s, tirx.const(8 * b, acc))
+        total = s if total is None else total + s
+    return total
+
+
+# ------------------------------------------------------------------------------- nibble variant (7 levels)
+#: levels in the nibble variant's window (16 entries: zero, 7 levels, their negatives, one unused)
+NIBBLE_LEVELS = 7
+#: the nibble variant is chosen while at most this fraction of the nonzero weights falls outside its window
+NIBBLE_MAX_TAIL = 0.05
+
+
+def nibble_window(codes: np.ndarray) -> tuple[int, int]:
+    """``(w0, tail)``: the window ``|code| in [w0, w0 + 6]`` holding the most weights, and how many nonzero
+    weights lie outside it."""
+    a = np.abs(np.asarray(codes).astype(np.int64)).reshape(-1)
+    hist = np.bincount(a, minlength=MAX_CODE + 1)[1:MAX_CODE + 1]
+    inside = [int(hist[w0 - 1:w0 - 1 + NIBBLE_LEVELS].sum()) for w0 in range(1, MAX_CODE - NIBBLE_LEVELS + 2)]
+    best = int(np.argmax(inside))
+    return best + 1, int(hist.sum()) - inside[best]
+
+
+def _nibble_chunks(k: int) -> tuple[int, int]:
+    """``(NCH, C)`` with ``C`` even (inputs go in pairs, one byte per pair)."""
+    nch = max(1, -(-k // (MAX_CHUNK - 1)))
+    return nch, 2 * -(-k // (2 * nch))
+
+
+def derive_nibble_inputs(spec: DenseSpec, codes: np.ndarray, lanes: int) -> list[np.ndarray]:
+    """``[code nibbles, tail_ptr, tail_term, base]`` of the nibble variant.
+
+    Nibbles ``(NBLK, KP/2, L)`` flattened: byte ``[o // L, p, o % L]`` = nibble of input ``2p`` | nibble of
+    ``2p + 1`` << 4; nibble ``j = |c| - w0 + 1`` (1..7) for a positive weight in the window, ``16 - j`` for a
+    negative one, 0 otherwise. Weights outside the window are the tail, per output ``o`` the terms
+    ``tail_term[tail_ptr[o]:tail_ptr[o+1]]`` = ``(2 i + (c < 0)) | (|c| - 1) << 24`` (the index of ``+-x_i`` in the
+pre-kernel's output). ``base = [w0 - 1]``."""
+    c = np.asarray(codes).astype(np.int64)
+    n, k = c.shape
+    nch, cc = _nibble_chunks(k)
+    kp = nch * cc
+    nblk = -(-n // lanes)
+    w0, _ = nibble_window(c)
+    a = np.abs(c)
+    inwin = (a >= w0) & (a < w0 + NIBBLE_LEVELS)
+    j = np.where(inwin, a - w0 + 1, 0)
+    nib = np.zeros((nblk * lanes, kp), np.int64)
+    nib[:n, :k] = np.where(c < 0, (16 - j) & 15, j)
+    packed = (nib[:, 0::2] | (nib[:, 1::2] << 4)).astype(np.uint8)
+    packed = np.ascontiguousarray(packed.reshape(nblk, lanes, kp // 2).transpose(0, 2, 1)).reshape(-1)
+    tail = (a > 0) & ~inwin
+    rows, cols = np.nonzero(tail)
+    ptr = np.zeros(n + 1, np.int32)
+    np.cumsum(np.bincount(rows, minlength=n), out=ptr[1:])
+    term = ((2 * cols + (c[rows, cols] < 0)) | ((a[rows, cols] - 1) << 24)).astype(np.int32)
+    if term.size == 0:
+        term = np.zeros(1, np.int32)          # a non-empty buffer; tail_ptr says there are no terms
+    return [packed.view(np.int8), ptr, term, np.array([w0 - 1], np.int32)]
+
+
+def signed_table_numpy(x_q: np.ndarray, kp: int) -> np.ndarray:
+    """NumPy twin of the nibble variant's pre-kernel, int16 ``(KP * 16 + 2 * KP,)``: the tables, as bytes
+    ``(KP, 2, 16)`` -- entry ``j`` = ``x << (j-1)`` (``j`` 1..7), ``-(x << (15-j))`` (``j`` 9..15), 0 (``j`` 0, 8);
+    plane 0 the low bytes, plane 1 the high bytes ``^ 0x80`` -- then ``x_i, -x_i`` per input (the tail's)."""
+    x = np.zeros(kp, np.int64)
+    x[:x_q.size] = np.asarray(x_q, np.int64).reshape(-1)
+    j = np.arange(16)
+    lvl = np.where(j < 8, j, 16 - j)
+    mag = x[:, None] << np.maximum(lvl - 1, 0)
+    v = np.where((j == 0) | (j == 8), 0, np.where(j < 8, mag, -mag))
+    t = np.stack([v & 255, ((v >> 8) & 255) ^ 0x80], axis=1).astype(np.uint8)
+    return np.concatenate([t.reshape(-1).view(np.int16), np.stack([x, -x], axis=1).reshape(-1).astype(np.int16)])
+
+
+def _signed_table_primfunc(k: int, kp: int) -> tirx.PrimFunc:
+    j = tirx.Ramp(0, 1, 16)
+    b16 = lambda v: tirx.Broadcast(v, 16)
+
+    def entries(xv):
+        lvl = tirx.Select(j < b16(8), j, b16(16) - j)
+        mag = tirx.shift_left(b16(xv), tirx.max(lvl - b16(1), b16(0)))
+        val = tirx.Select(j < b16(8), mag, b16(0) - mag)
+        return tirx.Select(tirx.Or(j == b16(0), j == b16(8)), b16(0), val)
+
+    def plane(v, b):                              # b: the unrolled loop variable; the high byte gets ^ 0x80
+        byte = tirx.bitwise_xor(tirx.shift_right(v, b16(8 * b)), b16(tirx.Select(b == 1, 128, 0)))
+        return tirx.Cast("uint8x16", tirx.bitwise_and(byte, b16(255)))
+
+    @T.prim_func(private=True)
+    def table(X: T.Buffer((1, k), "int32"), tbl: T.Buffer((kp * 18,), "int16")):
+        T.func_attr({"tir.noalias": True})
+        for i in range(kp):
+            for b in T.unroll(2):
+                tbl[T.ramp((i * 2 + b) * 8, 1, 8)] = T.reinterpret("int16x8", plane(
+                    entries(T.if_then_else(i < k, X[0, T.min(i, k - 1)], 0)), b))
+            for sgn in T.unroll(2):
+                tbl[kp * 16 + 2 * i + sgn] = T.Cast("int16", T.if_then_else(
+                    i < k, T.if_then_else(sgn == 0, X[0, T.min(i, k - 1)], 0 - X[0, T.min(i, k - 1)]), 0))
+    return table
+
+
+def _nibble_main_primfunc(spec: DenseSpec, kp: int, lanes: int, C: int) -> tirx.PrimFunc:
+    N = spec.out_features
+    NBLK = -(-N // lanes)
+    NCH = kp // C
+    acc = spec.acc_dtype
+    has_bias = bool(spec.has_bias)
+    exact = needs_exact_scale(spec)
+    intrin = PSHUFB[lanes * 8]
+    L = lanes
+    H = L // 2
+    KH = kp // 2
+    u8 = f"uint8x{L}"
+    n_tail = tirx.Var("n_tail", "int32")
+
+    def tab(tbl, base):
+        t16 = tirx.reinterpret("uint8x16", tirx.BufferLoad(tbl, [tirx.Ramp(base // 2, 1, 8)]))
+        return tirx.Shuffle([t16] * (L // 16), list(range(L)))
+
+    def nibbles(c, hi):
+        # the low / high nibbles of L code bytes (vpsrlw on words, then vpand: bits crossing bytes are masked)
+        # hi: the unrolled loop variable (0 / 1), constant after unrolling
+        cu = tirx.reinterpret(u8, tirx.shift_right(tirx.reinterpret(f"uint16x{H}", c),
+                                                   tirx.Broadcast(tirx.Cast("uint16", hi * 4), H)))
+        return tirx.bitwise_and(cu, tirx.Broadcast(tirx.const(15, "uint8"), L))
+
+    def term(tbl, base, c, hi):
+        return tirx.reinterpret(f"uint16x{H}", tirx.call_llvm_pure_intrin(u8, intrin, tab(tbl, base), nibbles(c, hi)))
+
+    def tail_term(tbl, e):
+        # +-x_i << s for the packed tail term e = (2 i + neg) | s << 24 (+-x_i follow the tables)
+        return tirx.shift_left(
+            tirx.Cast(acc, tbl[kp * 16 + tirx.bitwise_and(e, tirx.const(0xFFFFFF, "int32"))]),
+            tirx.Cast(acc, tirx.shift_right(e, tirx.const(24, "int32"))))
+
+    def epi(a, b):
+        return _epilogue(a, b, spec, exact)
+
+    @T.prim_func(private=True)
+    def gemv(tbl: T.Buffer((kp * 18,), "int16"), codes: T.Buffer((NBLK * KH * L,), "int8"),
+             tail_ptr: T.Buffer((N + 1,), "int32"), tail: T.Buffer((n_tail,), "int32"),
+             base: T.Buffer((1,), "int32"), bias: T.Buffer((N,), "float32"), out: T.Buffer((1, N), "float32")):
+        T.func_attr({"tir.noalias": True})
+        for blk in T.parallel(NBLK):
+            acc_e = T.alloc_buffer((H,), acc, scope="global")     # outputs blk*L + 2j
+            acc_o = T.alloc_buffer((H,), acc, scope="global")     # outputs blk*L + 2j + 1
+            w = T.alloc_buffer((2 * H,), "uint16", scope="global")
+            h = T.alloc_buffer((2 * H,), "uint16", scope="global")
+            t = T.alloc_buffer((1,), acc, scope="global")
+            for j in T.vectorized(H):
+                acc_e[j] = T.Cast(acc, 0)
+                acc_o[j] = T.Cast(acc, 0)
+            for ch in range(NCH):
+                for b in T.unroll(2):
+                    for j in T.vectorized(H):
+                        w[b * H + j] = T.uint16(0)
+                        h[b * H + j] = T.uint16(0)
+                for pp in range(C // 2):
+                    T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(
+                        codes[(blk * KH + ch * (C // 2) + pp) * L + PREFETCH_BYTES]), T.int32(0), T.int32(3), T.int32(1)))
+                    for hi in T.unroll(2):
+                        for b in T.unroll(2):
+                            v = T.meta_var(term(tbl, ((ch * C + 2 * pp + hi) * 2 + b) * 16,
+                                                codes[T.ramp((blk * KH + ch * (C // 2) + pp) * L, 1, L)], hi))
+                            w[T.ramp(b * H, 1, H)] = w[T.ramp(b * H, 1, H)] + v
+                            h[T.ramp(b * H, 1, H)] = h[T.ramp(b * H, 1, H)] + T.shift_right(
+                                v, T.Broadcast(T.uint16(8), H))
+                for j in T.vectorized(H):
+                    acc_e[j] = acc_e[j] + _combine(w, h, j, H, 2, C, acc, odd=False)
+                    acc_o[j] = acc_o[j] + _combine(w, h, j, H, 2, C, acc, odd=True)
+            for q in range(L):
+                if blk * L + q < N:
+                    t[0] = T.shift_left(T.if_then_else(q % 2 == 0, acc_e[q // 2], acc_o[q // 2]),
+                                        T.Cast(acc, base[0]))
+                    for e in range(tail_ptr[blk * L + q + 1] - tail_ptr[blk * L + q]):
+                        t[0] = t[0] + tail_term(tbl, tail[tail_ptr[blk * L + q] + e])
+                    out[0, blk * L + q] = epi(t[0], bias[blk * L + q] if has_bias else None)
+
+    if not has_bias:
+        gemv = _drop_param(gemv, "bias")
+    return gemv
+
+
+# ----------------------------------------------------------------------------------------------- entry
+@dataclasses.dataclass(frozen=True, eq=False)
+class TableGemvKernel:
+    """A built table GEMV kernel.
+
+    Attributes:
+        spec: the ``DenseSpec`` (batch 1).
+        table: pre-kernel PrimFunc ``(X_q int32 (1, K), tables uint8 (table_shape,))``.
+        main: kernel PrimFunc ``(tables, codes int8, nneg int32, [bias f32 (N,)], out f32 (1, N))``.
+        weight_inputs: ``derive(codes)``: the code bytes and the negative counts.
+        derive: ``codes -> weight_inputs`` (a ``functools.partial`` of :func:`derive_inputs`).
+        table_shape, lanes, planes, chunk: the geometry it was generated with.
+    """
+
+    spec: DenseSpec
+    table: tirx.PrimFunc
+    main: tirx.PrimFunc
+    weight_inputs: tuple[np.ndarray, ...]
+    derive: Callable[[np.ndarray], list[np.ndarray]]
+    table_shape: tuple[int, ...]
+    lanes: int
+    planes: int
+    chunk: int
+    target: tvm.target.Target
+    variant: str = "byte"
+    table_dtype: str = "uint8"
+
+    def compile(self) -> CompiledTableGemv:
+        """Build both PrimFuncs for :attr:`target` (cached in process by spec and geometry)."""
+        key = (self.variant, self.spec, self.lanes, self.planes, self.chunk, str(self.target))
+        with _COMPILED_LOCK:
+            hit = _COMPILED.get(key)
+        if hit is None:
+            hit = CompiledTableGemv(self)
+            with _COMPILED_LOCK:
+                _COMPILED[key] = hit
+        return hit
+
+    def __call__(self, x_q: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+        """Run table + kernel on this CPU: ``x_q`` (1, K) -> float32 (1, N)."""
+        return self.compile()(x_q, self.weight_inputs, bias)
+
+
+class CompiledTableGemv:
+    """Both PrimFuncs built into one module (functions ``table`` and ``main``)."""
+
+    def __init__(self, k: TableGemvKernel) -> None:
+        mod = tvm.IRModule({"table": k.table.with_attr("global_symbol", "table"),
+                            "main": k.main.with_attr("global_symbol", "main")})
+        self.module = tvm.tirx.build(mod, target=k.target)
+        self.table_shape, self.table_dtype, self.out_shape = k.table_shape, k.table_dtype, k.spec.out_shape
+        self.has_bias = bool(k.spec.has_bias)
+
+    def __call__(self, x_q: np.ndarray, weight_inputs: Sequence[np.ndarray],
+                 bias: np.ndarray | None = None) -> np.ndarray:
+        """Build the tables from ``x_q`` and run the kernel with ``weight_inputs``; returns the float32 output."""
+        if self.has_bias and bias is None:
+            raise ValueError("the kernel was built with a bias; pass one")
+        x_t = tvm.runtime.tensor(np.ascontiguousarray(np.asarray(x_q).astype(np.int32)))
+        tbl = tvm.runtime.tensor(np.zeros(self.table_shape, self.table_dtype))
+        out = tvm.runtime.tensor(np.zeros(self.out_shape, np.float32))
+        self.module["table"](x_t, tbl)
+        args = [tbl] + [tvm.runtime.tensor(np.ascontiguousarray(w)) for w in weight_inputs]
+        if self.has_bias:
+            args.append(tvm.runtime.tensor(np.ascontiguousarray(np.asarray(bias, np.float32))))
+        self.module["main"](*args, out)
+        return out.numpy()
+
+
+_COMPILED: dict = {}
+_COMPILED_LOCK = threading.Lock()
+
+
+def build(spec: DenseSpec, codes: np.ndarray, target: str | dict | tvm.target.Target,
+          act_bits: tuple[int, int], variant: str | None = None) -> TableGemvKernel:
+    """Build the table GEMV kernel of one batch-1 dense layer (see the module doc).
+
+    Args:
+        spec: ``DenseSpec`` with ``batch == 1``; ``spec.acc_dtype`` the accumulator the accumulator pass proved.
+        codes: int8 codes ``sign * (shift - s0 + 1)``, PyTorch layout ``(N, K)``.
+        target: an x86 LLVM target with AVX2 or AVX-512BW.
+        act_bits: the activation format ``(I, F)``; at most 8 bits, ``F == spec.frac_bits``.
+        variant: ``"byte"`` (one code byte per weight, every level in the tables), ``"nibble"`` (half a byte, a
+            7-level window, the rest as a scalar tail) or ``None``: :func:`choose_variant`.
+
+    Raises:
+        ValueError: when :func:`applicable` says why not, or the accumulator cannot hold the bound plus ``K``.
+    """
+    tgt = resolve_target(target)
+    codes = np.asarray(codes)
+    why = applicable(spec, codes, tgt, act_bits)
+    if why:
+        raise ValueError(f"table GEMV kernel: {why}")
+    if int(act_bits[1]) != int(spec.frac_bits):
+        raise ValueError(f"act_bits F={act_bits[1]} differs from spec.frac_bits={spec.frac_bits}")
+    if tuple(codes.shape) != (spec.out_features, spec.in_features):
+        raise ValueError(f"codes have shape {tuple(codes.shape)}, the spec needs {(spec.out_features, spec.in_features)}")
+    x_absmax = _x_absmax(act_bits)
+    _check_bound(spec, codes, x_absmax)
+    # the running sum lags the true partial sum by at most K (the negative counts are added at the end)
+    rows = np.abs(codes.astype(np.int64))
+    bound = max((sum(1 << (int(v) - 1) for v in r if v) for r in rows.tolist()), default=0) * x_absmax
+    if bound + spec.in_features >= 2 ** (LANE_BITS[spec.acc_dtype] - 1):
+        raise ValueError(f"table GEMV kernel: bound {bound} + K does not fit {spec.acc_dtype}")
+    lanes = vector_bits(tgt) // 8
+    if variant is None:
+        variant = choose_variant(codes)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown table GEMV variant {variant!r}; expected one of {VARIANTS}")
+    if variant == "nibble":
+        npl = 2
+        nch, c = _nibble_chunks(spec.in_features)
+        derive = functools.partial(derive_nibble_inputs, spec, lanes=lanes)
+    else:
+        npl = _planes(int(rows.max()) if rows.size else 0)
+        nch, c = _chunks(spec.in_features)
+        derive = functools.partial(derive_inputs, spec, lanes=lanes)
+    kp = nch * c
+    table, main = _primfuncs(variant, spec, kp, npl, lanes, c)
+    nibble = variant == "nibble"
+    return TableGemvKernel(spec=spec, table=table, main=main, weight_inputs=tuple(derive(codes)), derive=derive,
+                           table_shape=(kp * 18,) if nibble else (kp * npl * 16,),
+                           table_dtype="int16" if nibble else "uint8", lanes=lanes, planes=npl, chunk=c,
+                           target=tgt, variant=variant)
+
+
+def choose_variant(codes: np.ndarray) -> str:
+    """``"nibble"`` when at most :data:`NIBBLE_MAX_TAIL` of the nonzero weights fall outside the best 7-level
+    window (half the code bytes, 8 instead of 11-16 vector uops per 32 terms), else ``"byte"``."""
+    _, tail = nibble_window(codes)
+    nonzero = int(np.count_nonzero(codes))
+    return "nibble" if tail <= NIBBLE_MAX_TAIL * nonzero else "byte"
+
+
+@functools.lru_cache(maxsize=64)
+def _primfuncs(variant: str, spec: DenseSpec, kp: int, npl: int, lanes: int, c: int
+               ) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
+    if variant == "nibble":
+        return _signed_table_primfunc(spec.in_features, kp), _nibble_main_primfunc(spec, kp, lanes, c)
+    return _table_primfunc(spec.in_features, kp, npl), _main_primfunc(spec, kp, npl, lanes, c)
