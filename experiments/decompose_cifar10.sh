@@ -3,7 +3,7 @@
 # budget, plus DeepShift-Q/PS fine-tuned from the baseline. Every run uses --resume, so the script can be
 # killed and started again at any time: finished runs only re-evaluate, unfinished ones continue.
 #
-#   experiments/decompose_cifar10.sh A &    # queue A: baseline, DeepShift-Q on Tucker, the recompose arm
+#   experiments/decompose_cifar10.sh A &    # queue A: baseline, the recompose arm, DeepShift-Q on Tucker
 #   experiments/decompose_cifar10.sh B &    # queue B: waits for the baseline's epoch E, then Tucker, CP, Q/PS fine-tunes
 #
 # Two queues of one-thread processes use a 2-core machine better than one two-thread process. Settings
@@ -71,10 +71,10 @@ mkdir -p "$(dirname "$SEED")"
 case "${1:-}" in
   A) run "$BASE" "${sched[@]}" -s 0 --desc "$B"
      take_seed "$BASE" "$E" "$SEED" || exit 1
-     arm "shift_q_all_wb_5_${B}_tucker50_e$E" tucker "${B}_tucker50_e$E" -st Q
      take_seed "$TUCKER" "$R" "$SEED_R" || exit 1
      seeded "$RUNS/fp32_${B}_tucker50_e${E}_r$R" "$SEED_R"
-     arm "fp32_${B}_tucker50_e${E}_r$R" tucker "${B}_tucker50_e${E}_r$R" -s 0 --recompose-epoch "$R" ;;
+     arm "fp32_${B}_tucker50_e${E}_r$R" tucker "${B}_tucker50_e${E}_r$R" -s 0 --recompose-epoch "$R"
+     arm "shift_q_all_wb_5_${B}_tucker50_e$E" tucker "${B}_tucker50_e$E" -st Q ;;
   B) take_seed "$BASE" "$E" "$SEED" || exit 1
      arm "fp32_${B}_tucker50_e$E" tucker "${B}_tucker50_e$E" -s 0 &
      take_seed "$TUCKER" "$R" "$SEED_R" &
