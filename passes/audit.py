@@ -273,6 +273,15 @@ class _Counter:
         return dep
 
     def _expr(self, e: Any, w: int, part: str) -> bool:
+        # an operation on a vector counts once per lane (children weigh their own lanes: a broadcast
+        # scalar is computed once)
+        if isinstance(e, _LOAD):
+            for i in e.indices:
+                self.expr(i, w, "index")
+            return True
+        return self._op(e, w, w * _lanes(e), part)
+
+    def _op(self, e: Any, w: int, lw: int, part: str) -> bool:
         if isinstance(e, _LOAD):
             for i in e.indices:
                 self.expr(i, w, "index")
@@ -282,26 +291,26 @@ class _Counter:
         cls = _BIN.get(type(e))
         if cls is not None:
             dep = self.expr(e.a, w, part) | self.expr(e.b, w, part)
-            self._add(part if dep else "index", cls, w)
+            self._add(part if dep else "index", cls, lw)
             if cls in ("mul", "add") and str(e.ty).startswith(("float", "bfloat")):
-                self._add(part if dep else "index", "f" + cls, w)
+                self._add(part if dep else "index", "f" + cls, lw)
             return dep
         if isinstance(e, T.BitwiseNot):
             dep = self.expr(e.a, w, part)
-            self._add(part if dep else "index", "bitwise", w)
+            self._add(part if dep else "index", "bitwise", lw)
             return dep
         if isinstance(e, T.Not):
             dep = self.expr(e.a, w, part)
-            self._add(part if dep else "index", "cmp", w)
+            self._add(part if dep else "index", "cmp", lw)
             return dep
         if isinstance(e, T.Cast):
             dep = self.expr(e.value, w, part)
-            self._add(part if dep else "index", "cast", w)
+            self._add(part if dep else "index", "cast", lw)
             return dep
         if isinstance(e, T.Select):
             dep = self.expr(e.condition, w, part) | self.expr(e.true_value, w, part) | self.expr(
                 e.false_value, w, part)
-            self._add(part if dep else "index", "select", w)
+            self._add(part if dep else "index", "select", lw)
             return dep
         if isinstance(e, T.Let):
             dep_v = self.expr(e.value, w, part)
@@ -322,7 +331,7 @@ class _Counter:
             for a in e.args:
                 dep = self.expr(a, w, part) | dep
             if name not in _FREE_CALLS:
-                self._add(part if dep else "index", _CALL_CLASS.get(name, "call"), w)
+                self._add(part if dep else "index", _CALL_CLASS.get(name, "call"), lw)
             return dep
         # unknown expression node: visit what looks like children
         dep = False
@@ -436,6 +445,13 @@ def _stores_float(s: Any) -> bool:
         return any(_stores_float(c) for c in s.seq)
     body = getattr(s, "body", None)
     return _stores_float(body) if body is not None else False
+
+
+def _lanes(e: Any) -> int:
+    try:
+        return max(1, int(e.ty.dtype.lanes))
+    except (AttributeError, TypeError, ValueError):
+        return 1
 
 
 def count_primfunc(prim: T.PrimFunc, is_shift: bool = False) -> dict[str, OpCounts]:

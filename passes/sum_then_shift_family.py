@@ -98,7 +98,10 @@ def sum_then_shift_kernel(req: KernelRequest) -> KernelBuild:
               "keywords": {kw: int(v) for kw, v in derive.keywords.items()}}
     weights = tuple(WeightInput(name, arr, Derivation(PLAN_INPUT, {**params, "index": i}))
                     for i, (name, arr) in enumerate(zip(PLAN_INPUT_NAMES[fn], k.weight_inputs)))
-    return KernelBuild(main=_with_root_block(k.main), weights=weights, prologue=_with_root_block(k.pack), prologue_out=(tuple(k.packed_shape), k.lane_dtype),
+    info = req.info
+    return KernelBuild(main=_with_root_block(k.main), weights=weights, prologue=_with_root_block(k.pack),
+                       prologue_out=(tuple(k.packed_shape), k.lane_dtype),
+                       prologue_float=_with_root_block(k.pack_float(info.rounding, info.act_qmax)),
                        task_name=f"sum_then_shift_{k.kind}_{_shape_name(req.spec)}_{k.lane_dtype}")
 
 
