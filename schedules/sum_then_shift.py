@@ -250,19 +250,16 @@ def pack_numpy(layout: ActivationLayout, x_q: np.ndarray, lane_dtype: str) -> np
 
 def _chunks(n: int, vl: int) -> Tuple[int, List[Tuple[int, int]], int]:
     """Cover ``n`` contiguous elements with vectors: ``(full, extra, scalar)``: ``full`` vectors of ``vl``
-    lanes at ``k * vl``, then ``extra`` vectors ``(start, lanes)`` (the last one may overlap the previous:
-    stores are idempotent), then ``scalar`` elements left at the end (runs shorter than 4 lanes)."""
+    lanes at ``k * vl``, then ``extra`` narrower vectors ``(start, lanes)`` (halving, at least 4 lanes), then
+    ``scalar`` single elements at the end. No element is written twice (the audit counts every lane)."""
     full, rest = divmod(n, vl)
-    if rest == 0:
-        return full, [], 0
-    if full:
-        return full, [(n - vl, vl)], 0
-    w = vl // 2
-    while w >= 4 and w > n:
+    extra, at, w = [], full * vl, vl // 2
+    while w >= 4:
+        if rest >= w:
+            extra.append((at, w))
+            at, rest = at + w, rest - w
         w //= 2
-    if w < 4:
-        return 0, [], n
-    return 0, [(0, w)] + ([(n - w, w)] if n > w else []), 0
+    return full, extra, rest
 
 
 def _pack_primfunc(layout: ActivationLayout, x_shape: Tuple[int, ...], lane: str, vector_bits_: int = 128,
