@@ -361,23 +361,32 @@ def _pack_conv_body(layout: ActivationLayout, X, P, vl: int, value, zeros) -> No
             with Tb.serial(0, scalar) as q:
                 Tb.buffer_store(P, value(X[n_, c_, xrow, src(hi - scalar + q)]), [base + hi - scalar + q])
 
+    # per copy: packed rows [r_lo, r_hi) have their source row inside the image, packed columns [lo, hi) theirs
+    geo = []
+    for cs, a in layout.copies:
+        r_lo = min(R, max(0, -(-(pt - a) // sh)))
+        r_hi = min(R, max(r_lo, (H - 1 + pt - a) // sh + 1))
+        lo = min(RL, max(0, -(-(pl - cs) // sw)))
+        hi = min(RL, max(lo, (W - 1 + pl - cs) // sw + 1))
+        geo.append((cs, a, r_lo, r_hi, lo, hi))
+    # rows outer, copies inner: the input plane is read top to bottom once (the copies of one packed row read
+    # the same or neighbouring input rows), which the prefetchers follow; row ranges in which every copy
+    # is either copied or zero are separate loops, so no condition is left per row
+    cuts = sorted({0, R} | {g[2] for g in geo} | {g[3] for g in geo})
     with Tb.parallel(0, N * C) as t:
         n_, c_ = t // C, t % C
-        for i, (cs, a) in enumerate(layout.copies):
-            base = n_ * IL + (i * C + c_) * PL
-            # packed rows whose source row is inside the image, packed columns whose source column is
-            r_lo = min(R, max(0, -(-(pt - a) // sh)))
-            r_hi = min(R, max(r_lo, (H - 1 + pt - a) // sh + 1))
-            lo = min(RL, max(0, -(-(pl - cs) // sw)))
-            hi = min(RL, max(lo, (W - 1 + pl - cs) // sw + 1))
-            zeros(P, base, r_lo * RL)
-            if r_hi > r_lo:
-                with Tb.serial(0, r_hi - r_lo) as rr:
-                    rbase = base + (rr + r_lo) * RL
-                    zeros(P, rbase, lo)
-                    run(rbase, (rr + r_lo) * sh + a - pt, lo, hi, cs, n_, c_)
-                    zeros(P, rbase + hi, RL - hi)
-            zeros(P, base + r_hi * RL, (R - r_hi) * RL + PL - R * RL)
+        for r0, r1 in zip(cuts[:-1], cuts[1:]):
+            with Tb.serial(0, r1 - r0) as rr:
+                for i, (cs, a, r_lo, r_hi, lo, hi) in enumerate(geo):
+                    rbase = n_ * IL + (i * C + c_) * PL + (rr + r0) * RL
+                    if r_lo <= r0 and r1 <= r_hi:
+                        zeros(P, rbase, lo)
+                        run(rbase, (rr + r0) * sh + a - pt, lo, hi, cs, n_, c_)
+                        zeros(P, rbase + hi, RL - hi)
+                    else:
+                        zeros(P, rbase, RL)
+        for i in range(len(geo)):
+            zeros(P, n_ * IL + (i * C + c_) * PL + R * RL, PL - R * RL)
         with Tb.If(c_ == 0):
             with Tb.Then():
                 zeros(P, n_ * IL + layout.zero_offset, layout.tail)
