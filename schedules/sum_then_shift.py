@@ -4,6 +4,8 @@ Entry point::
 
     k = build(kind, spec, codes, target, act_bits=(I, F))   # -> SumThenShiftKernel
     # k.pack:  PrimFunc (X_q int32 in the spec's layout) -> packed activations (k.packed_shape, k.lane_dtype)
+    # k.pack_float(rounding, qmax): the same from the float32 input, quantising on the way (what compiled
+    #          models run: no quantise kernel, no int32 x_q tensor)
     # k.main:  PrimFunc (packed, *k.weight_inputs, [bias f32 (O,)]) -> out f32 (spec.out_shape)
     # k.weight_inputs == k.derive(codes): int32 arrays rebuilt from the int8 codes at load time
 
@@ -32,6 +34,19 @@ depthwise zero weights point there). Two forms:
 
 With ``RL % lanes == 0`` a vector lies in one output row and is stored whole or in part (``ow < OW``); with
 ``RL == OW`` output pixels are NCHW-contiguous and stored as plain vectors.
+
+**The pack loops** (:func:`_pack_primfunc`). Everything but the (image, channel) task index is static: the
+copy list is unrolled in Python, and per copy the packed rows / columns whose source lies inside the image
+are constants, so a packed row is ``zeros | copied run | zeros`` without any per-element condition or index
+select. Loop order: task (parallel) -> row ranges (cut where some copy starts or stops reading the image) ->
+row -> copies, so one task reads its input plane once, top to bottom. A copied run is whole vectors
+(vector width of the lane dtype, then halves down to 4, then scalars; no element written twice): stride 1
+one contiguous load per vector; stride ``sw`` one load of ``sw x lanes`` contiguous elements de-interleaved
+by a shuffle (the load is shifted back by ``sw - 1`` where it would run past the row's end). Zero halo
+columns, zero rows, plane gaps and the image's zero tail are vector stores of zeros. With ``quant`` (see
+:meth:`SumThenShiftKernel.pack_float`) the run converts each loaded vector with
+:func:`schedules.compute.quantize_value` -- the quantise kernel's expression -- before narrowing it to the
+lane dtype: one ``x * 2**F`` per copied element (the audit's prologue multiplies).
 
 **Kernel (conv / dense batch > 1).** Per (image, block of ``VB`` pixels, output channel)::
 
