@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import threading
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
@@ -85,7 +86,7 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as Tb
 from tvm.target import codegen
 
-from .compute import Conv2dSpec, DenseSpec, _epilogue, needs_exact_scale, quantize_value, cast_lanes
+from .compute import Conv2dSpec, DenseSpec, _epilogue, cast_lanes, needs_exact_scale, quantize_value
 from .segments import LANE_BITS, lane_dtype_for, plan_segments
 from .target import resolve_target
 
@@ -277,18 +278,18 @@ def _chunks(n: int, vl: int) -> Tuple[int, List[Tuple[int, int]], int]:
     return full, extra, rest
 
 
-def _pack_primfunc(layout: ActivationLayout, x_shape: Tuple[int, ...], lane: str, vector_bits_: int = 128,
+def _pack_primfunc(layout: ActivationLayout, x_shape: Tuple[int, ...], lane: str, vbits: int = 128,
                    quant: Optional[Tuple[int, int, str, Optional[int]]] = None) -> tirx.PrimFunc:
     """The pre-kernel: ``X`` (NCHW, or ``(M, K)`` for dense) -> packed ``lane`` activations.
 
     ``quant=None``: ``X`` is the int32 ``x_q``. ``quant=(I, F, rounding, qmax)``: ``X`` is the float32 input
     and the pack quantises it on the way (:func:`schedules.compute.quantize_value`, the quantise kernel's
-    expression: one ``x * 2**F`` per element read)."""
-    NI, IL, C, PL, R, RL = layout.images, layout.image_len, layout.channels, layout.plane, layout.rows, layout.row_len
-    used = R * RL
+    expression: one ``x * 2**F`` per element read). ``vbits``: the target's vector width (:func:`vector_bits`);
+    copied runs and zero runs are vectors of ``vbits`` bits of the lane dtype."""
+    NI, IL, PL = layout.images, layout.image_len, layout.plane
     zoff, ztail = layout.zero_offset, layout.tail
     xdtype = "int32" if quant is None else "float32"
-    vl = max(4, int(vector_bits_) // LANE_BITS[lane])
+    vl = max(4, int(vbits) // LANE_BITS[lane])
 
     def value(v: tirx.PrimExpr) -> tirx.PrimExpr:
         if quant is not None:
@@ -307,34 +308,33 @@ def _pack_primfunc(layout: ActivationLayout, x_shape: Tuple[int, ...], lane: str
             with Tb.serial(0, scalar) as k:
                 Tb.buffer_store(P, tirx.const(0, lane), [start + count - scalar + k])
 
-    with IRBuilder() as ib:
-        with Tb.prim_func():
-            Tb.func_name("pack")
-            Tb.func_attr({"tir.noalias": True})
-            X = Tb.arg("X", Tb.Buffer(tuple(int(d) for d in x_shape), xdtype))
-            P = Tb.arg("P", Tb.Buffer((NI * IL,), lane))
-            if layout.transpose_dense:
-                M, K = x_shape
-                with Tb.parallel(0, K) as k:
-                    with Tb.serial(0, M) as m:
-                        Tb.buffer_store(P, value(X[m, k]), [k * PL + m])
-                    zeros(P, k * PL + M, PL - M)
-                zeros(P, zoff, ztail)
-            else:
-                _pack_conv_body(layout, X, P, vl, value, zeros)
+    with IRBuilder() as ib, Tb.prim_func():
+        Tb.func_name("pack")
+        Tb.func_attr({"tir.noalias": True})
+        X = Tb.arg("X", Tb.Buffer(tuple(int(d) for d in x_shape), xdtype))
+        P = Tb.arg("P", Tb.Buffer((NI * IL,), lane))
+        if layout.transpose_dense:
+            M, K = x_shape
+            with Tb.parallel(0, K) as k:
+                with Tb.serial(0, M) as m:
+                    Tb.buffer_store(P, value(X[m, k]), [k * PL + m])
+                zeros(P, k * PL + M, PL - M)
+            zeros(P, zoff, ztail)
+        else:
+            _pack_conv_body(layout, X, P, vl, value, zeros)
     return ib.get()
 
 
 def _pack_conv_body(layout: ActivationLayout, X, P, vl: int, value, zeros) -> None:
-    """Conv pack loops: per (image, channel) task, every copy (static list, unrolled here) of its plane as zero
-    rows / (zero columns, copied columns, zero columns) rows / zero rows and gap, all bounds static. A copied
-    run loads whole vectors of ``x`` (stride ``sw``: ``sw * lanes`` contiguous elements, de-interleaved by a
-    shuffle), so no per-element index arithmetic or condition is left."""
-    NI, IL, C, PL, R, RL = layout.images, layout.image_len, layout.channels, layout.plane, layout.rows, layout.row_len
-    (sh, sw), (dh, dw) = layout.stride, layout.dilation
+    """Conv pack loops (module doc, "The pack loops"): per (image, channel) task and packed row, every copy
+    (static list, unrolled here) as zero columns / copied run / zero columns or a zero row, then the plane
+    gaps and (first channel) the image's zero tail. A copied run loads whole vectors of ``x`` (stride ``sw``:
+    ``sw * lanes`` contiguous elements, de-interleaved by a shuffle), so no per-element index arithmetic or
+    condition is left."""
+    N, IL, C, PL, R, RL = layout.images, layout.image_len, layout.channels, layout.plane, layout.rows, layout.row_len
+    sh, sw = layout.stride
     pt, pl = layout.pad_tl
     H, W = layout.in_hw
-    N = NI
 
     def run(base, xrow, lo, hi, cs, n_, c_):
         """``P[base + j] = value(x[n, c, xrow, j * sw + cs - pl])`` for ``lo <= j < hi``."""
@@ -390,7 +390,7 @@ def _pack_conv_body(layout: ActivationLayout, X, P, vl: int, value, zeros) -> No
     cuts = sorted({0, R} | {g[2] for g in geo} | {g[3] for g in geo})
     with Tb.parallel(0, N * C) as t:
         n_, c_ = t // C, t % C
-        for r0, r1 in zip(cuts[:-1], cuts[1:]):
+        for r0, r1 in itertools.pairwise(cuts):
             with Tb.serial(0, r1 - r0) as rr:
                 for i, (cs, a, r_lo, r_hi, lo, hi) in enumerate(geo):
                     rbase = n_ * IL + (i * C + c_) * PL + (rr + r0) * RL
@@ -402,9 +402,8 @@ def _pack_conv_body(layout: ActivationLayout, X, P, vl: int, value, zeros) -> No
                         zeros(P, rbase, RL)
         for i in range(len(geo)):
             zeros(P, n_ * IL + (i * C + c_) * PL + R * RL, PL - R * RL)
-        with Tb.If(c_ == 0):
-            with Tb.Then():
-                zeros(P, n_ * IL + layout.zero_offset, layout.tail)
+        with Tb.If(c_ == 0), Tb.Then():
+            zeros(P, n_ * IL + layout.zero_offset, layout.tail)
 
 
 # ----------------------------------------------------------------------------------------------- derive
