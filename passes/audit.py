@@ -4,7 +4,8 @@ Run on the module after ``legalize_passes`` (every Relax op is then one ``call_t
 fusion only merges those afterwards and does not change the arithmetic). For every PrimFunc reached from
 ``main`` (``call_tir``, also inside called Relax functions) it counts each arithmetic node of the TIR,
 weighted by the extents of the loops around it (= executions per call; block predicates of non-divisible
-splits are ignored, so a tail can be over-counted), times the number of calls per inference. A
+splits are ignored, so a tail can be over-counted) and by its lanes when it is an explicit vector expression
+(a broadcast scalar operand counts once), times the number of calls per inference. A
 subexpression that occurs several times in one statement (TE inlining repeats them; LLVM computes them
 once) is counted once.
 
