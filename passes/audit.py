@@ -4,7 +4,8 @@ Run on the module after ``legalize_passes`` (every Relax op is then one ``call_t
 fusion only merges those afterwards and does not change the arithmetic). For every PrimFunc reached from
 ``main`` (``call_tir``, also inside called Relax functions) it counts each arithmetic node of the TIR,
 weighted by the extents of the loops around it (= executions per call; block predicates of non-divisible
-splits are ignored, so a tail can be over-counted), times the number of calls per inference. A
+splits are ignored, so a tail can be over-counted) and by its lanes when it is an explicit vector expression
+(a broadcast scalar operand counts once), times the number of calls per inference. A
 subexpression that occurs several times in one statement (TE inlining repeats them; LLVM computes them
 once) is counted once.
 
@@ -273,6 +274,15 @@ class _Counter:
         return dep
 
     def _expr(self, e: Any, w: int, part: str) -> bool:
+        # an operation on a vector counts once per lane (children weigh their own lanes: a broadcast
+        # scalar is computed once)
+        if isinstance(e, _LOAD):
+            for i in e.indices:
+                self.expr(i, w, "index")
+            return True
+        return self._op(e, w, w * _lanes(e), part)
+
+    def _op(self, e: Any, w: int, lw: int, part: str) -> bool:
         if isinstance(e, _LOAD):
             for i in e.indices:
                 self.expr(i, w, "index")
@@ -282,26 +292,26 @@ class _Counter:
         cls = _BIN.get(type(e))
         if cls is not None:
             dep = self.expr(e.a, w, part) | self.expr(e.b, w, part)
-            self._add(part if dep else "index", cls, w)
+            self._add(part if dep else "index", cls, lw)
             if cls in ("mul", "add") and str(e.ty).startswith(("float", "bfloat")):
-                self._add(part if dep else "index", "f" + cls, w)
+                self._add(part if dep else "index", "f" + cls, lw)
             return dep
         if isinstance(e, T.BitwiseNot):
             dep = self.expr(e.a, w, part)
-            self._add(part if dep else "index", "bitwise", w)
+            self._add(part if dep else "index", "bitwise", lw)
             return dep
         if isinstance(e, T.Not):
             dep = self.expr(e.a, w, part)
-            self._add(part if dep else "index", "cmp", w)
+            self._add(part if dep else "index", "cmp", lw)
             return dep
         if isinstance(e, T.Cast):
             dep = self.expr(e.value, w, part)
-            self._add(part if dep else "index", "cast", w)
+            self._add(part if dep else "index", "cast", lw)
             return dep
         if isinstance(e, T.Select):
             dep = self.expr(e.condition, w, part) | self.expr(e.true_value, w, part) | self.expr(
                 e.false_value, w, part)
-            self._add(part if dep else "index", "select", w)
+            self._add(part if dep else "index", "select", lw)
             return dep
         if isinstance(e, T.Let):
             dep_v = self.expr(e.value, w, part)
@@ -322,7 +332,7 @@ class _Counter:
             for a in e.args:
                 dep = self.expr(a, w, part) | dep
             if name not in _FREE_CALLS:
-                self._add(part if dep else "index", _CALL_CLASS.get(name, "call"), w)
+                self._add(part if dep else "index", _CALL_CLASS.get(name, "call"), lw)
             return dep
         # unknown expression node: visit what looks like children
         dep = False
@@ -436,6 +446,13 @@ def _stores_float(s: Any) -> bool:
         return any(_stores_float(c) for c in s.seq)
     body = getattr(s, "body", None)
     return _stores_float(body) if body is not None else False
+
+
+def _lanes(e: Any) -> int:
+    try:
+        return max(1, int(e.ty.dtype.lanes))
+    except (AttributeError, TypeError, ValueError):
+        return 1
 
 
 def count_primfunc(prim: T.PrimFunc, is_shift: bool = False) -> dict[str, OpCounts]:

@@ -71,6 +71,10 @@ class KernelBuild:
         main: the scheduled kernel PrimFunc.
         weights: its constant inputs after ``x``, in order.
         prologue: optional PrimFunc applied to ``x`` first; ``prologue_out`` = its ``(shape, dtype)``.
+        prologue_float: optional variant of ``prologue`` that reads the float32 input and quantises it itself
+            (the layer's ``Q(I, F)``, rounding and clamp, ``schedules.compute.quantize_value``); the lowering
+            runs it instead of the quantise kernel + ``prologue`` when ``x`` comes from the frontend's
+            quantise chain.
         unscheduled: zero-argument callable giving ``main``'s compute before scheduling (database replay).
         tuning_key: zero-argument callable giving the PrimFunc whose record a database is asked for.
         task_name: readable name of the tuning task (``shiftcomp.tune`` and ``tuned_kernels`` use it).
@@ -81,6 +85,7 @@ class KernelBuild:
     weights: tuple[WeightInput, ...]
     prologue: tvm.tirx.PrimFunc | None = None
     prologue_out: tuple[tuple[int, ...], str] | None = None
+    prologue_float: tvm.tirx.PrimFunc | None = None
     unscheduled: Callable[[], tvm.tirx.PrimFunc] | None = None
     tuning_key: Callable[[], tvm.tirx.PrimFunc] | None = None
     task_name: str = ""

@@ -19,8 +19,10 @@
 A :class:`KernelBuild` says what the kernel reads besides ``x``: its constant weight inputs, in order
 (default: the int8 codes). An input that is not the codes carries a :class:`~passes.derived_inputs.Derivation`
 so that the artifact can rebuild it from the packed codes at load time. An optional ``prologue`` PrimFunc
-runs on ``x`` first (e.g. quantise and pad into another layout); its output is what ``main`` reads.
-Calling convention: ``prologue(x, out)``, ``main(x_or_prologue_out, *weights, [bias], out)``.
+runs on ``x_q`` first (e.g. pad into another layout); its output is what ``main`` reads. An optional
+``prologue_float`` does the same from the float input, quantising it itself: the lowering then drops the
+quantise kernel (``x_q`` never exists). Calling convention: ``prologue(x, out)``,
+``main(x_or_prologue_out, *weights, [bias], out)``.
 """
 from __future__ import annotations
 

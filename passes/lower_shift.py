@@ -10,6 +10,8 @@ Declarative, tinygrad style: :data:`LOWERINGS` maps a composite name to the func
 * The accumulator dtype comes from :func:`passes.accumulator.plan_accumulator` (int32 / int64 / error).
 * If ``x_q`` is produced by the frontend's plain-Relax quantise prologue, that chain is replaced by one
   ``shiftcomp_quantize`` kernel (:mod:`passes.quantize_kernel`); the old bindings die in the DCE that follows.
+  A provider whose kernel has a prologue may also give a ``prologue_float`` that quantises as it packs: it
+  then reads the chain's float input directly (no quantise kernel, no int32 ``x_q`` tensor).
 * Dense inputs with more than two dims are reshaped to ``(M, K)`` and back.
 * Float-activation layers use the exponent-add kernels (``shift_dense_float``/``shift_conv2d_float``) when
   the schedules provide them; otherwise lowering raises :class:`LoweringError` -- never a silent multiply.
@@ -43,7 +45,7 @@ from .contract import (ARG_BIAS, ARG_SHIFT, ARG_SIGN, ARG_X, COMPOSITE_CONV2D, C
 from .errors import LoweringError, ShiftCompError
 from .kernels import KernelBuild, KernelProvider, KernelRequest, ManualKernels, WeightInput
 from .lower_adder import lower_adder_conv2d, lower_adder_dense
-from .lowering import LowerContext, LoweredLayer, LoweringReport, const_array, quantize_input
+from .lowering import LowerContext, LoweredLayer, LoweringReport, const_array, quantize_input, quantize_source
 from .quantize_kernel import ROLE_ATTR, quantize_primfunc
 
 __all__ = ["LOWERINGS", "LowerShiftOps", "LoweringReport", "LoweredLayer", "lower_shift_ops",
@@ -79,7 +81,10 @@ def _request_kernel(ctx: LowerContext, req: KernelRequest, kind: str) -> KernelB
 
 
 def _emit_kernel(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo, kind: str, spec: Any,
-                 codes: np.ndarray, x: relax.Expr, plan: AccumulatorPlan | None) -> relax.Expr:
+                 codes: np.ndarray, plan: AccumulatorPlan | None) -> relax.Expr:
+    """The kernel call on the composite's ``x_q``: quantise kernel (replacing the frontend's chain), provider
+    prologue, kernel -- or, when the provider has a ``prologue_float`` and ``x_q`` comes from the chain, that
+    prologue on the chain's float input (one kernel quantising and packing; no int32 ``x_q`` tensor)."""
     float_acts = info.act_bits is None
     kkind = kind + ("_float" if float_acts else "")
     shift, sign = _weights(call, info)
@@ -89,10 +94,22 @@ def _emit_kernel(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo, kind
     layer_id = "".join(c if c.isalnum() else "_" for c in info.layer)
     acc = "float32" if plan is None else plan.dtype
     prologue_name = None
+    x_shape = tuple(int(d) for d in spec.x_shape)
+    x_float = quantize_source(ctx, call.args[ARG_X], info) if build.prologue_float is not None else None
+    if x_float is None:
+        x = quantize_input(ctx, call.args[ARG_X], info)
+    else:
+        x = x_float
+    if tuple(info.in_shape) != x_shape:   # dense inputs with more than two dims
+        x = ctx.builder.emit(relax.op.reshape(x, x_shape))
     if build.prologue is not None:
         if build.prologue_out is None:
             raise LoweringError(f"shift layer {info.layer!r}: the kernel provider gave a prologue without prologue_out")
-        pro = _kernel_attrs(build.prologue, {ROLE_ATTR: "kernel_prologue", "shiftcomp.layer": info.layer}, ctx.target)
+        # the quantising prologue does the quantise kernel's job: the audit counts its x * 2**F as a prologue
+        # multiply (role "prologue"), and sc.verify finds it as the layer's quantise step
+        pro_prim, role = ((build.prologue_float, "prologue") if x_float is not None
+                          else (build.prologue, "kernel_prologue"))
+        pro = _kernel_attrs(pro_prim, {ROLE_ATTR: role, "shiftcomp.layer": info.layer}, ctx.target)
         pgv = ctx.builder.add_func(pro, "shift_prologue_" + layer_id)
         prologue_name = pgv.name_hint
         shape, dtype = build.prologue_out
@@ -108,8 +125,8 @@ def _emit_kernel(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo, kind
     y = ctx.builder.emit(relax.call_tir(gv, args, relax.TensorType(out_shape, "float32")))
     ctx.report.layers[info.layer] = LoweredLayer(info=info, spec=spec, plan=plan, kernel=gv.name_hint, codes=codes,
                                                  float_acts=float_acts, weights=tuple(build.weights),
-                                                 prologue=prologue_name, source=build.source,
-                                                 task_name=build.task_name, build=build,
+                                                 prologue=prologue_name, prologue_quantizes=x_float is not None,
+                                                 source=build.source, task_name=build.task_name, build=build,
                                                  logical_codes=req.logical_codes)
     return y
 
@@ -144,11 +161,8 @@ def lower_dense(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo) -> re
     m = int(np.prod(info.in_shape[:-1], dtype=np.int64)) if len(info.in_shape) > 1 else 1
     spec = DenseSpec(batch=m, in_features=k, out_features=n_out, frac_bits=info.frac_bits or 0, s0=info.s0,
                      acc_dtype=plan.dtype if plan else "int32", has_bias=info.has_bias)
-    x = quantize_input(ctx, call.args[ARG_X], info)
-    if tuple(info.in_shape) != (m, k):
-        x = ctx.builder.emit(relax.op.reshape(x, (m, k)))
     codes = _codes(dense_weight_codes, info, shift, sign, info.s0)
-    y = _emit_kernel(ctx, call, info, "dense", spec, codes, x, plan)
+    y = _emit_kernel(ctx, call, info, "dense", spec, codes, plan)
     if tuple(info.out_shape) != (m, n_out):
         y = ctx.builder.emit(relax.op.reshape(y, info.out_shape))
     return y
@@ -164,9 +178,8 @@ def lower_conv2d(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo) -> r
                       stride=info.strides, padding=info.padding, dilation=info.dilation, groups=info.groups,
                       frac_bits=info.frac_bits or 0, s0=info.s0, acc_dtype=plan.dtype if plan else "int32",
                       has_bias=info.has_bias)
-    x = quantize_input(ctx, call.args[ARG_X], info)
     codes = _codes(conv2d_weight_codes, info, shift, sign, info.s0, info.groups)
-    return _emit_kernel(ctx, call, info, "conv2d", spec, codes, x, plan)
+    return _emit_kernel(ctx, call, info, "conv2d", spec, codes, plan)
 
 
 #: composite name -> lowering function (the pattern table)

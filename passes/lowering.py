@@ -20,7 +20,7 @@ from .errors import LoweringError
 from .kernels import KernelBuild, KernelProvider, WeightInput
 from .quantize_kernel import quantize_primfunc
 
-__all__ = ["LoweredLayer", "LoweringReport", "LowerContext", "const_array", "quantize_input"]
+__all__ = ["LoweredLayer", "LoweringReport", "LowerContext", "const_array", "quantize_input", "quantize_source"]
 
 
 @dataclasses.dataclass
@@ -36,6 +36,8 @@ class LoweredLayer:
         float_acts: whether the float-activation (exponent-add) kernel was used.
         weights: the kernel's constant inputs after ``x`` (from the provider; default: ``codes``).
         prologue: name of the provider's prologue kernel on ``x`` (``None``: none).
+        prologue_quantizes: the prologue is the provider's ``prologue_float``: it reads the float input
+            (reshaped to ``spec.x_shape``) and quantises it; there is no separate quantise kernel.
         source: where the kernel came from (``"manual"`` or ``"database"``).
         task_name: the kernel's tuning task name.
         build: the provider's :class:`~passes.kernels.KernelBuild` (``shiftcomp.tune`` reads its tuning key).
@@ -52,6 +54,7 @@ class LoweredLayer:
     float_acts: bool = False
     weights: tuple[WeightInput, ...] = ()
     prologue: str | None = None
+    prologue_quantizes: bool = False
     source: str = "manual"
     task_name: str = ""
     build: KernelBuild | None = None
@@ -82,11 +85,17 @@ def const_array(e: relax.Expr, what: str, layer: str) -> np.ndarray:
     return e.value.numpy()
 
 
+def quantize_source(ctx: LowerContext, x: relax.Expr, info: ShiftLayerInfo) -> relax.Expr | None:
+    """The float input of the frontend's quantise chain feeding ``x`` (``None``: float activations, or ``x``
+    is not produced by that chain)."""
+    if info.act_bits is None:
+        return None
+    return _match_prologue(ctx, x)
+
+
 def quantize_input(ctx: LowerContext, x: relax.Expr, info: ShiftLayerInfo) -> relax.Expr:
     """Replace the frontend's plain-Relax prologue chain feeding ``x`` by one quantize kernel, if present."""
-    if info.act_bits is None:
-        return x
-    chain = _match_prologue(ctx, x)
+    chain = quantize_source(ctx, x, info)
     if chain is None:
         return x
     prim = quantize_primfunc(info.in_shape, info.act_bits[0], info.act_bits[1], info.rounding, qmax=info.act_qmax)

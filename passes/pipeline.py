@@ -15,7 +15,9 @@ then VM codegen (``tvm.compile(mod, relax_pipeline=None)``). ``run_pipeline(mod,
 stops after a stage, for tools that need an intermediate module: ``shiftcomp.tune`` extracts the glue
 tasks at ``until="fuse"``, exactly the module that ``apply_database`` later sees. ``lower=False`` skips
 ``lower_shift`` (the float multiply baseline from the same import). Shift kernels are ``kOpaque``, so
-fusion only merges the float glue (BN, ReLU, quantise prologue, ...).
+fusion only merges the float glue (BN, ReLU, the quantise kernel of layers without a quantising
+prologue, ...); a sum-then-shift layer's quantising pack is opaque too, so the glue before it is its own
+kernel writing float32.
 """
 from __future__ import annotations
 

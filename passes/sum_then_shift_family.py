@@ -2,8 +2,12 @@
 
 ``sum_then_shift_kernel(request)`` returns a :class:`~passes.kernel_build.KernelBuild` with
 
-* ``prologue`` = the kernel's ``pack`` (int32 ``x_q`` -> zero-padded, copied activations of the lane dtype),
-  run after the ``shiftcomp_quantize`` prologue;
+* ``prologue_float`` = the kernel's quantising pack (``pack_float``: float32 ``x`` -> ``clamp(round(x *
+  2**F))`` in the layer's format, rounding and clamp, written straight into the zero-padded, copied layout
+  of the lane dtype); the lowering runs it on the float input of the frontend's quantise chain, in place of
+  the ``shiftcomp_quantize`` kernel (audited as the layer's prologue: one ``x * 2**F`` per copied element);
+* ``prologue`` = the kernel's ``pack`` (int32 ``x_q`` -> the same layout), for an ``x_q`` that no quantise
+  chain produced (then after whatever produced it);
 * ``main`` = the sum-then-shift kernel, reading the packed activations and the plan arrays;
 * ``weights`` = the plan arrays (segment pointers, levels, term offsets ...), each with a
   :class:`~passes.derived_inputs.Derivation` so that ``shiftcomp.load`` rebuilds it from the bit-packed codes
@@ -99,7 +103,10 @@ def sum_then_shift_kernel(req: KernelRequest) -> KernelBuild:
               "keywords": {kw: int(v) for kw, v in derive.keywords.items()}}
     weights = tuple(WeightInput(name, arr, Derivation(PLAN_INPUT, {**params, "index": i}))
                     for i, (name, arr) in enumerate(zip(PLAN_INPUT_NAMES[fn], k.weight_inputs)))
-    return KernelBuild(main=_with_root_block(k.main), weights=weights, prologue=_with_root_block(k.pack), prologue_out=(tuple(k.packed_shape), k.lane_dtype),
+    info = req.info
+    return KernelBuild(main=_with_root_block(k.main), weights=weights, prologue=_with_root_block(k.pack),
+                       prologue_out=(tuple(k.packed_shape), k.lane_dtype),
+                       prologue_float=_with_root_block(k.pack_float(info.rounding, info.act_qmax)),
                        task_name=f"sum_then_shift_{k.kind}_{_shape_name(req.spec)}_{k.lane_dtype}")
 
 

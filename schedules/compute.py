@@ -74,7 +74,7 @@ __all__ = [
     "DenseSpec", "Conv2dSpec", "shift_dense", "shift_conv2d", "shift_dense_float", "shift_conv2d_float",
     "dense_weight_codes", "conv2d_weight_codes", "weight_codes", "dense_codes_layout", "conv2d_codes_layout",
     "dense_block", "dense_padded_n", "conv2d_padded_og", "DENSE_BLOCK", "ldexp_f32_bits", "output_scale",
-    "needs_exact_scale", "ACC_DTYPES", "LANE_PAD",
+    "needs_exact_scale", "ACC_DTYPES", "LANE_PAD", "quantize_value", "cast_lanes",
 ]
 
 ACC_DTYPES = ("int32", "int64")
@@ -410,6 +410,37 @@ def _epilogue(acc_val: tirx.PrimExpr, bias_val: Optional[tirx.PrimExpr], spec, e
     else:
         y = f * _f32_const(c)
     return y + bias_val if bias_val is not None else y
+
+
+def quantize_value(x: tirx.PrimExpr, int_bits: int, frac_bits: int, rounding: str,
+                   qmax: Optional[int] = None) -> tirx.PrimExpr:
+    """``clamp(round_mode(x * 2**F), qmin, qmax)`` as int32 (docs/numerics.md, Activations), for a float32
+    scalar or vector ``x``: the one definition the quantise kernel (``passes.quantize_kernel``) and the
+    quantising pack of ``schedules.sum_then_shift`` share, so that they agree bit for bit.
+
+    ``rounding``: ``"nearest"`` (``nearbyint``: ties to even) or ``"floor"``; ``qmax``: a smaller upper clamp
+    than ``2**(I+F-1) - 1`` (``numerics="deepshift"``), or ``None``. Up to 25 bits the clamp bounds are exact
+    float32 values; wider formats clamp the top in int64 (``2**(I+F-1) - 1`` is not a float32)."""
+    n = int(int_bits) + int(frac_bits)
+    if not 1 <= n <= 32:
+        raise ValueError(f"activation format Q({int_bits},{frac_bits}) has {n} bits; need 1..32")
+    if rounding not in ("nearest", "floor"):
+        raise ValueError(f"unknown rounding {rounding!r}")
+    qmin, qmax = -(2 ** (n - 1)), (2 ** (n - 1) - 1 if qmax is None else min(int(qmax), 2 ** (n - 1) - 1))
+    v = x * tirx.const(2.0 ** frac_bits, "float32")
+    v = tirx.nearbyint(v) if rounding == "nearest" else tirx.floor(v)
+    if n - 1 <= 24:
+        v = tirx.max(tirx.min(v, tirx.const(float(qmax), "float32")), tirx.const(float(qmin), "float32"))
+        return cast_lanes(v, "int32")
+    v = tirx.max(tirx.min(v, tirx.const(float(2 ** (n - 1)), "float32")), tirx.const(float(qmin), "float32"))
+    w = tirx.min(cast_lanes(v, "int64"), tirx.const(qmax, "int64"))
+    return cast_lanes(w, "int32")
+
+
+def cast_lanes(v: tirx.PrimExpr, dtype: str) -> tirx.PrimExpr:
+    """``v`` cast to the scalar type ``dtype`` lane by lane (a vector ``v`` keeps its lanes)."""
+    lanes = int(v.ty.dtype.lanes)
+    return v.astype(dtype if lanes == 1 else f"{dtype}x{lanes}")
 
 
 def _term_int(x: tirx.PrimExpr, code: tirx.PrimExpr, acc_dtype: str,

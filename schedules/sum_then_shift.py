@@ -4,6 +4,8 @@ Entry point::
 
     k = build(kind, spec, codes, target, act_bits=(I, F))   # -> SumThenShiftKernel
     # k.pack:  PrimFunc (X_q int32 in the spec's layout) -> packed activations (k.packed_shape, k.lane_dtype)
+    # k.pack_float(rounding, qmax): the same from the float32 input, quantising on the way (what compiled
+    #          models run: no quantise kernel, no int32 x_q tensor)
     # k.main:  PrimFunc (packed, *k.weight_inputs, [bias f32 (O,)]) -> out f32 (spec.out_shape)
     # k.weight_inputs == k.derive(codes): int32 arrays rebuilt from the int8 codes at load time
 
@@ -33,6 +35,19 @@ depthwise zero weights point there). Two forms:
 With ``RL % lanes == 0`` a vector lies in one output row and is stored whole or in part (``ow < OW``); with
 ``RL == OW`` output pixels are NCHW-contiguous and stored as plain vectors.
 
+**The pack loops** (:func:`_pack_primfunc`). Everything but the (image, channel) task index is static: the
+copy list is unrolled in Python, and per copy the packed rows / columns whose source lies inside the image
+are constants, so a packed row is ``zeros | copied run | zeros`` without any per-element condition or index
+select. Loop order: task (parallel) -> row ranges (cut where some copy starts or stops reading the image) ->
+row -> copies, so one task reads its input plane once, top to bottom. A copied run is whole vectors
+(vector width of the lane dtype, then halves down to 4, then scalars; no element written twice): stride 1
+one contiguous load per vector; stride ``sw`` one load of ``sw x lanes`` contiguous elements de-interleaved
+by a shuffle (the load is shifted back by ``sw - 1`` where it would run past the row's end). Zero halo
+columns, zero rows, plane gaps and the image's zero tail are vector stores of zeros. With ``quant`` (see
+:meth:`SumThenShiftKernel.pack_float`) the run converts each loaded vector with
+:func:`schedules.compute.quantize_value` -- the quantise kernel's expression -- before narrowing it to the
+lane dtype: one ``x * 2**F`` per copied element (the audit's prologue multiplies).
+
 **Kernel (conv / dense batch > 1).** Per (image, block of ``VB`` pixels, output channel)::
 
     acc[VB] (acc dtype) = 0
@@ -60,6 +75,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import threading
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
@@ -67,9 +83,11 @@ import numpy as np
 import tvm
 from tvm import tirx
 from tvm.script import tirx as T
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder import tirx as Tb
 from tvm.target import codegen
 
-from .compute import Conv2dSpec, DenseSpec, _epilogue, needs_exact_scale
+from .compute import Conv2dSpec, DenseSpec, _epilogue, cast_lanes, needs_exact_scale, quantize_value
 from .segments import LANE_BITS, lane_dtype_for, plan_segments
 from .target import resolve_target
 
@@ -247,85 +265,146 @@ def pack_numpy(layout: ActivationLayout, x_q: np.ndarray, lane_dtype: str) -> np
     return out.reshape(-1).astype(lane_dtype)
 
 
-def _select_chain(idx: tirx.PrimExpr, values: Sequence[int]) -> tirx.PrimExpr:
-    """``values[idx]`` for a small static table, as nested selects (no buffer)."""
-    e = tirx.const(int(values[-1]), "int32")
-    for i in range(len(values) - 2, -1, -1):
-        e = tirx.Select(idx == i, tirx.const(int(values[i]), "int32"), e)
-    return e
+def _chunks(n: int, vl: int) -> Tuple[int, List[Tuple[int, int]], int]:
+    """Cover ``n`` contiguous elements with vectors: ``(full, extra, scalar)``: ``full`` vectors of ``vl``
+    lanes at ``k * vl``, then ``extra`` narrower vectors ``(start, lanes)`` (halving, at least 4 lanes), then
+    ``scalar`` single elements at the end. No element is written twice (the audit counts every lane)."""
+    full, rest = divmod(n, vl)
+    extra, at, w = [], full * vl, vl // 2
+    while w >= 4:
+        if rest >= w:
+            extra.append((at, w))
+            at, rest = at + w, rest - w
+        w //= 2
+    return full, extra, rest
 
 
-def _pack_primfunc(layout: ActivationLayout, x_shape: Tuple[int, ...], lane: str) -> tirx.PrimFunc:
-    """The pre-kernel: ``X_q`` int32 (NCHW, or ``(M, K)`` for dense) -> packed ``lane`` activations."""
-    NI, IL, C, PL, R, RL = layout.images, layout.image_len, layout.channels, layout.plane, layout.rows, layout.row_len
-    NCP = len(layout.copies)
-    used = R * RL
-    gap = PL - used
+def _pack_primfunc(layout: ActivationLayout, x_shape: Tuple[int, ...], lane: str, vbits: int = 128,
+                   quant: Optional[Tuple[int, int, str, Optional[int]]] = None) -> tirx.PrimFunc:
+    """The pre-kernel: ``X`` (NCHW, or ``(M, K)`` for dense) -> packed ``lane`` activations.
+
+    ``quant=None``: ``X`` is the int32 ``x_q``. ``quant=(I, F, rounding, qmax)``: ``X`` is the float32 input
+    and the pack quantises it on the way (:func:`schedules.compute.quantize_value`, the quantise kernel's
+    expression: one ``x * 2**F`` per element read). ``vbits``: the target's vector width (:func:`vector_bits`);
+    copied runs and zero runs are vectors of ``vbits`` bits of the lane dtype."""
+    NI, IL, PL = layout.images, layout.image_len, layout.plane
     zoff, ztail = layout.zero_offset, layout.tail
-    zero = tirx.const(0, lane)
+    xdtype = "int32" if quant is None else "float32"
+    vl = max(4, int(vbits) // LANE_BITS[lane])
 
-    if layout.transpose_dense:
-        M, K = x_shape
+    def value(v: tirx.PrimExpr) -> tirx.PrimExpr:
+        if quant is not None:
+            v = quantize_value(v, *quant)
+        return cast_lanes(v, lane)
 
-        @T.prim_func
-        def pack_dense(X: T.Buffer((M, K), "int32"), P: T.Buffer((NI * IL,), lane)):
-            T.func_attr({"tir.noalias": True})
-            for k in T.parallel(K):
-                for m in range(M):
-                    P[k * PL + m] = T.Cast(lane, X[m, k])
-                for g in range(gap):
-                    P[k * PL + used + g] = zero
-            for z in range(ztail):
-                P[zoff + z] = zero
+    def zeros(P, start, count):
+        """``P[start : start + count] = 0`` as vector stores (``count`` static)."""
+        full, extra, scalar = _chunks(count, vl)
+        if full:
+            with Tb.serial(0, full) as k:
+                Tb.buffer_store(P, tirx.Broadcast(tirx.const(0, lane), vl), [tirx.Ramp(start + k * vl, 1, vl)])
+        for s, w in extra:
+            Tb.buffer_store(P, tirx.Broadcast(tirx.const(0, lane), w), [tirx.Ramp(start + s, 1, w)])
+        if scalar:
+            with Tb.serial(0, scalar) as k:
+                Tb.buffer_store(P, tirx.const(0, lane), [start + count - scalar + k])
 
-        return pack_dense
+    with IRBuilder() as ib, Tb.prim_func():
+        Tb.func_name("pack")
+        Tb.func_attr({"tir.noalias": True})
+        X = Tb.arg("X", Tb.Buffer(tuple(int(d) for d in x_shape), xdtype))
+        P = Tb.arg("P", Tb.Buffer((NI * IL,), lane))
+        if layout.transpose_dense:
+            M, K = x_shape
+            with Tb.parallel(0, K) as k:
+                with Tb.serial(0, M) as m:
+                    Tb.buffer_store(P, value(X[m, k]), [k * PL + m])
+                zeros(P, k * PL + M, PL - M)
+            zeros(P, zoff, ztail)
+        else:
+            _pack_conv_body(layout, X, P, vl, value, zeros)
+    return ib.get()
 
-    (sh, sw), (dh, dw) = layout.stride, layout.dilation
+
+def _pack_conv_body(layout: ActivationLayout, X, P, vl: int, value, zeros) -> None:
+    """Conv pack loops (module doc, "The pack loops"): per (image, channel) task and packed row, every copy
+    (static list, unrolled here) as zero columns / copied run / zero columns or a zero row, then the plane
+    gaps and (first channel) the image's zero tail. A copied run loads whole vectors of ``x`` (stride ``sw``:
+    ``sw * lanes`` contiguous elements, de-interleaved by a shuffle), so no per-element index arithmetic or
+    condition is left."""
+    N, IL, C, PL, R, RL = layout.images, layout.image_len, layout.channels, layout.plane, layout.rows, layout.row_len
+    sh, sw = layout.stride
     pt, pl = layout.pad_tl
     H, W = layout.in_hw
-    kws = [cs for cs, _ in layout.copies]
-    phs = [a for _, a in layout.copies]
-    N = x_shape[0]
 
-    def src_row(cp, r):
-        return r * sh + _select_chain(cp, phs) - pt
+    def run(base, xrow, lo, hi, cs, n_, c_):
+        """``P[base + j] = value(x[n, c, xrow, j * sw + cs - pl])`` for ``lo <= j < hi``."""
+        def src(j0):
+            return j0 * sw + cs - pl
 
-    def col_lo(cp):      # first packed column whose source column is >= 0
-        return tirx.max((pl - _select_chain(cp, kws) + (sw - 1)) // sw, 0)
+        def vec(j0, w):
+            """``w`` lanes from column ``j0`` as one load (+ de-interleave), or ``None`` when no load of
+            whole vectors stays inside the row (tiny images; ``j0`` static then)."""
+            s = src(j0)
+            if sw == 1:
+                return X[n_, c_, xrow, tirx.Ramp(s, 1, w)]
+            if not isinstance(s, int) or s + sw * w - 1 <= W - 1:
+                v = X[n_, c_, xrow, tirx.Ramp(s, 1, sw * w)]
+                return tirx.Shuffle([v], [q * sw for q in range(w)])
+            if s - (sw - 1) >= 0:       # the load would run past the row: load the lanes ending on the last one
+                v = X[n_, c_, xrow, tirx.Ramp(s - (sw - 1), 1, sw * w)]
+                return tirx.Shuffle([v], [sw - 1 + q * sw for q in range(w)])
+            return None
 
-    def col_hi(cp):      # one past the last packed column whose source column is < W
-        return tirx.min(tirx.max((W - 1 + pl - _select_chain(cp, kws)) // sw + 1, col_lo(cp)), RL)
+        def store(j0, w):
+            v = vec(j0, w)
+            if v is None:
+                with Tb.serial(0, w) as q:
+                    Tb.buffer_store(P, value(X[n_, c_, xrow, src(j0 + q)]), [base + j0 + q])
+            else:
+                Tb.buffer_store(P, value(v), [tirx.Ramp(base + j0, 1, w)])
 
-    def row_ok(cp, r):
-        return tirx.all(src_row(cp, r) >= 0, src_row(cp, r) < H)
+        full, extra, scalar = _chunks(hi - lo, vl)
+        # full vectors but the last read within the row; the last one is checked statically in vec()
+        if full > 1:
+            with Tb.serial(0, full - 1) as k:
+                Tb.buffer_store(P, value(vec(lo + k * vl, vl)), [tirx.Ramp(base + lo + k * vl, 1, vl)])
+        if full:
+            store(lo + (full - 1) * vl, vl)
+        for s0, w in extra:
+            store(lo + s0, w)
+        if scalar:
+            with Tb.serial(0, scalar) as q:
+                Tb.buffer_store(P, value(X[n_, c_, xrow, src(hi - scalar + q)]), [base + hi - scalar + q])
 
-    # rows and columns split into zero / copy / zero runs with scalar bounds: the copy loop has no
-    # per-element condition (every loop starts at 0, see CANONICALIZE_LOOP_WORKAROUND)
-    @T.prim_func
-    def pack_conv(X: T.Buffer((N, C, H, W), "int32"), P: T.Buffer((NI * IL,), lane)):
-        T.func_attr({"tir.noalias": True})
-        for t in T.parallel(NI * NCP):
-            for c in range(C):
-                for r in range(R):
-                    if row_ok(t % NCP, r):
-                        for o in range(col_lo(t % NCP)):
-                            P[(t // NCP) * IL + ((t % NCP) * C + c) * PL + r * RL + o] = zero
-                        for o in range(col_hi(t % NCP) - col_lo(t % NCP)):
-                            P[(t // NCP) * IL + ((t % NCP) * C + c) * PL + r * RL + col_lo(t % NCP) + o] = \
-                                T.Cast(lane, X[t // NCP, c, src_row(t % NCP, r),
-                                               (col_lo(t % NCP) + o) * sw + _select_chain(t % NCP, kws) - pl])
-                        for o in range(RL - col_hi(t % NCP)):
-                            P[(t // NCP) * IL + ((t % NCP) * C + c) * PL + r * RL + col_hi(t % NCP) + o] = zero
+    # per copy: packed rows [r_lo, r_hi) have their source row inside the image, packed columns [lo, hi) theirs
+    geo = []
+    for cs, a in layout.copies:
+        r_lo = min(R, max(0, -(-(pt - a) // sh)))
+        r_hi = min(R, max(r_lo, (H - 1 + pt - a) // sh + 1))
+        lo = min(RL, max(0, -(-(pl - cs) // sw)))
+        hi = min(RL, max(lo, (W - 1 + pl - cs) // sw + 1))
+        geo.append((cs, a, r_lo, r_hi, lo, hi))
+    # rows outer, copies inner: the input plane is read top to bottom once (the copies of one packed row read
+    # the same or neighbouring input rows), which the prefetchers follow; row ranges in which every copy
+    # is either copied or zero are separate loops, so no condition is left per row
+    cuts = sorted({0, R} | {g[2] for g in geo} | {g[3] for g in geo})
+    with Tb.parallel(0, N * C) as t:
+        n_, c_ = t // C, t % C
+        for r0, r1 in itertools.pairwise(cuts):
+            with Tb.serial(0, r1 - r0) as rr:
+                for i, (cs, a, r_lo, r_hi, lo, hi) in enumerate(geo):
+                    rbase = n_ * IL + (i * C + c_) * PL + (rr + r0) * RL
+                    if r_lo <= r0 and r1 <= r_hi:
+                        zeros(P, rbase, lo)
+                        run(rbase, (rr + r0) * sh + a - pt, lo, hi, cs, n_, c_)
+                        zeros(P, rbase + hi, RL - hi)
                     else:
-                        for o in range(RL):
-                            P[(t // NCP) * IL + ((t % NCP) * C + c) * PL + r * RL + o] = zero
-                for g in range(gap):
-                    P[(t // NCP) * IL + ((t % NCP) * C + c) * PL + used + g] = zero
-            if t % NCP == 0:
-                for z in range(ztail):
-                    P[(t // NCP) * IL + zoff + z] = zero
-
-    return pack_conv
+                        zeros(P, rbase, RL)
+        for i in range(len(geo)):
+            zeros(P, n_ * IL + (i * C + c_) * PL + R * RL, PL - R * RL)
+        with Tb.If(c_ == 0), Tb.Then():
+            zeros(P, n_ * IL + layout.zero_offset, layout.tail)
 
 
 # ----------------------------------------------------------------------------------------------- derive
@@ -583,6 +662,7 @@ class SumThenShiftKernel:
         packed_shape: shape of the packed activation buffer.
         layout: the :class:`ActivationLayout`.
         vector_lanes, block: lanes per vector and pixels per block the kernel was generated with.
+        act_bits: the activation format ``(I, F)`` it was built for (:meth:`pack_float` quantises to it).
     """
 
     kind: str
@@ -597,6 +677,14 @@ class SumThenShiftKernel:
     vector_lanes: int
     block: int
     target: tvm.target.Target
+    act_bits: Tuple[int, int] = (0, 0)
+
+    def pack_float(self, rounding: str, qmax: Optional[int] = None) -> tirx.PrimFunc:
+        """The quantising pack: ``(x float32 spec.x_shape, packed)``, ``pack`` of ``clamp(round(x * 2**F))``
+        in the kernel's ``Q(I, F)`` (:func:`schedules.compute.quantize_value`; ``rounding``/``qmax`` as
+        there). It replaces a quantise kernel followed by ``pack``: no int32 tensor in between."""
+        return _pack_primfunc(self.layout, tuple(int(d) for d in self.spec.x_shape), self.lane_dtype,
+                              vector_bits(self.target), quant=(*self.act_bits, rounding, qmax))
 
     def compile(self) -> "CompiledSumThenShift":
         """Build both PrimFuncs for :attr:`target` (cached in process by kind, spec, lane dtype, target)."""
@@ -717,14 +805,14 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
             derive = functools.partial(derive_conv2d_inputs, spec, x_absmax=x_absmax, tail=vb, row_align=vw)
         tail = vb
         kkind = kind
-    layout, pack, main = _primfuncs(kkind, spec, lane, vw, nv, tail)
+    layout, pack, main = _primfuncs(kkind, spec, lane, vw, nv, tail, vector_bits(tgt))
     return SumThenShiftKernel(kind=kkind, spec=spec, pack=pack, main=main, weight_inputs=tuple(derive(codes)),
                               derive=derive, lane_dtype=lane, packed_shape=(layout.length,), layout=layout,
-                              vector_lanes=vw, block=nv * vw, target=tgt)
+                              vector_lanes=vw, block=nv * vw, target=tgt, act_bits=(int(act_bits[0]), int(act_bits[1])))
 
 
 @functools.lru_cache(maxsize=256)
-def _primfuncs(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int
+def _primfuncs(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int, vbits: int
                ) -> Tuple[ActivationLayout, tirx.PrimFunc, tirx.PrimFunc]:
     """``(layout, pack, main)`` of one kernel instance (they depend on the shapes only, not on the weights)."""
     if kind == "dense":
@@ -735,7 +823,7 @@ def _primfuncs(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int
         main = _dw_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv)
     else:
         main = _stst_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv)
-    pack = _pack_primfunc(layout, tuple(int(d) for d in spec.x_shape), lane)
+    pack = _pack_primfunc(layout, tuple(int(d) for d in spec.x_shape), lane, vbits)
     return layout, pack, main
 
 

@@ -261,7 +261,8 @@ def standalone_ops(compiled: Any) -> tuple[Any, dict[str, str]]:
     """Build the compiled model's shift ops as standalone functions (one ``tvm.compile``).
 
     Function ``op_<i>(x: float32 in_shape, *weights) -> float32 out_shape`` runs the layer's own quantise
-    PrimFunc, kernel prologue (if any) and shift kernel PrimFunc, exactly as inside the compiled model,
+    PrimFunc, kernel prologue (if any; a quantising prologue stands for both) and shift kernel PrimFunc,
+    exactly as inside the compiled model,
     with the layer's weight inputs (``compiled.weights``, in order). Returns
     ``(executable, {layer: function name})``.
     """
@@ -279,7 +280,7 @@ def standalone_ops(compiled: Any) -> tuple[Any, dict[str, str]]:
         with bb.function(fname, [x, *ws]):
             with bb.dataflow():
                 xq: relax.Expr = x
-                if info.act_bits is not None:
+                if info.act_bits is not None and not low.prologue_quantizes:
                     q = _find_prologue(src, layer)
                     if q is None:
                         raise RuntimeError(f"no quantise prologue for layer {layer!r} in the compiled module")

@@ -59,3 +59,24 @@ def test_audit_energy_counts_feed_the_energy_model() -> None:
     assert counts["fp32_mul"] == audit.epilogue_multiplies + audit.prologue_multiplies
     mapped, pj = audit_energy(counts)
     assert pj > 0 and mapped["int32_shift"] == counts["int32_shift"]
+
+
+def test_vector_operations_count_once_per_lane() -> None:
+    """Explicit vector expressions (the sum-then-shift pack writes them) weigh their lanes; a scalar operand
+    broadcast to the lanes is computed once."""
+    from tvm import tirx
+    from tvm.script.ir_builder import IRBuilder
+    from tvm.script.ir_builder import tirx as Tb
+
+    from passes.audit import count_primfunc
+
+    with IRBuilder() as ib, Tb.prim_func():
+        Tb.func_name("f")
+        x = Tb.arg("x", Tb.Buffer((32,), "float32"))
+        s = Tb.arg("s", Tb.Buffer((1,), "float32"))
+        y = Tb.arg("y", Tb.Buffer((32,), "float32"))
+        with Tb.serial(0, 4) as i:
+            scale = tirx.Broadcast(s[0] * s[0], 8)            # one scalar multiply per iteration
+            Tb.buffer_store(y, x[tirx.Ramp(i * 8, 1, 8)] * scale, [tirx.Ramp(i * 8, 1, 8)])
+    counts = count_primfunc(ib.get())
+    assert counts["data"].mul == counts["data"].fmul == 4 * 8 + 4

@@ -22,7 +22,9 @@ def test_lowered_ir_calls_shift_kernels() -> None:
     main = script.split("def main")[1]
     assert "R.call_tir(cls.shift_conv2d_conv" in main and "R.call_tir(cls.shift_dense_fc" in main, main
     assert "R.nn.conv2d" not in main and "R.matmul" not in main
-    assert "R.call_tir(cls.shiftcomp_quantize" in main  # the prologue became one kernel
+    # the frontend's quantise chain became one kernel: the sum-then-shift family's pack, quantising as it packs
+    assert "R.call_tir(cls.shiftcomp_quantize" not in main
+    assert "R.call_tir(cls.shift_prologue_conv, (inp_0,)" in main, main
     assert not any(isinstance(f, relax.Function) and f.attrs is not None and "Composite" in f.attrs
                    for _, f in mod.functions_items())  # composites removed by DCE
     assert set(report.layers) == {"conv", "fc"}
@@ -30,6 +32,20 @@ def test_lowered_ir_calls_shift_kernels() -> None:
         prim = mod[low.kernel]
         assert str(prim.attrs["shiftcomp.role"]) == "shift" and str(prim.attrs["shiftcomp.layer"]) == name
         assert int(prim.attrs["op_pattern"]) == 8
+        pro = mod[low.prologue]
+        assert low.prologue_quantizes and str(pro.attrs["shiftcomp.role"]) == "prologue"
+        assert str(pro.params[0].ty.dtype) == "float32"
+
+
+def test_per_term_kernels_keep_the_quantise_kernel() -> None:
+    from passes.kernels import PER_TERM_FAMILIES, ManualKernels
+
+    torch.manual_seed(0)
+    model = Net(ShiftConfig(act_bits=(4, 4)))
+    mod, report = lowered(model, torch.randn(2, 3, 6, 6), kernels=ManualKernels(PER_TERM_FAMILIES))
+    main = mod.script(show_meta=False).split("def main")[1]
+    assert "R.call_tir(cls.shiftcomp_quantize" in main
+    assert all(low.prologue is None and not low.prologue_quantizes for low in report.layers.values())
 
 
 # ------------------------------------------------------------------------------------------------ providers

@@ -77,6 +77,25 @@ def test_default_family_is_sum_then_shift(convs) -> None:
     assert {k.layer for k in cm.audit.shift_kernels} == set(cm.layers)
 
 
+def test_quantizing_pack_is_each_layers_audited_prologue(convs) -> None:
+    """Every layer's input is quantised by its pack (no quantise kernel, no int32 x_q): the audit counts
+    one prologue multiply x * 2**F per activation the pack copies, and none in the data path."""
+    from schedules import sum_then_shift as sts
+
+    model, _, cm = convs
+    prologues = {k.layer: k for k in cm.audit.kernels if k.role == "prologue"}
+    assert set(prologues) == set(cm.layers)
+    assert not any(k.name.startswith("shiftcomp_quantize") for k in cm.audit.kernels)
+    for layer, low in cm.layers.items():
+        assert low.prologue_quantizes and prologues[layer].name == low.prologue
+        shift, sign = (t.detach().numpy().astype(np.int8) for t in getattr(model, layer).integer_weights())
+        k = sts.build(low.info.kind, low.spec, weight_codes(shift, sign, low.info.s0), cm.target,
+                      tuple(low.info.act_bits))
+        copied = np.count_nonzero(sts.pack_numpy(k.layout, np.ones(low.spec.x_shape, np.int64), k.lane_dtype))
+        assert prologues[layer].data.mul == prologues[layer].data.fmul == copied
+    assert cm.audit.datapath_multiplies == 0
+
+
 @pytest.mark.bitexact
 @settings(max_examples=examples(25), deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), scale=st.sampled_from([0.1, 1.0, 4.0, 100.0]))

@@ -167,6 +167,70 @@ def test_pack_matches_its_numpy_twin(case, seed):
     assert np.array_equal(packed.numpy(), sts.pack_numpy(k.layout, x, "int16"))
 
 
+# (kind, geometry): conv ((N, C, O, H, W, KH, KW, stride, padding, dilation, groups)) or dense ((M, K, N))
+PACK_CASES = [
+    ("conv2d", (1, 4, 6, 7, 9, 3, 3, 1, 1, 1, 1)),
+    ("conv2d", (2, 3, 5, 9, 8, 3, 3, 2, (1, 0, 2, 1), 1, 1)),     # two images, stride 2, asymmetric padding
+    ("conv2d", (1, 4, 4, 10, 9, 3, 2, (2, 1), 2, (2, 1), 1)),     # dilation
+    ("conv2d", (1, 6, 4, 8, 8, 3, 3, 1, 1, 1, 2)),                # groups
+    ("conv2d", (1, 6, 6, 12, 11, 3, 3, 2, 1, 1, 6)),              # depthwise, stride 2
+    ("conv2d", (1, 4, 5, 9, 57, 3, 3, 2, 1, 1, 1)),               # halo layout, stride 2: vectors + shuffles
+    ("conv2d", (1, 3, 4, 6, 28, 3, 3, 1, 1, 1, 1)),               # halo layout, stride 1
+    ("conv2d", (2, 8, 8, 7, 7, 3, 3, 1, 1, 1, 8)),                # depthwise 7x7 (tap copies, rows of 8)
+    ("conv2d", (1, 2, 2, 3, 3, 3, 3, 3, 1, 1, 1)),                # rows shorter than any vector
+    ("dense", (3, 20, 5)),
+]
+#: activation formats: 8 bit (int16 lanes), 16 bit, 32 bit (int32 lanes, clamp in int64), 1 bit
+PACK_FORMATS = [(3, 5), (8, 8), (16, 16), (1, 0)]
+
+
+@functools.lru_cache(maxsize=None)
+def _float_pack(kind: str, geom: tuple, fmt: tuple, rounding: str, qmax):
+    """``(kernel, compiled quantising pack)`` of one case."""
+    if kind == "dense":
+        spec = DenseSpec(*geom, frac_bits=fmt[1], s0=0, acc_dtype="int64")
+        codes = np.ones((geom[2], geom[1]), np.int8)
+    else:
+        n, c, o, h, w, kh, kw, stride, padding, dilation, groups = geom
+        spec = Conv2dSpec(n, c, h, w, o, kh, kw, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                          frac_bits=fmt[1], s0=0, acc_dtype="int64")
+        codes = np.ones((o, c // groups, kh, kw), np.int8)
+    k = sts.build(kind, spec, codes, HOST, fmt)
+    prim = k.pack_float(rounding, qmax).with_attr("global_symbol", "pack")
+    return k, tvm.tirx.build(tvm.IRModule({"pack": prim}), target=k.target)["pack"]
+
+
+@pytest.mark.bitexact
+@settings(max_examples=examples(60), deadline=None)
+@given(st.sampled_from(PACK_CASES), st.sampled_from(PACK_FORMATS), st.sampled_from(["nearest", "floor"]),
+       st.booleans(), st.integers(0, 2**32 - 1))
+def test_quantizing_pack_equals_to_fixed_then_pack(case, fmt, rounding, deepshift_qmax, seed):
+    """``pack_float(x)`` == ``pack(to_fixed(x))``: ties (both roundings), both clamp edges, +-inf, a smaller
+    ``qmax`` (``numerics="deepshift"``), every layout (halo / tap copies, stride phases, dense)."""
+    from shiftcomp.quant import to_fixed
+
+    kind, geom = case
+    n_bits = sum(fmt)
+    qmax = 2 ** (n_bits - 1) - 2 if deepshift_qmax and n_bits > 1 else None
+    k, pack = _float_pack(kind, geom, fmt, rounding, qmax)
+    rng = np.random.default_rng(seed)
+    q, top = 2.0 ** -fmt[1], 2.0 ** (n_bits - 1)
+    x_shape = tuple(k.spec.x_shape)
+    size = int(np.prod(x_shape))
+    pool = np.concatenate([
+        (rng.integers(-2 * int(top), 2 * int(top), size=size) + 0.5) * q,     # ties, in and out of range
+        rng.normal(size=size) * top * q * rng.choice([0.01, 0.5, 4.0]),
+        np.array([top - 1, top, top + 1, -top, -top - 1, 1e30, -1e30, np.inf, -np.inf, 0.0, -0.0]) * q,
+    ])
+    x = rng.choice(pool, size=size).astype(np.float32).reshape(x_shape)
+    x_q = to_fixed(torch.from_numpy(x), *fmt, rounding).numpy()
+    if qmax is not None:
+        x_q = np.minimum(x_q, qmax)
+    packed = tvm.runtime.tensor(np.full(k.packed_shape, 77, k.lane_dtype))
+    pack(tvm.runtime.tensor(x), packed)
+    assert np.array_equal(packed.numpy(), sts.pack_numpy(k.layout, x_q, k.lane_dtype)), (case, fmt, rounding)
+
+
 def test_derive_rebuilds_the_weight_inputs_and_errors_are_clear():
     rng = np.random.default_rng(0)
     spec = Conv2dSpec(1, 4, 6, 6, 5, 3, 3, padding=1, frac_bits=5, s0=-4)
