@@ -25,10 +25,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Derivation", "register_derivation", "derivation", "ALLOWED_MODULE_PREFIXES"]
+__all__ = ["Derivation", "register_derivation", "derivation", "ALLOWED_MODULE_PREFIXES", "MOVED_MODULES"]
 
 #: a derivation's registering module is imported at load time only from these packages
 ALLOWED_MODULE_PREFIXES = ("passes.", "schedules.", "shiftcomp.")
+#: registering modules recorded by older artifacts -> the numpy-only module that registers those names now
+#: (the old ones build kernels and import the TVM compiler, which a runtime-only TVM lacks)
+MOVED_MODULES = {"passes.sum_then_shift_family": "passes.sum_then_shift_plan",
+                 "passes.table_gemv_family": "passes.table_gemv_inputs"}
 
 _REGISTRY: dict[str, Callable[..., np.ndarray]] = {}
 
@@ -48,6 +52,7 @@ def register_derivation(name: str, module: str | None = None) -> Callable[[Calla
 def derivation(name: str, module: str | None = None) -> Callable[..., np.ndarray]:
     """The registered function ``name``; imports ``module`` first when the name is not registered yet."""
     if name not in _REGISTRY and module:
+        module = MOVED_MODULES.get(module, module)
         if not module.startswith(ALLOWED_MODULE_PREFIXES):
             raise ValueError(f"derivation {name!r}: module {module!r} is outside {ALLOWED_MODULE_PREFIXES}")
         importlib.import_module(module)

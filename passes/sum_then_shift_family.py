@@ -11,7 +11,8 @@
 * ``main`` = the sum-then-shift kernel, reading the packed activations and the plan arrays;
 * ``weights`` = the plan arrays (segment pointers, levels, term offsets ...), each with a
   :class:`~passes.derived_inputs.Derivation` so that ``shiftcomp.load`` rebuilds it from the bit-packed codes
-  (the artifact stores the codes, never the plan lists).
+  (the artifact stores the codes, never the plan lists). The derivation is registered by the numpy-only
+  :mod:`passes.sum_then_shift_plan` (re-exported here), so a runtime-only TVM can load the artifact.
 
 It applies to fixed-point ``conv2d`` (any stride / padding / dilation / groups; depthwise gets its own kernel)
 and ``dense`` with more than one row on LLVM targets. Everything else -- batch-1 dense (one pixel: the
@@ -21,34 +22,22 @@ here), float activations, CUDA, or a layer whose bound the kernel refuses -- get
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
-import json
 import logging
 from typing import Any
 
-import numpy as np
 from tvm import s_tir, tirx
 
 from schedules import sum_then_shift as stst
-from schedules.compute import Conv2dSpec, DenseSpec
+from schedules.compute import DenseSpec
+from schedules.specs import spec_to_json
 
-from .derived_inputs import Derivation, register_derivation
+from .derived_inputs import Derivation
 from .kernel_build import KernelBuild, KernelRequest, WeightInput, default_kernel
+from .sum_then_shift_plan import PLAN_INPUT, PLAN_INPUT_NAMES, plan_input
 
 __all__ = ["sum_then_shift_kernel", "applies", "plan_input", "PLAN_INPUT", "PLAN_INPUT_NAMES"]
 
 log = logging.getLogger("shiftcomp.kernels")
-
-#: registered name of the derivation that rebuilds one plan array from the codes
-PLAN_INPUT = "sum_then_shift.plan_input"
-#: names of the plan arrays, by the ``derive_*`` function that makes them (kernel input order)
-PLAN_INPUT_NAMES = {
-    "derive_conv2d_inputs": ("seg_ptr", "seg_level", "seg_npos", "seg_tptr", "term_offset"),
-    "derive_dense_inputs": ("seg_ptr", "seg_level", "seg_npos", "seg_tptr", "term_offset"),
-    "derive_depthwise_inputs": ("tap_offset", "tap_level", "tap_neg"),
-}
-_SPECS = {"Conv2dSpec": Conv2dSpec, "DenseSpec": DenseSpec}
 
 
 def applies(req: KernelRequest) -> bool:
@@ -58,34 +47,6 @@ def applies(req: KernelRequest) -> bool:
     if req.kind == "conv2d":
         return True
     return req.kind == "dense" and int(req.spec.batch) > 1
-
-
-def _spec_json(spec: Any) -> dict[str, Any]:
-    return {"type": type(spec).__name__, "fields": dataclasses.asdict(spec)}
-
-
-def _spec_from_json(d: dict[str, Any]) -> Any:
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d["fields"].items()}
-    return _SPECS[d["type"]](**fields)
-
-
-@functools.lru_cache(maxsize=8)
-def _plan_arrays(codes_bytes: bytes, shape: tuple[int, ...], key: str) -> tuple[np.ndarray, ...]:
-    """All plan arrays of one layer (cached: the artifact asks for them one at a time)."""
-    p = json.loads(key)
-    fn = p["derive"]
-    if fn not in PLAN_INPUT_NAMES:
-        raise ValueError(f"unknown sum-then-shift derive function {fn!r}")
-    codes = np.frombuffer(codes_bytes, np.int8).reshape(shape)
-    return tuple(getattr(stst, fn)(_spec_from_json(p["spec"]), codes, **p["keywords"]))
-
-
-@register_derivation(PLAN_INPUT)
-def plan_input(codes: np.ndarray, *, derive: str, spec: dict, keywords: dict, index: int) -> np.ndarray:
-    """Plan array ``index`` of ``schedules.sum_then_shift.<derive>(spec, codes, **keywords)``."""
-    key = json.dumps({"derive": derive, "spec": spec, "keywords": keywords}, sort_keys=True)
-    c = np.ascontiguousarray(codes, np.int8)
-    return _plan_arrays(c.tobytes(), tuple(c.shape), key)[index]
 
 
 def sum_then_shift_kernel(req: KernelRequest) -> KernelBuild:
@@ -99,7 +60,7 @@ def sum_then_shift_kernel(req: KernelRequest) -> KernelBuild:
         return default_kernel(req)
     derive = k.derive
     fn = derive.func.__name__
-    params = {"derive": fn, "spec": _spec_json(req.spec),
+    params = {"derive": fn, "spec": spec_to_json(req.spec),
               "keywords": {kw: int(v) for kw, v in derive.keywords.items()}}
     weights = tuple(WeightInput(name, arr, Derivation(PLAN_INPUT, {**params, "index": i}))
                     for i, (name, arr) in enumerate(zip(PLAN_INPUT_NAMES[fn], k.weight_inputs)))

@@ -6,8 +6,10 @@ get ``table_gemv`` (per-input byte tables read by ``vpshufb``):
 * ``prologue`` = the kernel's ``table`` pre-kernel (int32 ``x_q`` -> per-input byte tables), run after the
   ``shiftcomp_quantize`` prologue;
 * ``main`` = the table kernel, reading the tables, the code bytes and the per-output negative counts;
-* ``weights`` = the codes (bytes, or nibbles with the scalar tail) and their constants, each with a :class:`~passes.derived_inputs.Derivation` so that
-  ``shiftcomp.load`` rebuilds them from the bit-packed codes.
+* ``weights`` = the codes (bytes, or nibbles with the scalar tail) and their constants, each with a
+  :class:`~passes.derived_inputs.Derivation` so that ``shiftcomp.load`` rebuilds them from the bit-packed codes
+  (registered by the numpy-only :mod:`passes.table_gemv_inputs`, re-exported here: a runtime-only TVM can
+  load the artifact).
 
 Every other layer (batch > 1, float activations, 16-bit activations, more shift levels, other targets) gets
 ``fallback(req)`` (``passes.sum_then_shift_family.sum_then_shift_kernel``: sum-then-shift, or the per-term
@@ -15,55 +17,26 @@ column-block kernel at batch 1).
 """
 from __future__ import annotations
 
-import functools
-import json
 import logging
 from collections.abc import Callable
 
-import numpy as np
-
 from schedules import table_gemv as tg
+from schedules.specs import spec_to_json
 
-from .derived_inputs import Derivation, register_derivation
+from .derived_inputs import Derivation
 from .kernel_build import KernelBuild, KernelRequest, WeightInput
-from .sum_then_shift_family import (
-    _shape_name,
-    _spec_from_json,
-    _spec_json,
-    _with_root_block,
-    sum_then_shift_kernel,
-)
+from .sum_then_shift_family import _shape_name, _with_root_block, sum_then_shift_kernel
+from .table_gemv_inputs import TABLE_INPUT, TABLE_INPUT_NAMES, table_input
 
 __all__ = ["TABLE_INPUT", "TABLE_INPUT_NAMES", "applies", "table_gemv_kernel", "table_input"]
 
 log = logging.getLogger("shiftcomp.kernels")
-
-#: registered name of the derivation that rebuilds one kernel input from the codes
-TABLE_INPUT = "table_gemv.input"
-#: the kernel inputs per variant (``schedules.table_gemv.derive_inputs`` / ``derive_nibble_inputs``), in order
-TABLE_INPUT_NAMES = {"byte": ("code_bytes", "nneg"), "nibble": ("code_nibbles", "tail_ptr", "tail_term", "base")}
 
 
 def applies(req: KernelRequest) -> bool:
     """Whether the layer is a candidate (before the codes and the bound are checked)."""
     return (req.kind == "dense" and req.target.kind.name == "llvm" and req.info.act_bits is not None
             and int(req.spec.batch) == 1)
-
-
-@functools.lru_cache(maxsize=8)
-def _inputs(codes_bytes: bytes, shape: tuple[int, ...], key: str) -> tuple[np.ndarray, ...]:
-    p = json.loads(key)
-    codes = np.frombuffer(codes_bytes, np.int8).reshape(shape)
-    fn = {"byte": tg.derive_inputs, "nibble": tg.derive_nibble_inputs}[p["variant"]]
-    return tuple(fn(_spec_from_json(p["spec"]), codes, lanes=int(p["lanes"])))
-
-
-@register_derivation(TABLE_INPUT)
-def table_input(codes: np.ndarray, *, spec: dict, lanes: int, variant: str, index: int) -> np.ndarray:
-    """Input ``index`` of the variant's ``schedules.table_gemv.derive_*inputs(spec, codes, lanes)``."""
-    key = json.dumps({"spec": spec, "lanes": int(lanes), "variant": variant}, sort_keys=True)
-    c = np.ascontiguousarray(codes, np.int8)
-    return _inputs(c.tobytes(), tuple(c.shape), key)[index]
 
 
 def table_gemv_kernel(req: KernelRequest,
@@ -80,7 +53,7 @@ def table_gemv_kernel(req: KernelRequest,
     except ValueError as e:   # a bound only a wider accumulator meets
         log.info("layer %s: no table GEMV kernel (%s)", req.info.layer, e)
         return fallback(req)
-    params = {"spec": _spec_json(req.spec), "lanes": int(k.lanes), "variant": k.variant}
+    params = {"spec": spec_to_json(req.spec), "lanes": int(k.lanes), "variant": k.variant}
     weights = tuple(WeightInput(name, arr, Derivation(TABLE_INPUT, {**params, "index": i}))
                     for i, (name, arr) in enumerate(zip(TABLE_INPUT_NAMES[k.variant], k.weight_inputs)))
     return KernelBuild(main=_with_root_block(k.main), weights=weights, prologue=_with_root_block(k.table),

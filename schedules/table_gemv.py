@@ -64,6 +64,9 @@ from tvm.script import tirx as T
 from .compute import DenseSpec, _epilogue, needs_exact_scale
 from .segments import LANE_BITS
 from .sum_then_shift import _check_bound, _drop_param, _x_absmax, vector_bits
+from .table_gemv_layout import (MAX_CHUNK, MAX_CODE, NIBBLE_LEVELS, NIBBLE_MAX_TAIL, byte_chunks, derive_inputs,
+                                derive_nibble_inputs, encode_codes, nibble_chunks, nibble_window, signed_table_numpy,
+                                table_numpy)
 from .target import resolve_target
 
 __all__ = [
@@ -88,28 +91,14 @@ __all__ = [
 
 #: kernel variants (see :func:`build`)
 VARIANTS = ("byte", "nibble")
-#: largest ``|code|`` the 16-entry tables hold (entry 0 is the zero weight)
-MAX_CODE = 15
-#: inputs per chunk: every per-plane byte sum (<= 255 per input) must fit uint16
-MAX_CHUNK = 255
 #: vector bits -> ``vpshufb`` intrinsic (in-lane 16-byte tables)
 PSHUFB = {256: "llvm.x86.avx2.pshuf.b", 512: "llvm.x86.avx512.pshuf.b.512"}
 #: software prefetch distance in the code stream (the hardware prefetcher alone left the loop waiting on
 #: DRAM; a prefetch past the end of the buffer is harmless)
 PREFETCH_BYTES = 512
-#: byte of a negative weight's code
-NEG_FLAG = 0x40
-
-
 def _planes(max_code: int) -> int:
     """Bytes per term ``x << s`` (``|x| <= 128``, ``s = max_code - 1``): 2 up to ``s = 7``, else 3."""
     return 2 if max_code <= 8 else 3
-
-
-def _chunks(k: int) -> tuple[int, int]:
-    """``(NCH, C)``: chunks of at most :data:`MAX_CHUNK` inputs, as even as possible (``KP = NCH * C``)."""
-    nch = max(1, -(-k // MAX_CHUNK))
-    return nch, -(-k // nch)
 
 
 def applicable(spec: DenseSpec, codes: np.ndarray, target: Any, act_bits: tuple[int, int] | None) -> str:
@@ -129,37 +118,6 @@ def applicable(spec: DenseSpec, codes: np.ndarray, target: Any, act_bits: tuple[
     if spec.acc_dtype not in ("int32", "int64"):
         return f"accumulator {spec.acc_dtype}"
     return ""
-
-
-def encode_codes(codes: np.ndarray, lanes: int, kp: int) -> np.ndarray:
-    """PyTorch-layout ``(N, K)`` codes -> the kernel's bytes ``(NBLK, KP, L)`` flattened: ``|c| | 0x40*(c<0)``
-    at ``[o // L, i, o % L]``, zero for padding outputs / inputs."""
-    c = np.asarray(codes).astype(np.int16)
-    n, k = c.shape
-    nblk = -(-n // lanes)
-    b = (np.abs(c) | np.where(c < 0, NEG_FLAG, 0)).astype(np.int8)
-    out = np.zeros((nblk * lanes, kp), np.int8)
-    out[:n, :k] = b
-    return np.ascontiguousarray(out.reshape(nblk, lanes, kp).transpose(0, 2, 1)).reshape(-1)
-
-
-def derive_inputs(spec: DenseSpec, codes: np.ndarray, lanes: int) -> list[np.ndarray]:
-    """``[codes bytes, nneg]`` of :func:`encode_codes` and the per-output negative-weight counts."""
-    _, c = _chunks(spec.in_features)
-    kp = _chunks(spec.in_features)[0] * c
-    nneg = (np.asarray(codes) < 0).sum(axis=1).astype(np.int32)
-    return [encode_codes(codes, lanes, kp), nneg]
-
-
-def table_numpy(x_q: np.ndarray, kp: int, npl: int) -> np.ndarray:
-    """NumPy twin of the ``table`` pre-kernel: uint8 ``(KP, NPL, 16)``."""
-    x = np.zeros(kp, np.int64)
-    x[:x_q.size] = np.asarray(x_q, np.int64).reshape(-1)
-    j = np.arange(16)
-    v = np.where(j > 0, x[:, None] << np.maximum(j - 1, 0), 0)           # (KP, 16)
-    t = np.stack([(v >> (8 * b)) & 255 for b in range(npl)], axis=1)
-    t[:, npl - 1] ^= 0x80
-    return t.astype(np.uint8)
 
 
 def _table_primfunc(k: int, kp: int, npl: int) -> tirx.PrimFunc:
@@ -269,74 +227,6 @@ def _combine(w, h, j, H, npl, C, acc, odd):
             s = tirx.shift_left(s, tirx.const(8 * b, acc))
         total = s if total is None else total + s
     return total
-
-
-# ------------------------------------------------------------------------------- nibble variant (7 levels)
-#: levels in the nibble variant's window (16 entries: zero, 7 levels, their negatives, one unused)
-NIBBLE_LEVELS = 7
-#: the nibble variant is chosen while at most this fraction of the nonzero weights falls outside its window
-NIBBLE_MAX_TAIL = 0.05
-
-
-def nibble_window(codes: np.ndarray) -> tuple[int, int]:
-    """``(w0, tail)``: the window ``|code| in [w0, w0 + 6]`` holding the most weights, and how many nonzero
-    weights lie outside it."""
-    a = np.abs(np.asarray(codes).astype(np.int64)).reshape(-1)
-    hist = np.bincount(a, minlength=MAX_CODE + 1)[1:MAX_CODE + 1]
-    inside = [int(hist[w0 - 1:w0 - 1 + NIBBLE_LEVELS].sum()) for w0 in range(1, MAX_CODE - NIBBLE_LEVELS + 2)]
-    best = int(np.argmax(inside))
-    return best + 1, int(hist.sum()) - inside[best]
-
-
-def _nibble_chunks(k: int) -> tuple[int, int]:
-    """``(NCH, C)`` with ``C`` even (inputs go in pairs, one byte per pair)."""
-    nch = max(1, -(-k // (MAX_CHUNK - 1)))
-    return nch, 2 * -(-k // (2 * nch))
-
-
-def derive_nibble_inputs(spec: DenseSpec, codes: np.ndarray, lanes: int) -> list[np.ndarray]:
-    """``[code nibbles, tail_ptr, tail_term, base]`` of the nibble variant.
-
-    Nibbles ``(NBLK, KP/2, L)`` flattened: byte ``[o // L, p, o % L]`` = nibble of input ``2p`` | nibble of
-    ``2p + 1`` << 4; nibble ``j = |c| - w0 + 1`` (1..7) for a positive weight in the window, ``16 - j`` for a
-    negative one, 0 otherwise. Weights outside the window are the tail, per output ``o`` the terms
-    ``tail_term[tail_ptr[o]:tail_ptr[o+1]]`` = ``(2 i + (c < 0)) | (|c| - 1) << 24`` (the index of ``+-x_i`` in the
-pre-kernel's output). ``base = [w0 - 1]``."""
-    c = np.asarray(codes).astype(np.int64)
-    n, k = c.shape
-    nch, cc = _nibble_chunks(k)
-    kp = nch * cc
-    nblk = -(-n // lanes)
-    w0, _ = nibble_window(c)
-    a = np.abs(c)
-    inwin = (a >= w0) & (a < w0 + NIBBLE_LEVELS)
-    j = np.where(inwin, a - w0 + 1, 0)
-    nib = np.zeros((nblk * lanes, kp), np.int64)
-    nib[:n, :k] = np.where(c < 0, (16 - j) & 15, j)
-    packed = (nib[:, 0::2] | (nib[:, 1::2] << 4)).astype(np.uint8)
-    packed = np.ascontiguousarray(packed.reshape(nblk, lanes, kp // 2).transpose(0, 2, 1)).reshape(-1)
-    tail = (a > 0) & ~inwin
-    rows, cols = np.nonzero(tail)
-    ptr = np.zeros(n + 1, np.int32)
-    np.cumsum(np.bincount(rows, minlength=n), out=ptr[1:])
-    term = ((2 * cols + (c[rows, cols] < 0)) | ((a[rows, cols] - 1) << 24)).astype(np.int32)
-    if term.size == 0:
-        term = np.zeros(1, np.int32)          # a non-empty buffer; tail_ptr says there are no terms
-    return [packed.view(np.int8), ptr, term, np.array([w0 - 1], np.int32)]
-
-
-def signed_table_numpy(x_q: np.ndarray, kp: int) -> np.ndarray:
-    """NumPy twin of the nibble variant's pre-kernel, int16 ``(KP * 16 + 2 * KP,)``: the tables, as bytes
-    ``(KP, 2, 16)`` -- entry ``j`` = ``x << (j-1)`` (``j`` 1..7), ``-(x << (15-j))`` (``j`` 9..15), 0 (``j`` 0, 8);
-    plane 0 the low bytes, plane 1 the high bytes ``^ 0x80`` -- then ``x_i, -x_i`` per input (the tail's)."""
-    x = np.zeros(kp, np.int64)
-    x[:x_q.size] = np.asarray(x_q, np.int64).reshape(-1)
-    j = np.arange(16)
-    lvl = np.where(j < 8, j, 16 - j)
-    mag = x[:, None] << np.maximum(lvl - 1, 0)
-    v = np.where((j == 0) | (j == 8), 0, np.where(j < 8, mag, -mag))
-    t = np.stack([v & 255, ((v >> 8) & 255) ^ 0x80], axis=1).astype(np.uint8)
-    return np.concatenate([t.reshape(-1).view(np.int16), np.stack([x, -x], axis=1).reshape(-1).astype(np.int16)])
 
 
 def _signed_table_primfunc(k: int, kp: int) -> tirx.PrimFunc:
@@ -559,11 +449,11 @@ def build(spec: DenseSpec, codes: np.ndarray, target: str | dict | tvm.target.Ta
         raise ValueError(f"unknown table GEMV variant {variant!r}; expected one of {VARIANTS}")
     if variant == "nibble":
         npl = 2
-        nch, c = _nibble_chunks(spec.in_features)
+        nch, c = nibble_chunks(spec.in_features)
         derive = functools.partial(derive_nibble_inputs, spec, lanes=lanes)
     else:
         npl = _planes(int(rows.max()) if rows.size else 0)
-        nch, c = _chunks(spec.in_features)
+        nch, c = byte_chunks(spec.in_features)
         derive = functools.partial(derive_inputs, spec, lanes=lanes)
     kp = nch * c
     table, main = _primfuncs(variant, spec, kp, npl, lanes, c)

@@ -1,0 +1,214 @@
+"""The activation layout and plan arrays of the sum-then-shift kernels (:mod:`schedules.sum_then_shift`), numpy
+only.
+
+Kept apart from the kernels so that ``shiftcomp.load`` can rebuild a layer's plan arrays from its packed codes
+(:mod:`passes.sum_then_shift_plan`) with a runtime-only TVM: the kernels are built with TVMScript, which needs
+the compiler library. The layouts are described in :mod:`schedules.sum_then_shift`'s module doc ("Activation
+layout"); the segment plans in :mod:`schedules.segments`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Tuple
+
+import numpy as np
+
+from .segments import plan_segments
+from .specs import Conv2dSpec, DenseSpec
+
+__all__ = ["ActivationLayout", "conv_layout", "dense_layout", "conv_rows", "is_depthwise", "pack_numpy",
+           "derive_conv2d_inputs", "derive_depthwise_inputs", "derive_dense_inputs", "PLANE_ALIGN",
+           "ROW_PAD_MAX_WASTE", "round_up"]
+
+#: plane alignment in elements (cache-line-aligned planes for int16: 32 x 2 bytes)
+PLANE_ALIGN = 32
+
+
+def round_up(v: int, m: int) -> int:
+    return (int(v) + m - 1) // m * m
+
+
+def is_depthwise(spec: Conv2dSpec) -> bool:
+    """One input and one output channel per group: the depthwise kernel."""
+    return spec.group_in == 1 and spec.group_out == 1
+
+
+# ----------------------------------------------------------------------------------------------- layout
+@dataclasses.dataclass(frozen=True)
+class ActivationLayout:
+    """Where the pack puts activations (see module doc). All sizes in elements of the lane dtype.
+
+    Attributes:
+        images: images per call (``N``; 1 for dense).
+        channels: input channels ``C`` (``K`` for dense).
+        copies: ``((cshift, a), ...)``: column shift and row phase of each copy, in buffer order
+            (``copy[c, r, j] = x_pad[c, r * sh + a, j * sw + cshift]``).
+        halo: rows carry the kernel's column halo (one copy per stride phase, taps ``kw`` at column offsets
+            ``(kw * dw) // sw``) instead of one copy per column tap.
+        rows, row_len: rows per plane and their length (``OW``; ``M`` for dense).
+        plane: elements per (copy, channel) plane (``rows * row_len`` rounded up to :data:`PLANE_ALIGN`).
+        tail: zero elements at the end of every image (>= the widest pixel block).
+        stride, dilation, pad_tl, in_hw: conv geometry (dense: unit stride, no padding, ``(1, M)``).
+    """
+
+    images: int
+    channels: int
+    copies: Tuple[Tuple[int, int], ...]
+    rows: int
+    row_len: int
+    plane: int
+    tail: int
+    stride: Tuple[int, int] = (1, 1)
+    dilation: Tuple[int, int] = (1, 1)
+    pad_tl: Tuple[int, int] = (0, 0)
+    in_hw: Tuple[int, int] = (1, 1)
+    transpose_dense: bool = False
+    out_w: int = 0
+    halo: bool = False
+
+    @property
+    def padded_rows(self) -> bool:
+        """Rows longer than the output width (garbage columns ``out_w .. row_len-1``, never stored)."""
+        return not self.transpose_dense and self.row_len != self.out_w
+
+    @property
+    def image_len(self) -> int:
+        return len(self.copies) * self.channels * self.plane + self.tail
+
+    @property
+    def length(self) -> int:
+        return self.images * self.image_len
+
+    @property
+    def zero_offset(self) -> int:
+        """Offset (within an image) of the zero tail."""
+        return len(self.copies) * self.channels * self.plane
+
+    def term_offset(self, c: np.ndarray, kh: np.ndarray, kw: np.ndarray) -> np.ndarray:
+        """Offset within an image of tap ``(c, kh, kw)`` for output pixel 0 (int64 arrays)."""
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        index = {cp: i for i, cp in enumerate(self.copies)}
+        kh, kw = np.asarray(kh, np.int64), np.asarray(kw, np.int64)
+        a = (kh * dh) % sh
+        cs = (kw * dw) % sw if self.halo else kw * dw
+        col = (kw * dw) // sw if self.halo else np.zeros_like(kw)
+        cp = np.array([index[(int(x), int(y))] for x, y in zip(cs.reshape(-1), a.reshape(-1))], np.int64)
+        return (cp.reshape(kh.shape) * self.channels + np.asarray(c)) * self.plane + ((kh * dh) // sh) * self.row_len \
+            + col
+
+
+#: pad rows to a multiple of the vector width when that costs at most 1/ROW_PAD_MAX_WASTE more pixels
+ROW_PAD_MAX_WASTE = 6
+
+
+def conv_rows(spec: Conv2dSpec, row_align: int) -> Tuple[int, bool]:
+    """``(row_len, halo)`` of the packed planes of a conv (output pixels per row, garbage columns included).
+
+    Rows a multiple of ``row_align`` (vector lanes) keep every vector load inside one cache line (split loads
+    are slow) and every vector inside one output row. Preferred: the
+    *halo* layout, rows of ``OW + ((KW-1)*dw)//sw`` rounded up -- one copy per stride phase, so the input
+    block of a pixel block fits L1 -- when its garbage columns cost <= 1/6 more work; then the tap-copy layout
+    with rows of ``OW`` rounded up under the same rule; else rows of exactly ``OW`` (no garbage columns)."""
+    oh, ow = spec.out_hw
+    ra = max(1, int(row_align))
+    if ra > 1:
+        rl = round_up(ow + ((spec.kernel_w - 1) * spec.dilation[1]) // spec.stride[1], ra)
+        if (rl - ow) * ROW_PAD_MAX_WASTE <= ow:
+            return rl, True
+    rl = round_up(ow, ra)
+    return (rl if (rl - ow) * ROW_PAD_MAX_WASTE <= ow else ow), False
+
+
+def conv_layout(spec: Conv2dSpec, tail: int, row_align: int = 1) -> ActivationLayout:
+    """The packed-activation layout of a conv spec (rows per :func:`conv_rows`)."""
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    oh, ow0 = spec.out_hw
+    ow, halo = conv_rows(spec, row_align)
+    phases = sorted({(kh * dh) % sh for kh in range(spec.kernel_h)})
+    shifts = sorted({(kw * dw) % sw for kw in range(spec.kernel_w)}) if halo else \
+        [kw * dw for kw in range(spec.kernel_w)]
+    copies = tuple((cs, a) for cs in shifts for a in phases)
+    rows = oh + ((spec.kernel_h - 1) * dh) // sh
+    return ActivationLayout(images=spec.batch, channels=spec.in_channels, copies=copies, rows=rows, row_len=ow,
+                            plane=round_up(rows * ow, PLANE_ALIGN), tail=round_up(tail, PLANE_ALIGN),
+                            stride=spec.stride, dilation=spec.dilation, pad_tl=(spec.padding[0], spec.padding[1]),
+                            in_hw=(spec.height, spec.width), out_w=ow0, halo=halo)
+
+
+def dense_layout(spec: DenseSpec, tail: int) -> ActivationLayout:
+    """Dense as a 1 x M image with K channels: ``packed[k * plane + m] = X_q[m, k]``."""
+    return ActivationLayout(images=1, channels=spec.in_features, copies=((0, 0),), rows=1, row_len=spec.batch,
+                            plane=round_up(spec.batch, PLANE_ALIGN), tail=round_up(tail, PLANE_ALIGN),
+                            in_hw=(1, spec.batch), transpose_dense=True)
+
+
+def pack_numpy(layout: ActivationLayout, x_q: np.ndarray, lane_dtype: str) -> np.ndarray:
+    """NumPy twin of the ``pack`` PrimFunc (for tests): ``X_q`` (spec layout) -> flat packed buffer."""
+    out = np.zeros((layout.images, layout.image_len), np.int64)
+    x = np.asarray(x_q).astype(np.int64)
+    if layout.transpose_dense:
+        m = x.shape[0]
+        for k in range(layout.channels):
+            out[0, k * layout.plane:k * layout.plane + m] = x[:, k]
+        return out.reshape(-1).astype(lane_dtype)
+    sh, sw = layout.stride
+    pt, pl = layout.pad_tl
+    h, w = layout.in_hw
+    r = np.arange(layout.rows)
+    o = np.arange(layout.row_len)
+    for i, (cs, a) in enumerate(layout.copies):
+        rr = r * sh + a - pt
+        cc = o * sw + cs - pl
+        ok = ((rr >= 0) & (rr < h))[:, None] & ((cc >= 0) & (cc < w))[None, :]
+        vals = x[:, :, np.clip(rr, 0, h - 1)][:, :, :, np.clip(cc, 0, w - 1)] * ok
+        for c in range(layout.channels):
+            s = (i * layout.channels + c) * layout.plane
+            out[:, s:s + layout.rows * layout.row_len] = vals[:, c].reshape(layout.images, -1)
+    return out.reshape(-1).astype(lane_dtype)
+
+
+# ----------------------------------------------------------------------------------------------- derive
+def _conv_offsets(layout: ActivationLayout, spec: Conv2dSpec) -> np.ndarray:
+    """``(O, Cg*KH*KW)`` offsets within an image of every weight of every output channel."""
+    Cg, KH, KW, Og = spec.group_in, spec.kernel_h, spec.kernel_w, spec.group_out
+    c, kh, kw = np.meshgrid(np.arange(Cg), np.arange(KH), np.arange(KW), indexing="ij")
+    base = layout.term_offset(c.reshape(-1), kh.reshape(-1), kw.reshape(-1))          # group 0
+    group = np.arange(spec.out_channels) // Og
+    return base[None, :] + (group * Cg * layout.plane)[:, None]
+
+
+def derive_conv2d_inputs(spec: Conv2dSpec, codes: np.ndarray, x_absmax: int, tail: int,
+                         row_align: int = 1) -> List[np.ndarray]:
+    """Weight inputs of the conv / dense-batch kernel from the codes: ``[seg_ptr, seg_level, seg_npos, seg_tptr,
+    term_offset]`` (int32). ``spec`` may be a :class:`DenseSpec` (batch > 1)."""
+    plan = plan_segments(codes, x_absmax)
+    if isinstance(spec, DenseSpec):
+        layout = dense_layout(spec, tail)
+        off = plan.term_index.astype(np.int64) * layout.plane
+    else:
+        layout = conv_layout(spec, tail, row_align)
+        offs = _conv_offsets(layout, spec)
+        seg_row = np.repeat(np.arange(plan.n_out), np.diff(plan.seg_ptr))
+        term_row = np.repeat(seg_row, plan.segment_sizes())
+        off = offs[term_row, plan.term_index]
+    i32 = lambda a: np.ascontiguousarray(np.asarray(a, np.int32))  # noqa: E731
+    return [plan.seg_ptr, plan.seg_level, plan.seg_npos, plan.seg_tptr, i32(off)]
+
+
+def derive_depthwise_inputs(spec: Conv2dSpec, codes: np.ndarray, tail: int, row_align: int = 1
+                            ) -> List[np.ndarray]:
+    """Weight inputs of the depthwise kernel: ``[tap_offset, tap_level, tap_neg]`` int32 ``(C, KH*KW)``;
+    a zero weight reads the image's zero tail (level 0)."""
+    layout = conv_layout(spec, tail, row_align)
+    c = np.asarray(codes).astype(np.int32).reshape(spec.out_channels, -1)
+    off = _conv_offsets(layout, spec)
+    off = np.where(c != 0, off, layout.zero_offset)
+    level = np.where(c != 0, np.abs(c) - 1, 0)
+    neg = np.where(c < 0, -1, 0)
+    i32 = lambda a: np.ascontiguousarray(np.asarray(a, np.int32))  # noqa: E731
+    return [i32(off), i32(level), i32(neg)]
+
+
+def derive_dense_inputs(spec: DenseSpec, codes: np.ndarray, x_absmax: int, tail: int) -> List[np.ndarray]:
+    """Weight inputs of the dense kernel at batch > 1 (the conv kernel over a 1 x M image)."""
+    return derive_conv2d_inputs(spec, codes, x_absmax, tail)
