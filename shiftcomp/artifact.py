@@ -35,7 +35,9 @@ file), the embedded checksum (a corrupted file), the format/version -- all befor
 Then the library is written to a private temporary file, loaded with ``tvm.runtime.load_module`` (the file is
 removed right after; the mapping stays), the weight codes are unpacked with numpy and kept on the
 device, and ``main(*inputs, *weight_codes)`` is called per inference. Only ``tvm.runtime``, numpy and
-torch are needed (``TVM_USE_RUNTIME_LIB=1`` works when nothing else imports ``tvm.relax``).
+torch are needed: the derivations that rebuild kernel inputs are numpy only (sum-then-shift plans,
+table GEMV codes, adder weights), so ``TVM_USE_RUNTIME_LIB=1`` (libtvm_runtime only) works when nothing else
+imports ``tvm.relax``.
 """
 from __future__ import annotations
 
