@@ -7,6 +7,7 @@ hidden inside a function fails here as well. Importing ``a.b.c`` from outside ``
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,12 @@ PACKAGES = ("shiftcomp", "passes", "schedules")
 #: which packages each package may import (one-way dependencies)
 ALLOWED = {"shiftcomp": {"shiftcomp", "passes", "schedules"}, "passes": {"passes", "schedules"},
            "schedules": {"schedules"}}
+#: what ``shiftcomp.load`` imports to rebuild derived kernel inputs: numpy and the standard library only, so a
+#: runtime-only TVM (``TVM_USE_RUNTIME_LIB=1``) can load any artifact (package ``__init__`` files aside: they
+#: import ``tvm`` itself, which works runtime-only)
+NUMPY_ONLY = {"passes.derived_inputs", "passes.packing", "passes.sum_then_shift_plan", "passes.table_gemv_inputs",
+              "passes.adder_weights", "schedules.specs", "schedules.segments", "schedules.sum_then_shift_layout",
+              "schedules.table_gemv_layout", "schedules.adder_layout"}
 
 
 def _modules() -> dict[str, Path]:
@@ -126,3 +133,16 @@ def test_no_module_defines_a_top_level_function_or_class_twice() -> None:
                     twice.append(f"{mod}.{node.name} (line {node.lineno})")
                 seen.add(node.name)
     assert twice == [], f"defined twice in one module: {twice}"
+
+
+def test_numpy_only_modules_import_numpy_and_each_other() -> None:
+    graph, mods = import_graph(), _modules()
+    bad = []
+    for mod in sorted(NUMPY_ONLY):
+        bad += [f"{mod} imports {t}" for t in graph[mod] if t not in PACKAGES and t not in NUMPY_ONLY]
+        for node in ast.walk(ast.parse(mods[mod].read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and not node.level else []
+            bad += [f"{mod} imports {n}" for n in names if n.split(".")[0] not in
+                    {"numpy", *PACKAGES, *sys.stdlib_module_names}]
+    assert bad == [], bad
