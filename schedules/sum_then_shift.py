@@ -17,9 +17,10 @@ Numerics: equal to ``shiftcomp.reference`` bit for bit (``acc`` exact in ``spec.
 ``float32(acc) * 2**(s0-F) [+ bias]`` with :func:`schedules.compute._epilogue`, the epilogue of the other
 kernels). Bounds: :mod:`schedules.segments`.
 
-**Activation layout (the pre-kernel ``pack``).** Output pixels of one image form one flat vector axis
-``p = oh * RL + ow`` (``RL`` = row length, :func:`conv_rows`), so every term of the sum reads a contiguous
-run of activations at a fixed offset from ``p``. The pack writes, per image, *copies* of the zero-padded
+**Activation layout (the pre-kernel ``pack``).** Defined, with the plan arrays' ``derive_*`` functions, in the
+numpy-only :mod:`schedules.sum_then_shift_layout` (re-exported here). Output pixels of one image form one flat
+vector axis ``p = oh * RL + ow`` (``RL`` = row length, :func:`conv_rows`), so every term of the sum reads a
+contiguous run of activations at a fixed offset from ``p``. The pack writes, per image, *copies* of the zero-padded
 input, ``copy (cs, a)[c, r, j] = x_pad[c, r * sh + a, j * sw + cs]`` for ``r < OH + ((KH-1)*dh)//sh``,
 ``j < RL``, planes rounded up to a cache line, then a zero tail (tail blocks read past the last plane;
 depthwise zero weights point there). Two forms:

@@ -7,6 +7,7 @@ Entry point::
     # k.main:  PrimFunc (tables, *k.weight_inputs, [bias f32 (N,)]) -> out f32 (1, N)
     # k.weight_inputs == k.derive(codes): byte variant [codes int8 (NBLK * KP * L,), nneg int32 (N,)],
     #                                     nibble variant [nibbles, tail_ptr, tail_term, base]
+    # (k.derive: schedules.table_gemv_layout, numpy only; re-exported here)
 
 For 8-bit activations (``|x| <= 128``) and codes with ``|code| <= 15`` (shift levels ``s = |code| - 1 <= 14``)
 every term ``x << s`` fits ``NPL`` bytes (two's complement; ``NPL = 2`` when ``s <= 7``, else 3). The
