@@ -522,17 +522,27 @@ class CompiledSumThenShift:
     def __call__(self, x_q: np.ndarray, weight_inputs: Sequence[np.ndarray],
                  bias: Optional[np.ndarray] = None) -> np.ndarray:
         """Pack ``x_q`` and run the kernel with ``weight_inputs``; returns the float32 output."""
-        if self.has_bias and bias is None:
-            raise ValueError("the kernel was built with a bias; pass one")
-        x_t = tvm.runtime.tensor(np.ascontiguousarray(np.asarray(x_q).astype(np.int32)))
-        packed = tvm.runtime.tensor(np.zeros(self.packed_shape, self.lane_dtype))
-        out = tvm.runtime.tensor(np.zeros(self.out_shape, np.float32))
-        self.module["pack"](x_t, packed)
-        args = [packed] + [tvm.runtime.tensor(np.ascontiguousarray(w)) for w in weight_inputs]
-        if self.has_bias:
-            args.append(tvm.runtime.tensor(np.ascontiguousarray(np.asarray(bias, np.float32))))
-        self.module["main"](*args, out)
-        return out.numpy()
+        return run_prologue_and_main(self.module, "pack", x_q, (self.packed_shape, self.lane_dtype),
+                                     weight_inputs, bias, self.has_bias,
+                                     self.out_shape)
+
+
+def run_prologue_and_main(module: Any, prologue: str, x_q: np.ndarray, mid: Tuple[Any, str],
+                          weight_inputs: Sequence[np.ndarray], bias: Optional[np.ndarray], has_bias: bool,
+                          out_shape: Any) -> np.ndarray:
+    """CPU convenience shared by the two-kernel builds: ``prologue(x_q) -> mid``, then
+    ``main(mid, *weight_inputs, [bias]) -> out`` (float32); returns ``out`` as numpy."""
+    if has_bias and bias is None:
+        raise ValueError("the kernel was built with a bias; pass one")
+    x_t = tvm.runtime.tensor(np.ascontiguousarray(np.asarray(x_q).astype(np.int32)))
+    mid_t = tvm.runtime.tensor(np.zeros(*mid))
+    out = tvm.runtime.tensor(np.zeros(out_shape, np.float32))
+    module[prologue](x_t, mid_t)
+    args = [mid_t] + [tvm.runtime.tensor(np.ascontiguousarray(w)) for w in weight_inputs]
+    if has_bias:
+        args.append(tvm.runtime.tensor(np.ascontiguousarray(np.asarray(bias, np.float32))))
+    module["main"](*args, out)
+    return out.numpy()
 
 
 _COMPILED: dict = {}

@@ -64,7 +64,7 @@ from tvm.script import tirx as T
 
 from .compute import DenseSpec, _epilogue, needs_exact_scale
 from .segments import LANE_BITS
-from .sum_then_shift import _check_bound, _drop_param, _x_absmax, vector_bits
+from .sum_then_shift import _check_bound, _drop_param, _x_absmax, run_prologue_and_main, vector_bits
 from .table_gemv_layout import (MAX_CHUNK, MAX_CODE, NIBBLE_LEVELS, NIBBLE_MAX_TAIL, byte_chunks, derive_inputs,
                                 derive_nibble_inputs, encode_codes, nibble_chunks, nibble_window, signed_table_numpy,
                                 table_numpy)
@@ -395,17 +395,9 @@ class CompiledTableGemv:
     def __call__(self, x_q: np.ndarray, weight_inputs: Sequence[np.ndarray],
                  bias: np.ndarray | None = None) -> np.ndarray:
         """Build the tables from ``x_q`` and run the kernel with ``weight_inputs``; returns the float32 output."""
-        if self.has_bias and bias is None:
-            raise ValueError("the kernel was built with a bias; pass one")
-        x_t = tvm.runtime.tensor(np.ascontiguousarray(np.asarray(x_q).astype(np.int32)))
-        tbl = tvm.runtime.tensor(np.zeros(self.table_shape, self.table_dtype))
-        out = tvm.runtime.tensor(np.zeros(self.out_shape, np.float32))
-        self.module["table"](x_t, tbl)
-        args = [tbl] + [tvm.runtime.tensor(np.ascontiguousarray(w)) for w in weight_inputs]
-        if self.has_bias:
-            args.append(tvm.runtime.tensor(np.ascontiguousarray(np.asarray(bias, np.float32))))
-        self.module["main"](*args, out)
-        return out.numpy()
+        return run_prologue_and_main(self.module, "table", x_q, (self.table_shape, self.table_dtype),
+                                     weight_inputs, bias, self.has_bias,
+                                     self.out_shape)
 
 
 _COMPILED: dict = {}

@@ -3,21 +3,16 @@ models against the PyTorch reference, the audit, export -> load in a fresh proce
 a whole ResNet-20 checked op by op with sc.verify."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from experiment_support import run_artifact_in_fresh_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis_support import examples
 from torch import nn
 
-from passes.kernels import DatabaseKernels, ManualKernels, PER_TERM_FAMILIES
+from passes.kernels import PER_TERM_FAMILIES, DatabaseKernels, ManualKernels
 from passes.sum_then_shift_family import PLAN_INPUT, plan_input, sum_then_shift_kernel
 from schedules.compute import Conv2dSpec, weight_codes
 from shiftcomp.compiler import compile
@@ -28,7 +23,6 @@ from shiftcomp.nn import Conv2dShift, LinearShift
 from shiftcomp.reference import exact
 from shiftcomp.verification import verify
 
-REPO = Path(__file__).resolve().parents[2]
 CFG = ShiftConfig(mode="Q", weight_bits=5, act_bits=(3, 5))
 
 
@@ -164,16 +158,7 @@ def test_export_load_fresh_process(convs, tmp_path) -> None:
     model, x, cm = convs
     path = tmp_path / "model.so"
     cm.export(path)
-    torch.save(x, tmp_path / "x.pt")
-    code = f"""
-        import torch, shiftcomp.artifact as A
-        m = A.load({str(path)!r})
-        torch.save(m(torch.load({str(tmp_path / 'x.pt')!r})), {str(tmp_path / 'y.pt')!r})
-    """
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                       cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert torch.equal(torch.load(tmp_path / "y.pt"), cm(x))
+    assert torch.equal(run_artifact_in_fresh_process(path, x, tmp_path), cm(x))
 
 
 class _RecordingDatabase:

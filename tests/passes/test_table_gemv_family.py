@@ -3,15 +3,10 @@ compiled model against the PyTorch reference, the multiplication audit, inputs r
 export -> load in a fresh process, and the fallback for 16-bit activations."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from experiment_support import run_artifact_in_fresh_process
 from torch import nn
 
 from passes.kernels import PER_TERM_FAMILIES, ManualKernels
@@ -22,7 +17,6 @@ from shiftcomp.config import ShiftConfig
 from shiftcomp.nn import LinearShift
 from shiftcomp.reference import exact
 
-REPO = Path(__file__).resolve().parents[2]
 CFG = ShiftConfig(mode="Q", weight_bits=5, act_bits=(3, 5))
 
 
@@ -93,16 +87,7 @@ def test_export_load_fresh_process(mlp, tmp_path) -> None:
     _, x, cm = mlp
     path = tmp_path / "model.so"
     cm.export(path)
-    torch.save(x, tmp_path / "x.pt")
-    code = f"""
-        import torch, shiftcomp.artifact as A
-        m = A.load({str(path)!r})
-        torch.save(m(torch.load({str(tmp_path / 'x.pt')!r})), {str(tmp_path / 'y.pt')!r})
-    """
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                       cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert torch.equal(torch.load(tmp_path / "y.pt"), cm(x))
+    assert torch.equal(run_artifact_in_fresh_process(path, x, tmp_path), cm(x))
 
 
 @pytest.mark.bitexact
