@@ -14,9 +14,10 @@ Every operation lands in one bucket:
 * **data-path** (``role="shift"`` kernels, reduction blocks and integer blocks): must contain no multiply.
 * **epilogue** (``role="shift"`` kernels, float non-reduction blocks; in kernels written as plain loops,
   e.g. sum-then-shift, a float store outside any reduction block): the per-output scale
-  ``float32(acc) * 2**(s0 - F)`` and the bias add.
+  ``float32(acc) * 2**(s0 - F)`` and the bias add, and the glue fused into the kernel
+  (``passes.fuse_epilogue``: BatchNorm's multiply and add, a residual add, ReLU).
 * **prologue** (``role="prologue"``: the quantise kernel): ``x * 2**F`` per activation element.
-* **elsewhere** (every other PrimFunc: BatchNorm, pooling, residual adds, float layers, the float
+* **elsewhere** (every other PrimFunc: unfused BatchNorm, pooling, residual adds, float layers, the float
   baseline's conv/matmul).
 * **index** (in any kernel): arithmetic that does not depend on any loaded value (buffer indices, loop
   bounds, padding conditions) -- address computation, not counted as data.
@@ -174,7 +175,8 @@ class MultiplicationAudit:
         """Per-inference counts of the shift layers' arithmetic in ``shiftcomp.energy``'s op kinds.
 
         Scope: shift kernels (data path + epilogue) and quantise prologues -- the conv/linear arithmetic
-        the energy model compares; float glue (BatchNorm, ...) is left out, as there. Mapping: integer
+        the energy model compares; float glue (BatchNorm, ...) is left out, as there, unless it was fused
+        into a kernel's epilogue (``passes.fuse_epilogue``: then its ops are the kernel's). Mapping: integer
         add/sub -> ``int32_add``, shifts -> ``int32_shift``, xor/and/or, selects, compares, min/max and
         other intrinsics on integers -> ``int32_logic``, integer multiplies -> ``int32_mul`` (0 in a
         correct build); float multiplies -> ``fp32_mul``; float adds, and the prologue's round and clamp,

@@ -77,6 +77,9 @@ class KernelBuild:
             quantise chain.
         unscheduled: zero-argument callable giving ``main``'s compute before scheduling (database replay).
         tuning_key: zero-argument callable giving the PrimFunc whose record a database is asked for.
+        with_epilogue: ``Epilogue -> PrimFunc``: ``main`` with fused elementwise steps
+            (:mod:`schedules.epilogue`; extra parameters before the output), for kernels that store each
+            output element once; ``None``: the kernel takes no epilogue (``passes.fuse_epilogue`` skips it).
         task_name: readable name of the tuning task (``shiftcomp.tune`` and ``tuned_kernels`` use it).
         source: ``"manual"`` or ``"database"``.
     """
@@ -88,6 +91,7 @@ class KernelBuild:
     prologue_float: tvm.tirx.PrimFunc | None = None
     unscheduled: Callable[[], tvm.tirx.PrimFunc] | None = None
     tuning_key: Callable[[], tvm.tirx.PrimFunc] | None = None
+    with_epilogue: Callable[[Any], tvm.tirx.PrimFunc] | None = None
     task_name: str = ""
     source: str = "manual"
 

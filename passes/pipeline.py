@@ -4,6 +4,7 @@
     PIPELINE =
       lower_shift      FoldConstant, LowerShiftOps(kernel provider), DeadCodeElimination      (ours)
       lift_weights     LiftShiftWeights: kernel weight constants -> parameters of main          (ours)
+      fuse_epilogue    FuseShiftEpilogues: BatchNorm/residual/ReLU after a kernel -> its store  (ours)
       legalize         LegalizeOps, AnnotateTIROpPattern                                         (TVM)
       audit            the multiplication audit, on the legalised module (module unchanged)      (ours)
       fuse             FoldConstant, FuseOps, FuseTIR, DeadCodeElimination (+ DLight on GPUs)    (TVM)
@@ -14,10 +15,11 @@
 then VM codegen (``tvm.compile(mod, relax_pipeline=None)``). ``run_pipeline(mod, options, until=stage)``
 stops after a stage, for tools that need an intermediate module: ``shiftcomp.tune`` extracts the glue
 tasks at ``until="fuse"``, exactly the module that ``apply_database`` later sees. ``lower=False`` skips
-``lower_shift`` (the float multiply baseline from the same import). Shift kernels are ``kOpaque``, so
-fusion only merges the float glue (BN, ReLU, the quantise kernel of layers without a quantising
-prologue, ...); a sum-then-shift layer's quantising pack is opaque too, so the glue before it is its own
-kernel writing float32.
+``lower_shift`` (the float multiply baseline from the same import). ``fuse_epilogue`` rebuilds a kernel
+that supports it (sum-then-shift) with the elementwise ops after it (BatchNorm's multiply and add, a
+residual add, ReLU/ReLU6) in its store (``passes/fuse_epilogue.py``); it runs with ``fuse=True``. Shift kernels
+are ``kOpaque``, so TVM's fusion only merges the remaining float glue (pooling, a shortcut's pad, the
+quantise kernel of layers without a quantising prologue, ...).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
 from .audit import MultiplicationAudit, audit_module
+from .fuse_epilogue import FusedEpilogue, FuseShiftEpilogues
 from .kernels import KernelProvider, ManualKernels
 from .lift_weights import LiftedWeights, LiftShiftWeights
 from .lower_shift import LoweringReport, LowerShiftOps, pop_pending_error
@@ -48,14 +51,15 @@ class PipelineOptions:
     Attributes:
         target: the resolved TVM target.
         lower: lower the shift layers (``False``: the float multiply baseline).
-        fuse: fuse the elementwise glue (FuseOps/FuseTIR).
+        fuse: ``True``: fuse shift-kernel epilogues and the elementwise glue (FuseOps/FuseTIR); ``"glue"``:
+            the glue only; ``False``: neither.
         kernels: the shift-kernel provider (:mod:`passes.kernels`).
         database: a MetaSchedule database for the glue kernels, or ``None``.
     """
 
     target: Target
     lower: bool = True
-    fuse: bool = True
+    fuse: bool | str = True
     kernels: KernelProvider = dataclasses.field(default_factory=ManualKernels)
     database: Any = None
 
@@ -67,6 +71,7 @@ class PipelineState:
     Attributes:
         report: the shift lowering's per-layer report.
         lifted: the lifted weight inputs of ``main``.
+        epilogues: the elementwise chains fused into kernels (after ``fuse_epilogue``).
         audit: the multiplication audit (after ``audit``).
         tuned_glue: glue PrimFuncs scheduled from the database (after ``apply_database``).
         modules: each stage's output module, by stage name.
@@ -74,6 +79,7 @@ class PipelineState:
 
     report: LoweringReport = dataclasses.field(default_factory=LoweringReport)
     lifted: LiftedWeights = dataclasses.field(default_factory=LiftedWeights)
+    epilogues: list[FusedEpilogue] = dataclasses.field(default_factory=list)
     audit: MultiplicationAudit | None = None
     tuned_glue: list[str] = dataclasses.field(default_factory=list)
     modules: dict[str, tvm.IRModule] = dataclasses.field(default_factory=dict)
@@ -106,7 +112,7 @@ def legalize_passes(target: Target) -> list[tvm.transform.Pass]:  # noqa: ARG001
     return [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern()]
 
 
-def fusion_passes(target: Target, fuse: bool = True, entry_functions: list[str] | None = None
+def fusion_passes(target: Target, fuse: bool | str = True, entry_functions: list[str] | None = None
                   ) -> list[tvm.transform.Pass]:
     """Fuse the elementwise glue around the (opaque) shift kernels; DLight default schedules on GPUs."""
     passes: list[tvm.transform.Pass] = [relax.transform.FoldConstant()]
@@ -159,6 +165,8 @@ def _apply_database_pass(database: Any, state: PipelineState) -> tvm.transform.P
 PIPELINE: tuple[Stage, ...] = (
     Stage("lower_shift", lambda o, s: shift_lowering_passes(o.target, s.report, kernels=o.kernels) if o.lower else []),
     Stage("lift_weights", lambda o, s: [LiftShiftWeights(s.lifted, s.report)]),
+    Stage("fuse_epilogue", lambda o, s: [FuseShiftEpilogues(s.report, s.epilogues), relax.transform.Normalize()]
+          if o.lower and o.fuse is True else []),
     Stage("legalize", lambda o, s: legalize_passes(o.target)),
     Stage("audit", lambda o, s: [_audit_pass(s)]),
     Stage("fuse", lambda o, s: fusion_passes(o.target, o.fuse)),

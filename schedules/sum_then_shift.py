@@ -89,6 +89,7 @@ from tvm.script.ir_builder import tirx as Tb
 from tvm.target import codegen
 
 from .compute import Conv2dSpec, DenseSpec, _epilogue, cast_lanes, needs_exact_scale, quantize_value
+from .epilogue import Epilogue
 from .segments import LANE_BITS, lane_dtype_for
 from .sum_then_shift_layout import (ActivationLayout, conv_layout, conv_rows, dense_layout, derive_conv2d_inputs,
                                     derive_depthwise_inputs, derive_dense_inputs, is_depthwise, pack_numpy)
@@ -278,7 +279,7 @@ def _block(n_pixels: int, vw: int) -> Tuple[int, int]:
 
 
 def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout, lane: str, acc: str,
-                   vw: int, nv: int) -> tirx.PrimFunc:
+                   vw: int, nv: int, epilogue: Epilogue = Epilogue()) -> tirx.PrimFunc:
     """The sum-then-shift kernel (see module doc) for a conv spec or a dense spec at batch > 1.
 
     The plan buffers have symbolic lengths (``n_seg``, ``n_term``), so one PrimFunc serves every weight
@@ -298,6 +299,7 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
     out_shape = tuple(int(d) for d in spec.out_shape)
     has_bias = bool(spec.has_bias)
     exact = needs_exact_scale(spec)
+    NEC = max(1, epilogue.table_rows)
     # tasks: (image, pixel block); with too few of them, output-channel chunks as well (parallel balance)
     OC = 1 if NI * NB >= 8 else min(O, 8)
     CS = -(-O // OC)
@@ -305,9 +307,9 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
     def epi(a, b):
         return _epilogue(a, b, spec, exact)
 
-    def store(out, n, co, p, val):
+    def store(out, n, co, p, val, ep_c, ep_r):
         idx = [p, co] if dense else [n, co, p // OW, p % OW]
-        return T.buffer_store(out, val, idx)
+        return _put(out, idx, val, epilogue, ep_c, ep_r)
 
     def bias_at(b, i):
         return b[i] if has_bias else None
@@ -316,7 +318,8 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
     def stst(xp: T.Buffer((NI * IL,), lane), seg_ptr: T.Buffer((O + 1,), "int32"),
              seg_level: T.Buffer((n_seg,), "int32"), seg_npos: T.Buffer((n_seg,), "int32"),
              seg_tptr: T.Buffer((n_seg + 1,), "int32"), toff: T.Buffer((n_term,), "int32"),
-             bias: T.Buffer((O,), "float32"), out: T.Buffer(out_shape, "float32")):
+             bias: T.Buffer((O,), "float32"), ep_c: T.Buffer((NEC, O), "float32"),
+             ep_r: T.Buffer(out_shape, "float32"), out: T.Buffer(out_shape, "float32")):
         T.func_attr({"tir.noalias": True})
         for task in T.parallel(NI * NB * OC):
             for cj in range(CS):
@@ -357,33 +360,33 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
                             p0 = T.meta_var(((task // OC) % NB) * VB + v * vw)
                             if p0 % RL + vw <= OW and p0 // RL < OH:
                                 for q in T.vectorized(vw):
-                                    out[task // (NB * OC), (task % OC) * CS + cj, p0 // RL, p0 % RL + q] = \
-                                        epi(acc_v[v * vw + q], bias_at(bias, (task % OC) * CS + cj))
+                                    _put(out, [task // (NB * OC), (task % OC) * CS + cj, p0 // RL, p0 % RL + q],
+                                         epi(acc_v[v * vw + q], bias_at(bias, (task % OC) * CS + cj)),
+                                         epilogue, ep_c, ep_r)
                             else:
                                 for q in range(vw):
                                     if (p0 + q) % RL < OW and (p0 + q) // RL < OH:
-                                        out[task // (NB * OC), (task % OC) * CS + cj, (p0 + q) // RL,
-                                            (p0 + q) % RL] = epi(acc_v[v * vw + q],
-                                                                 bias_at(bias, (task % OC) * CS + cj))
+                                        _put(out, [task // (NB * OC), (task % OC) * CS + cj, (p0 + q) // RL,
+                                                   (p0 + q) % RL],
+                                             epi(acc_v[v * vw + q], bias_at(bias, (task % OC) * CS + cj)),
+                                             epilogue, ep_c, ep_r)
                     elif (task // OC) % NB < NBF:
                         for v in T.unroll(nv):
                             for q in T.vectorized(vw):
                                 store(out, task // (NB * OC), (task % OC) * CS + cj,
                                       ((task // OC) % NB) * VB + v * vw + q,
-                                      epi(acc_v[v * vw + q], bias_at(bias, (task % OC) * CS + cj)))
+                                      epi(acc_v[v * vw + q], bias_at(bias, (task % OC) * CS + cj)), ep_c, ep_r)
                     else:
                         for v in range(VB):
                             if ((task // OC) % NB) * VB + v < NP:
                                 store(out, task // (NB * OC), (task % OC) * CS + cj, ((task // OC) % NB) * VB + v,
-                                      epi(acc_v[v], bias_at(bias, (task % OC) * CS + cj)))
+                                      epi(acc_v[v], bias_at(bias, (task % OC) * CS + cj)), ep_c, ep_r)
 
-    if not has_bias:
-        stst = _drop_param(stst, "bias")
-    return stst
+    return _drop_unused(stst, has_bias, epilogue)
 
 
-def _dw_primfunc(spec: Conv2dSpec, layout: ActivationLayout, lane: str, acc: str, vw: int, nv: int
-                 ) -> tirx.PrimFunc:
+def _dw_primfunc(spec: Conv2dSpec, layout: ActivationLayout, lane: str, acc: str, vw: int, nv: int,
+                 epilogue: Epilogue = Epilogue()) -> tirx.PrimFunc:
     """The depthwise kernel (see module doc)."""
     C = spec.out_channels
     NTAP = spec.kernel_h * spec.kernel_w
@@ -399,6 +402,7 @@ def _dw_primfunc(spec: Conv2dSpec, layout: ActivationLayout, lane: str, acc: str
     has_bias = bool(spec.has_bias)
     exact = needs_exact_scale(spec)
     zero = tirx.const(0, acc)
+    NEC = max(1, epilogue.table_rows)
 
     def epi(a, b):
         return _epilogue(a, b, spec, exact)
@@ -408,7 +412,8 @@ def _dw_primfunc(spec: Conv2dSpec, layout: ActivationLayout, lane: str, acc: str
 
     @T.prim_func
     def dw(xp: T.Buffer((NI * IL,), lane), toff: T.Buffer((C, NTAP), "int32"), lvl: T.Buffer((C, NTAP), "int32"),
-           neg: T.Buffer((C, NTAP), "int32"), bias: T.Buffer((C,), "float32"), out: T.Buffer(out_shape, "float32")):
+           neg: T.Buffer((C, NTAP), "int32"), bias: T.Buffer((C,), "float32"), ep_c: T.Buffer((NEC, C), "float32"),
+           ep_r: T.Buffer(out_shape, "float32"), out: T.Buffer(out_shape, "float32")):
         T.func_attr({"tir.noalias": True})
         for task in T.parallel(NI * C):
             for pb in range(NB):
@@ -429,27 +434,39 @@ def _dw_primfunc(spec: Conv2dSpec, layout: ActivationLayout, lane: str, acc: str
                         p0 = T.meta_var(pb * VB + v * vw)
                         if p0 % RL + vw <= OW and p0 // RL < OH:
                             for q in T.vectorized(vw):
-                                out[task // C, task % C, p0 // RL, p0 % RL + q] = \
-                                    epi(acc_v[v * vw + q], bias_at(bias, task % C))
+                                _put(out, [task // C, task % C, p0 // RL, p0 % RL + q],
+                                     epi(acc_v[v * vw + q], bias_at(bias, task % C)), epilogue, ep_c, ep_r)
                         else:
                             for q in range(vw):
                                 if (p0 + q) % RL < OW and (p0 + q) // RL < OH:
-                                    out[task // C, task % C, (p0 + q) // RL, (p0 + q) % RL] = \
-                                        epi(acc_v[v * vw + q], bias_at(bias, task % C))
+                                    _put(out, [task // C, task % C, (p0 + q) // RL, (p0 + q) % RL],
+                                         epi(acc_v[v * vw + q], bias_at(bias, task % C)), epilogue, ep_c, ep_r)
                 elif pb < NBF:
                     for v in T.unroll(nv):
                         for q in T.vectorized(vw):
-                            out[task // C, task % C, (pb * VB + v * vw + q) // OW, (pb * VB + v * vw + q) % OW] = \
-                                epi(acc_v[v * vw + q], bias_at(bias, task % C))
+                            _put(out, [task // C, task % C, (pb * VB + v * vw + q) // OW, (pb * VB + v * vw + q) % OW],
+                                 epi(acc_v[v * vw + q], bias_at(bias, task % C)), epilogue, ep_c, ep_r)
                 else:
                     for v in range(VB):
                         if pb * VB + v < NP:
-                            out[task // C, task % C, (pb * VB + v) // OW, (pb * VB + v) % OW] = \
-                                epi(acc_v[v], bias_at(bias, task % C))
+                            _put(out, [task // C, task % C, (pb * VB + v) // OW, (pb * VB + v) % OW],
+                                 epi(acc_v[v], bias_at(bias, task % C)), epilogue, ep_c, ep_r)
 
-    if not has_bias:
-        dw = _drop_param(dw, "bias")
-    return dw
+    return _drop_unused(dw, has_bias, epilogue)
+
+
+def _put(out: Any, index: List[Any], value: Any, epilogue: Epilogue, table: Any, tensor: Any) -> Any:
+    """Store one output value after the epilogue's steps (the output channel is ``index[1]``: NCHW or
+    ``(row, feature)``)."""
+    return T.buffer_store(out, epilogue.apply(value, table, tensor, index[1], index), index)
+
+
+def _drop_unused(prim: tirx.PrimFunc, has_bias: bool, epilogue: Epilogue) -> tirx.PrimFunc:
+    """``prim`` without the parameters its bias and epilogue do not use: ``(..., [bias], [ep_c], [ep_r], out)``."""
+    for name, used in (("bias", has_bias), ("ep_c", epilogue.table_rows > 0), ("ep_r", epilogue.has_tensor)):
+        if not used:
+            prim = _drop_param(prim, name)
+    return prim
 
 
 def _drop_param(prim: tirx.PrimFunc, name: str) -> tirx.PrimFunc:
@@ -475,6 +492,7 @@ class SumThenShiftKernel:
         layout: the :class:`ActivationLayout`.
         vector_lanes, block: lanes per vector and pixels per block the kernel was generated with.
         act_bits: the activation format ``(I, F)`` it was built for (:meth:`pack_float` quantises to it).
+        tail: zero elements after the last packed image (the layout's tail; :meth:`main_with` rebuilds with it).
     """
 
     kind: str
@@ -490,6 +508,15 @@ class SumThenShiftKernel:
     block: int
     target: tvm.target.Target
     act_bits: Tuple[int, int] = (0, 0)
+    tail: int = 0
+
+    def main_with(self, epilogue: Epilogue) -> tirx.PrimFunc:
+        """:attr:`main` with a fused :class:`~schedules.epilogue.Epilogue`: parameters ``(packed,
+        *weight_inputs, [bias], [table f32 (K, O)], [tensor f32 spec.out_shape], out)``."""
+        if not epilogue:
+            return self.main
+        return _main_primfunc(self.kind, self.spec, self.lane_dtype, self.vector_lanes,
+                              self.block // self.vector_lanes, self.tail, epilogue)
 
     def pack_float(self, rounding: str, qmax: Optional[int] = None) -> tirx.PrimFunc:
         """The quantising pack: ``(x float32 spec.x_shape, packed)``, ``pack`` of ``clamp(round(x * 2**F))``
@@ -630,23 +657,30 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
     layout, pack, main = _primfuncs(kkind, spec, lane, vw, nv, tail, vector_bits(tgt))
     return SumThenShiftKernel(kind=kkind, spec=spec, pack=pack, main=main, weight_inputs=tuple(derive(codes)),
                               derive=derive, lane_dtype=lane, packed_shape=(layout.length,), layout=layout,
-                              vector_lanes=vw, block=nv * vw, target=tgt, act_bits=(int(act_bits[0]), int(act_bits[1])))
+                              vector_lanes=vw, block=nv * vw, target=tgt, act_bits=(int(act_bits[0]), int(act_bits[1])),
+                              tail=tail)
 
 
 @functools.lru_cache(maxsize=256)
 def _primfuncs(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int, vbits: int
                ) -> Tuple[ActivationLayout, tirx.PrimFunc, tirx.PrimFunc]:
     """``(layout, pack, main)`` of one kernel instance (they depend on the shapes only, not on the weights)."""
-    if kind == "dense":
-        layout = dense_layout(spec, tail)
-    else:
-        layout = conv_layout(spec, tail, vw)
-    if kind == "depthwise":
-        main = _dw_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv)
-    else:
-        main = _stst_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv)
+    layout = _layout(kind, spec, vw, tail)
     pack = _pack_primfunc(layout, tuple(int(d) for d in spec.x_shape), lane, vbits)
-    return layout, pack, main
+    return layout, pack, _main_primfunc(kind, spec, lane, vw, nv, tail, Epilogue())
+
+
+def _layout(kind: str, spec: Any, vw: int, tail: int) -> ActivationLayout:
+    return dense_layout(spec, tail) if kind == "dense" else conv_layout(spec, tail, vw)
+
+
+@functools.lru_cache(maxsize=256)
+def _main_primfunc(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int, epilogue: Epilogue
+                   ) -> tirx.PrimFunc:
+    layout = _layout(kind, spec, vw, tail)
+    if kind == "depthwise":
+        return _dw_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv, epilogue)
+    return _stst_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv, epilogue)
 
 
 def _check_bound(spec: Any, codes: np.ndarray, x_absmax: int) -> None:

@@ -26,6 +26,7 @@ from tvm import relax
 from tvm.target import Target
 
 from passes.audit import MultiplicationAudit
+from passes.fuse_epilogue import FusedEpilogue
 from passes.kernels import DatabaseKernels, KernelProvider, ManualKernels
 from passes.lift_weights import LiftedWeights
 from passes.lower_shift import LoweredLayer
@@ -53,7 +54,7 @@ class CompileSettings:
 
     tuned: Any = "auto"
     database: str | None = None
-    fuse: bool = True
+    fuse: bool | str = True
     lower: bool = True
     kernels: Any = None
 
@@ -99,6 +100,8 @@ class CompiledModel(ModelRunner):
         tuned_kernels: kernels scheduled from the tuning database: shift kernels by task name, then glue
             PrimFuncs by name (empty when no database applied).
         settings: the :class:`CompileSettings` it was built with.
+        epilogues: the elementwise chains (BatchNorm, residual add, ReLU, ...) fused into shift kernels
+            (``passes.fuse_epilogue.FusedEpilogue``: layer, kernel names, Relax ops).
     """
 
     executable: Any
@@ -114,6 +117,7 @@ class CompiledModel(ModelRunner):
     lowered: bool = True
     tuned_kernels: list[str] = dataclasses.field(default_factory=list)
     settings: CompileSettings = dataclasses.field(default_factory=CompileSettings)
+    epilogues: list[FusedEpilogue] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         dev = "cuda" if self.target.kind.name == "cuda" else "cpu"
@@ -163,9 +167,11 @@ class _eval:
             m.training = t
 
 
-def _prepare(model: nn.Module, example_inputs: Any, target: Any, tuned: Any, fuse: bool, lower: bool,
+def _prepare(model: nn.Module, example_inputs: Any, target: Any, tuned: Any, fuse: bool | str, lower: bool,
              probes: bool, kernels: KernelProvider | None
              ) -> tuple[ImportedModel, PipelineOptions, CompileSettings, DatabaseKernels | None]:
+    if fuse not in (True, False, "glue"):
+        raise ValueError(f"fuse must be True, False or 'glue', got {fuse!r}")
     tgt = resolve_target(target)
     inputs = _as_inputs(example_inputs)
     database, where = resolve_database(tuned, tgt)
@@ -182,7 +188,7 @@ def _prepare(model: nn.Module, example_inputs: Any, target: Any, tuned: Any, fus
 
 
 def compile_stage(model: nn.Module, example_inputs: Any, target: Any = "llvm", stage: str = "fuse", *,
-                  tuned: Any = "auto", fuse: bool = True, lower: bool = True,
+                  tuned: Any = "auto", fuse: bool | str = True, lower: bool = True,
                   kernels: KernelProvider | None = None) -> tuple[tvm.IRModule, PipelineState]:
     """The model's module after pipeline stage ``stage`` (``passes.pipeline.STAGES``), with the state.
 
@@ -195,7 +201,7 @@ def compile_stage(model: nn.Module, example_inputs: Any, target: Any = "llvm", s
 
 
 def compile(model: nn.Module, example_inputs: Any, target: Any = "llvm", *, tuned: Any = "auto",  # noqa: A001
-            fuse: bool = True, lower: bool = True, probes: bool = False,
+            fuse: bool | str = True, lower: bool = True, probes: bool = False,
             kernels: KernelProvider | None = None) -> CompiledModel:
     """Compile a PyTorch model (any traceable ``nn.Module``, a bare shift layer included).
 
@@ -207,7 +213,10 @@ def compile(model: nn.Module, example_inputs: Any, target: Any = "llvm", *, tune
             ``"auto"`` (default): ``schedules/<target_key>/`` when this target has one, else none;
             a folder (or a parent of ``<target_key>/``); a ``Database``; ``None``: built-in schedules only.
             ``compiled.tuned_kernels`` lists what the database served.
-        fuse: fuse the elementwise glue (FuseOps/FuseTIR); shift kernels are never fused.
+        fuse: ``True``: fuse the elementwise glue: the ops after a sum-then-shift kernel into its store
+            (``passes.fuse_epilogue``; listed in ``compiled.epilogues``), the rest by FuseOps/FuseTIR;
+            ``"glue"``: FuseOps/FuseTIR only (the same bits as ``True``); ``False``: every op its own
+            kernel (float glue may then round differently: LLVM forms FMAs only inside one kernel).
         lower: ``False`` builds the float multiply baseline (shift layers run their float fallback).
         probes: also output every shift layer's input and output (names in ``compiled.imported.probes``;
             used by :func:`shiftcomp.verification.verify` to locate differences).
@@ -232,4 +241,5 @@ def compile(model: nn.Module, example_inputs: Any, target: Any = "llvm", *, tune
     return CompiledModel(executable=ex, target=options.target, input_info=list(imported.input_info),
                          output_info=outputs, output_tuple=is_tuple, weights=state.lifted,
                          layers=dict(state.report.layers), audit=state.audit, imported=imported,
-                         relax_module=lifted_mod, lowered=lower, tuned_kernels=tuned_kernels, settings=settings)
+                         relax_module=lifted_mod, lowered=lower, tuned_kernels=tuned_kernels, settings=settings,
+                         epilogues=list(state.epilogues))
