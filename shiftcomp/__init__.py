@@ -27,6 +27,7 @@ Modules: :mod:`shiftcomp.config` (``ShiftConfig``), :mod:`shiftcomp.adder_config
 from __future__ import annotations
 
 from shiftcomp import nn, quant, reference
+from shiftcomp.threads import ensure_tvm_threads
 from shiftcomp.adder_config import AdderConfig, ShiftAddConfig
 from shiftcomp.config import ShiftConfig
 from shiftcomp.convert import convert
@@ -36,6 +37,8 @@ __all__ = ["ShiftConfig", "AdderConfig", "ShiftAddConfig", "convert", "nn", "qua
            "decompose", "recompose"]
 
 __version__ = "0.1.0"
+
+ensure_tvm_threads()   # before TVM can start its thread pool (shiftcomp/threads.py says why)
 
 # The compiler API imports TVM (seconds), so it loads on first use, never at `import shiftcomp` time.
 _LAZY = {
