@@ -10,7 +10,7 @@
   chain produced (then after whatever produced it);
 * ``main`` = the sum-then-shift kernel, reading the packed activations and the plan arrays;
   ``with_epilogue`` rebuilds a conv / depthwise kernel with the elementwise ops that follow the layer fused
-  into its store (:mod:`passes.fuse_epilogue`; not dense, whose fused epilogue was off by 1 ulp);
+  into its store (:mod:`passes.fuse_epilogue`; not dense: see the comment in the code);
 * ``weights`` = the plan arrays (segment pointers, levels, term offsets ...), each with a
   :class:`~passes.derived_inputs.Derivation` so that ``shiftcomp.load`` rebuilds it from the bit-packed codes
   (the artifact stores the codes, never the plan lists). The derivation is registered by the numpy-only
@@ -70,8 +70,9 @@ def sum_then_shift_kernel(req: KernelRequest) -> KernelBuild:
     return KernelBuild(main=_with_root_block(k.main), weights=weights, prologue=_with_root_block(k.pack),
                        prologue_out=(tuple(k.packed_shape), k.lane_dtype),
                        prologue_float=_with_root_block(k.pack_float(info.rounding, info.act_qmax)),
-                       # conv kernels only: the batched dense kernel with a fused BatchNorm1d differed from the
-                       # unfused ops by 1 ulp in some rows, so dense keeps its glue kernels
+                       # conv kernels only: after a small dense layer TVM's own glue kernel keeps the BatchNorm1d
+                       # product on the stack, where LLVM fuses it into an FMA in some rows, so no fused
+                       # epilogue gives the unfused bits there; dense keeps its glue kernels
                        with_epilogue=(None if k.kind == "dense"
                                       else lambda epilogue: _with_root_block(k.main_with(epilogue))),
                        task_name=f"sum_then_shift_{k.kind}_{_shape_name(req.spec)}_{k.lane_dtype}")

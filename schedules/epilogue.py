@@ -20,7 +20,9 @@ Operands of a step:
 Numerics: each step is the expression TVM's own legalisation of the Relax op computes (``a * b``, ``a + b``,
 ``a - b``, ``max(x, 0)``, ``max(min(x, hi), lo)``), in the same order, in float32, each rounded on its own
 (no FMA across steps, see :attr:`Epilogue.table_rows`), so the fused kernel gives the same bits as the
-unfused kernels (``tests/passes/test_fuse_epilogue.py``). Multiplies here are float
+unfused kernels (``tests/passes/test_fuse_epilogue.py``). One caveat of the unfused side: TVM keeps a glue
+kernel's intermediate tensor on the stack when it is smaller than 1 KiB, and there LLVM may fuse a
+multiply and the next add into an FMA after all, so for tiny tensors the two can differ by 1 ulp. Multiplies here are float
 glue (BatchNorm's scale), counted by the audit as the shift kernel's epilogue, not its data path.
 """
 from __future__ import annotations

@@ -18,9 +18,14 @@ __all__ = ["set_threads", "machine_info", "Timing", "time_callable"]
 
 
 def set_threads(n: int) -> dict[str, Any]:
-    """Use ``n`` threads in PyTorch and in the TVM runtime thread pool. Returns what was set."""
-    os.environ["TVM_NUM_THREADS"] = str(n)
-    os.environ["OMP_NUM_THREADS"] = str(n)
+    """Use ``n`` threads in PyTorch and in the TVM runtime thread pool. Returns what was set.
+
+    TVM's pool is sized once, when it starts, from ``TVM_NUM_THREADS``; ``runtime.config_threadpool``
+    then picks ``n`` up to that size. So the variable is only ever raised here (``import shiftcomp`` sets it
+    to the physical cores): setting it to ``n`` would pin a first ``set_threads(1)`` for the whole process.
+    """
+    if int(os.environ.get("TVM_NUM_THREADS", "0") or 0) < n:
+        os.environ["TVM_NUM_THREADS"] = str(n)
     torch.set_num_threads(n)
     info: dict[str, Any] = {"torch_threads": torch.get_num_threads(), "TVM_NUM_THREADS": n}
     try:

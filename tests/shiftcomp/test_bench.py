@@ -141,3 +141,17 @@ def test_package_benchmark_compares_against_baselines():
     assert shift["max_abs_err"] < 1e-4 and shift["rel_torch"] > 0 and shift["batch"] == 4
     with pytest.raises(ValueError, match="unknown baseline"):
         shiftcomp.benchmark(m, torch.randn(4, 32), baselines=["numpy"])
+
+
+def test_set_threads_can_go_back_up_after_one_thread():
+    """TVM sizes its pool once: a first set_threads(1) must not cap a later set_threads(2)."""
+    import os
+    import subprocess
+    import sys
+    code = ("from shiftcomp.bench import set_threads\nfrom shiftcomp.threads import physical_cores\n"
+            "set_threads(1)\nprint(set_threads(2)['tvm_threads'], min(2, physical_cores()))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got, want = out.stdout.split()[-2:]
+    assert int(got) >= int(want)
