@@ -155,3 +155,16 @@ def test_set_threads_can_go_back_up_after_one_thread():
     assert out.returncode == 0, out.stderr[-2000:]
     got, want = out.stdout.split()[-2:]
     assert int(got) >= int(want)
+
+
+def test_profile_vm_script_times_every_call_of_a_compiled_resnet(tmp_path):
+    from experiment_support import csv_rows, experiment_script
+    script = experiment_script("profile_vm")
+    assert script.main(["--batch", "1", "--rounds", "1", "--out", str(tmp_path)]) == 0
+    rows = csv_rows(tmp_path / "profile_resnet20_b1_t1.csv")
+    groups = {r["group"] for r in rows}
+    assert {"shift kernel (+ fused epilogue)", "quantising pack"} <= groups
+    assert abs(sum(float(r["share"]) for r in rows) - 1) < 0.01
+    # ResNet-20's BN + ReLU run inside the conv kernels
+    assert any(r["kernel"].endswith("_multiply_add_relu") for r in rows)
+    assert sum(int(r["calls"]) for r in rows if r["group"] == "quantising pack") == 20
