@@ -34,7 +34,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from schedules.epilogue import Epilogue, EpilogueStep
+from schedules.epilogue import UNARY_OPS, Epilogue, EpilogueStep
 
 from .lowering import LoweringReport
 
@@ -121,17 +121,13 @@ class _Chain:
         rule = EPILOGUE_RULES.get(call.op.name) if isinstance(call.op, tvm.ir.Op) else None
         if rule is None:
             return False
-        if rule.bounds is not None or call.op.name == "relax.nn.relu":
-            if not call.args[0].same_as(chain_var):
+        op_name = call.op.name.rsplit(".", 1)[-1]
+        if rule.op in UNARY_OPS:
+            bounds = rule.bounds(call) if rule.bounds is not None else (0.0, 0.0)
+            if not call.args[0].same_as(chain_var) or bounds is None:
                 return False
-            if rule.bounds is None:
-                self.steps.append(EpilogueStep(rule.op))
-            else:
-                bounds = rule.bounds(call)
-                if bounds is None:
-                    return False
-                self.steps.append(EpilogueStep(rule.op, value=bounds[0], value2=bounds[1]))
-            self.ops.append(call.op.name.rsplit(".", 1)[-1])
+            self.steps.append(EpilogueStep(rule.op, value=bounds[0], value2=bounds[1]))
+            self.ops.append(op_name)
             return True
         a, b = call.args[0], call.args[1]
         if a.same_as(chain_var) and not b.same_as(chain_var):
@@ -155,7 +151,7 @@ class _Chain:
             self.tensor = other
         else:
             return False
-        self.ops.append(call.op.name.rsplit(".", 1)[-1])
+        self.ops.append(op_name)
         return True
 
 

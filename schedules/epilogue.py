@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 from tvm import tirx
 
-__all__ = ["EpilogueStep", "Epilogue", "STEP_OPS", "OPERANDS"]
+__all__ = ["EpilogueStep", "Epilogue", "STEP_OPS", "OPERANDS", "UNARY_OPS"]
 
 _F32 = "float32"
 
@@ -51,7 +51,7 @@ STEP_OPS: dict[str, Callable[[Any, Any, "EpilogueStep"], Any]] = {
     "clip": lambda v, o, s: tirx.max(tirx.min(v, _f32(s.value2)), _f32(s.value)),
 }
 OPERANDS = ("channel", "scalar", "tensor", "none")
-_UNARY = ("relu", "clip")
+UNARY_OPS = ("relu", "clip")   #: steps without an operand
 _ADDS = ("add", "sub", "rsub")
 
 
@@ -78,7 +78,7 @@ class EpilogueStep:
             raise ValueError(f"unknown epilogue op {self.op!r}; expected one of {sorted(STEP_OPS)}")
         if self.operand not in OPERANDS:
             raise ValueError(f"unknown epilogue operand {self.operand!r}; expected one of {OPERANDS}")
-        if (self.op in _UNARY) != (self.operand == "none"):
+        if (self.op in UNARY_OPS) != (self.operand == "none"):
             raise ValueError(f"epilogue op {self.op!r} with operand {self.operand!r}: relu/clip take none, "
                              f"the binary ops take channel, scalar or tensor")
 
