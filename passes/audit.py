@@ -382,8 +382,10 @@ class _Counter:
             for i in s.indices:
                 self.expr(i, w, "index")
             if self.is_shift and part == "data" and not self.reductions \
-                    and str(s.buffer.dtype).startswith(("float", "bfloat")):
-                part = "epilogue"   # hand-written loops without blocks: a float store is the epilogue
+                    and (str(s.buffer.dtype).startswith(("float", "bfloat")) or _reads_float(s.value)):
+                # hand-written loops without blocks: a float store is the epilogue, and so is an integer store
+                # computed from floats (an epilogue quantising into the next layer's packed input)
+                part = "epilogue"
             self.expr(s.value, w, part)
         elif isinstance(s, T.IfThenElse):
             self.seen = {}
@@ -439,6 +441,18 @@ def _vars_in(e: Any) -> set[Any]:
 
     rec(e)
     return out
+
+
+def _reads_float(e: Any) -> bool:
+    """Whether the expression ``e`` has a float-typed subexpression (TIR has no Python expression visitor
+    here: the operand fields are walked directly)."""
+    if not isinstance(e, tvm.ir.expr.Expr) or not hasattr(e, "ty"):
+        return False
+    if str(e.ty).startswith(("float", "bfloat")):
+        return True
+    kids = [getattr(e, f, None) for f in ("a", "b", "value", "condition", "true_value", "false_value")]
+    kids += list(getattr(e, "args", None) or [])
+    return any(_reads_float(k) for k in kids)
 
 
 def _stores_float(s: Any) -> bool:

@@ -21,6 +21,16 @@ along the channel axis only (stacked into one ``(K, O)`` table), or one float32 
 and stays unfused. The kernel computes each step as TVM's legalisation of the op would, so the result is
 the same bits as without the pass (``tests/passes/test_fuse_epilogue.py``).
 
+**Integer handoff** (``handoff=True``, ``compile(fuse=True)``). When the chain's value (or the kernel's own
+output) has one use, the quantising pack of another sum-then-shift kernel, and the producer supports that
+kernel's layout (``KernelBuild.with_packed_store``, :mod:`schedules.packed_store`), the producer is rebuilt
+to store the value quantised straight into the packed input, and the pack call is replaced by it::
+
+    xp_B = call_tir(shift_conv2d_A_multiply_add_relu_into_B, (packed_A, *plan_A, table))   # int16, B's layout
+
+No float tensor and no pack kernel between the two layers; ``FusedEpilogue.packed_for`` names ``B``. The
+bits are the same (the store applies the pack's quantise expression to the same float32 value).
+
 Runs after weight lifting (``compiled.relax_module``, which ``sc.verify`` rebuilds single ops from, keeps
 the plain kernels) and before legalisation, so the audit counts the fused ops as the kernel's epilogue.
 """
@@ -74,12 +84,15 @@ EPILOGUE_RULES: dict[str, _Rule] = {
 
 @dataclasses.dataclass(frozen=True)
 class FusedEpilogue:
-    """One fusion: the layer, its plain kernel, the fused kernel's name and the fused Relax ops in order."""
+    """One fusion: the layer, its plain kernel, the fused kernel's name and the fused Relax ops in order;
+    ``packed_for``: the layer whose packed input the kernel now writes (its quantising pack is gone), else
+    ``None``."""
 
     layer: str
     kernel: str
     fused_kernel: str
     ops: tuple[str, ...]
+    packed_for: str | None = None
 
 
 def _shape(sinfo: Any) -> tuple[int, ...] | None:
@@ -170,16 +183,40 @@ def _var_uses(func: relax.Function) -> dict[Any, int]:
     return uses
 
 
-def fuse_epilogues(mod: tvm.IRModule, report: LoweringReport) -> tuple[tvm.IRModule, list[FusedEpilogue]]:
-    """``mod`` with every fusible elementwise chain after a shift kernel fused into it (module doc).
+def _packed_reader(bindings: list[Any], readers: dict[Any, list[int]], uses: dict[Any, int], var: relax.Var,
+                   packs: dict[str, tuple[str, Any]]) -> tuple[int, str, Any] | None:
+    """``(binding index, layer, PackedStore)`` when the only reader of ``var`` is the quantising pack of a
+    layer in ``packs`` called on ``var`` itself, else None."""
+    if uses.get(var, 0) != 1 or len(readers.get(var, [])) != 1:
+        return None
+    j = readers[var][0]
+    call = bindings[j].value
+    if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == _CALL_TIR):
+        return None
+    gv, fields = call.args[0], list(call.args[1].fields)
+    if not isinstance(gv, tvm.ir.GlobalVar) or gv.name_hint not in packs or len(fields) != 1 \
+            or not fields[0].same_as(var):
+        return None
+    layer, store = packs[gv.name_hint]
+    return j, layer, store
+
+
+def fuse_epilogues(mod: tvm.IRModule, report: LoweringReport, handoff: bool = True
+                   ) -> tuple[tvm.IRModule, list[FusedEpilogue]]:
+    """``mod`` with every fusible elementwise chain after a shift kernel fused into it (module doc); with
+    ``handoff``, a chain whose value only feeds another kernel's quantising pack is stored straight into that
+    kernel's packed input where the producer supports the geometry (the pack call goes away).
 
     Returns the module and the fusions made.
     """
     mod = relax.transform.CanonicalizeBindings()(mod)
-    builders = {low.kernel: (layer, low.build.with_epilogue) for layer, low in report.layers.items()
+    builders = {low.kernel: (layer, low.build) for layer, low in report.layers.items()
                 if low.build is not None and low.build.with_epilogue is not None}
     if not builders:
         return mod, []
+    # quantising packs another kernel's producer may replace: prologue name -> (layer, PackedStore)
+    packs = {low.prologue: (layer, low.build.packed_input) for layer, low in report.layers.items()
+             if handoff and low.prologue_quantizes and low.build is not None and low.build.packed_input is not None}
     func = mod["main"]
     uses = _var_uses(func)
     fused: list[FusedEpilogue] = []
@@ -217,17 +254,24 @@ def fuse_epilogues(mod: tvm.IRModule, report: LoweringReport) -> tuple[tvm.IRMod
                     break
                 members.append(j)
                 cur = nxt.var
-            if not members:
-                continue
             layer, build = builders[gv.name_hint]
             epilogue = Epilogue(tuple(chain.steps))
-            prim = build(epilogue)
+            into = _packed_reader(bindings, readers, uses, cur, packs)   # (binding, layer, store)
+            prim = None
+            if into is not None and build.with_packed_store is not None:
+                prim = build.with_packed_store(epilogue, into[2])
+            if prim is None:
+                into = None
+                if not members:
+                    continue
+                prim = build.with_epilogue(epilogue)
             old = mod[gv]
             for key, value in (old.attrs.items() if old.attrs is not None else []):
                 if key != "global_symbol":
                     prim = prim.with_attr(key, value)
-            prim = prim.with_attr("shiftcomp.epilogue", list(chain.ops))
-            name = f"{gv.name_hint}_{'_'.join(chain.ops)}"
+            prim = prim.with_attr("shiftcomp.epilogue", list(chain.ops) + (["pack"] if into else []))
+            name = "_".join([gv.name_hint, *chain.ops] + ([f"into_{into[1]}"] if into else []))
+            name = "".join(c if c.isalnum() else "_" for c in name)
             prim = prim.with_attr("global_symbol", name)
             new_gv = builder.add_func(prim, name)
             args = list(call.args[1].fields)
@@ -236,10 +280,15 @@ def fuse_epilogues(mod: tvm.IRModule, report: LoweringReport) -> tuple[tvm.IRMod
                 args.append(relax.const(np.stack(rows).astype(np.float32)))
             if chain.tensor is not None:
                 args.append(chain.tensor)
-            replace[members[-1]] = relax.call_tir(new_gv, args, call.ty)
+            if into is not None:      # the kernel writes what the pack would have: the pack's binding
+                replace[into[0]] = relax.call_tir(new_gv, args, bindings[into[0]].value.ty)
+                drop.update(members)
+            else:
+                replace[members[-1]] = relax.call_tir(new_gv, args, call.ty)
+                drop.update(members[:-1])
             drop.add(i)
-            drop.update(members[:-1])
-            fused.append(FusedEpilogue(layer, gv.name_hint, name, tuple(chain.ops)))
+            fused.append(FusedEpilogue(layer, gv.name_hint, name, tuple(chain.ops),
+                                       packed_for=into[1] if into else None))
         new_bindings = [relax.VarBinding(b.var, replace[i]) if i in replace else b
                         for i, b in enumerate(bindings) if i not in drop]
         blocks.append(relax.DataflowBlock(new_bindings))
@@ -251,13 +300,13 @@ def fuse_epilogues(mod: tvm.IRModule, report: LoweringReport) -> tuple[tvm.IRMod
     return builder.get(), fused
 
 
-def FuseShiftEpilogues(report: LoweringReport, fused: list[FusedEpilogue] | None = None  # noqa: N802 - TVM pass style
-                       ) -> tvm.transform.Pass:
+def FuseShiftEpilogues(report: LoweringReport, fused: list[FusedEpilogue] | None = None,  # noqa: N802 - TVM pass style
+                       handoff: bool = True) -> tvm.transform.Pass:
     """:func:`fuse_epilogues` as a module pass; the fusions made are appended to ``fused``."""
 
     @tvm.transform.module_pass(opt_level=0, name="FuseShiftEpilogues")
     def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        out, made = fuse_epilogues(mod, report)
+        out, made = fuse_epilogues(mod, report, handoff=handoff)
         if fused is not None:
             fused.extend(made)
         return out

@@ -80,6 +80,11 @@ class KernelBuild:
         with_epilogue: ``Epilogue -> PrimFunc``: ``main`` with fused elementwise steps
             (:mod:`schedules.epilogue`; extra parameters before the output), for kernels that store each
             output element once; ``None``: the kernel takes no epilogue (``passes.fuse_epilogue`` skips it).
+        packed_input: what ``prologue_float`` writes (``schedules.packed_store.PackedStore``: the packed
+            layout, lane dtype and quantisation), so that the producer of ``x`` can write it itself.
+        with_packed_store: ``(Epilogue, PackedStore) -> PrimFunc | None``: ``main`` with the epilogue,
+            storing its output quantised into another kernel's ``packed_input`` (``None`` from the callable:
+            not this geometry; ``passes.fuse_epilogue`` then keeps the float output and the pack).
         task_name: readable name of the tuning task (``shiftcomp.tune`` and ``tuned_kernels`` use it).
         source: ``"manual"`` or ``"database"``.
     """
@@ -92,6 +97,8 @@ class KernelBuild:
     unscheduled: Callable[[], tvm.tirx.PrimFunc] | None = None
     tuning_key: Callable[[], tvm.tirx.PrimFunc] | None = None
     with_epilogue: Callable[[Any], tvm.tirx.PrimFunc] | None = None
+    packed_input: Any = None
+    with_packed_store: Callable[[Any, Any], tvm.tirx.PrimFunc | None] | None = None
     task_name: str = ""
     source: str = "manual"
 

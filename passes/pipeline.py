@@ -51,8 +51,10 @@ class PipelineOptions:
     Attributes:
         target: the resolved TVM target.
         lower: lower the shift layers (``False``: the float multiply baseline).
-        fuse: ``True``: fuse shift-kernel epilogues and the elementwise glue (FuseOps/FuseTIR); ``"glue"``:
-            the glue only; ``False``: neither.
+        fuse: ``True``: fuse shift-kernel epilogues, store a conv's output straight into the next shift
+            kernel's packed input where the geometry allows (``schedules.packed_store``), and fuse the
+            elementwise glue (FuseOps/FuseTIR); ``"epilogue"``: the same but every kernel stores float32 (a
+            quantising pack before each shift kernel); ``"glue"``: the glue only; ``False``: none of these.
         kernels: the shift-kernel provider (:mod:`passes.kernels`).
         database: a MetaSchedule database for the glue kernels, or ``None``.
     """
@@ -165,8 +167,9 @@ def _apply_database_pass(database: Any, state: PipelineState) -> tvm.transform.P
 PIPELINE: tuple[Stage, ...] = (
     Stage("lower_shift", lambda o, s: shift_lowering_passes(o.target, s.report, kernels=o.kernels) if o.lower else []),
     Stage("lift_weights", lambda o, s: [LiftShiftWeights(s.lifted, s.report)]),
-    Stage("fuse_epilogue", lambda o, s: [FuseShiftEpilogues(s.report, s.epilogues), relax.transform.Normalize()]
-          if o.lower and o.fuse is True else []),
+    Stage("fuse_epilogue", lambda o, s: [FuseShiftEpilogues(s.report, s.epilogues, handoff=o.fuse is True),
+                                         relax.transform.Normalize()]
+          if o.lower and o.fuse in (True, "epilogue") else []),
     Stage("legalize", lambda o, s: legalize_passes(o.target)),
     Stage("audit", lambda o, s: [_audit_pass(s)]),
     Stage("fuse", lambda o, s: fusion_passes(o.target, o.fuse)),

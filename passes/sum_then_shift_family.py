@@ -10,7 +10,9 @@
   chain produced (then after whatever produced it);
 * ``main`` = the sum-then-shift kernel, reading the packed activations and the plan arrays;
   ``with_epilogue`` rebuilds a conv / depthwise kernel with the elementwise ops that follow the layer fused
-  into its store (:mod:`passes.fuse_epilogue`; not dense: see the comment in the code);
+  into its store (:mod:`passes.fuse_epilogue`; not dense: see the comment in the code), and
+  ``with_packed_store`` a conv kernel that stores them quantised into the next sum-then-shift kernel's
+  ``packed_input`` (:mod:`schedules.packed_store`: the integer handoff, no float tensor and no pack between);
 * ``weights`` = the plan arrays (segment pointers, levels, term offsets ...), each with a
   :class:`~passes.derived_inputs.Derivation` so that ``shiftcomp.load`` rebuilds it from the bit-packed codes
   (the artifact stores the codes, never the plan lists). The derivation is registered by the numpy-only
@@ -75,6 +77,9 @@ def sum_then_shift_kernel(req: KernelRequest) -> KernelBuild:
                        # epilogue gives the unfused bits there; dense keeps its glue kernels
                        with_epilogue=(None if k.kind == "dense"
                                       else lambda epilogue: _with_root_block(k.main_with(epilogue))),
+                       packed_input=k.packed_input(info.rounding, info.act_qmax),
+                       with_packed_store=lambda epilogue, packed: (
+                           _with_root_block(k.main_with(epilogue, packed)) if k.can_store_into(packed) else None),
                        task_name=f"sum_then_shift_{k.kind}_{_shape_name(req.spec)}_{k.lane_dtype}")
 
 

@@ -64,6 +64,11 @@ lane dtype: one ``x * 2**F`` per copied element (the audit's prologue multiplies
 Buffers are ``scope="global"`` allocations of < 1 KiB (LLVM stack -> registers; ``local`` would be a heap
 workspace on CPU). Every loop starts at 0 (:data:`CANONICALIZE_LOOP_WORKAROUND`).
 
+``out`` is float32 NCHW after the fused :class:`~schedules.epilogue.Epilogue`, or -- ``main_with(epilogue,
+packed)`` -- the next sum-then-shift kernel's packed input: each value quantised once with that kernel's
+pack expression and stored at a constant offset in each of its copies, then the zero regions of that layout
+written after the main loop (:mod:`schedules.packed_store`).
+
 **Depthwise** (``Cg == Og == 1``): per channel a fixed, unrolled list of ``KH*KW`` taps, each
 ``acc += ((widen(x) << level) ^ neg) - neg`` (``neg`` = 0 / -1); zero weights read the zero tail.
 
@@ -90,6 +95,7 @@ from tvm.target import codegen
 
 from .compute import Conv2dSpec, DenseSpec, _epilogue, cast_lanes, needs_exact_scale, quantize_value
 from .epilogue import Epilogue
+from .packed_store import PackedStore, copy_offsets
 from .segments import LANE_BITS, lane_dtype_for
 from .sum_then_shift_layout import (ActivationLayout, conv_layout, conv_rows, dense_layout, derive_conv2d_inputs,
                                     derive_depthwise_inputs, derive_dense_inputs, is_depthwise, pack_numpy)
@@ -157,17 +163,7 @@ def _pack_primfunc(layout: ActivationLayout, x_shape: Tuple[int, ...], lane: str
             v = quantize_value(v, *quant)
         return cast_lanes(v, lane)
 
-    def zeros(P, start, count):
-        """``P[start : start + count] = 0`` as vector stores (``count`` static)."""
-        full, extra, scalar = _chunks(count, vl)
-        if full:
-            with Tb.serial(0, full) as k:
-                Tb.buffer_store(P, tirx.Broadcast(tirx.const(0, lane), vl), [tirx.Ramp(start + k * vl, 1, vl)])
-        for s, w in extra:
-            Tb.buffer_store(P, tirx.Broadcast(tirx.const(0, lane), w), [tirx.Ramp(start + s, 1, w)])
-        if scalar:
-            with Tb.serial(0, scalar) as k:
-                Tb.buffer_store(P, tirx.const(0, lane), [start + count - scalar + k])
+    zeros = functools.partial(_zeros, vl=vl, lane=lane)
 
     with IRBuilder() as ib, Tb.prim_func():
         Tb.func_name("pack")
@@ -186,10 +182,24 @@ def _pack_primfunc(layout: ActivationLayout, x_shape: Tuple[int, ...], lane: str
     return ib.get()
 
 
-def _pack_conv_body(layout: ActivationLayout, X, P, vl: int, value, zeros) -> None:
+def _zeros(P, start, count: int, vl: int, lane: str) -> None:
+    """``P[start : start + count] = 0`` as vector stores of ``vl`` lanes (``count`` static)."""
+    full, extra, scalar = _chunks(count, vl)
+    if full:
+        with Tb.serial(0, full) as k:
+            Tb.buffer_store(P, tirx.Broadcast(tirx.const(0, lane), vl), [tirx.Ramp(start + k * vl, 1, vl)])
+    for s, w in extra:
+        Tb.buffer_store(P, tirx.Broadcast(tirx.const(0, lane), w), [tirx.Ramp(start + s, 1, w)])
+    if scalar:
+        with Tb.serial(0, scalar) as k:
+            Tb.buffer_store(P, tirx.const(0, lane), [start + count - scalar + k])
+
+
+def _pack_conv_body(layout: ActivationLayout, X, P, vl: int, value, zeros, data: bool = True) -> None:
     """Conv pack loops (module doc, "The pack loops"): per (image, channel) task and packed row, every copy
     (static list, unrolled here) as zero columns / copied run / zero columns or a zero row, then the plane
-    gaps and (first channel) the image's zero tail. A copied run loads whole vectors of ``x`` (stride ``sw``:
+    gaps and (first channel) the image's zero tail. ``data=False``: the zero regions only (the zero pass of
+    a kernel that stores its output into this layout itself, :mod:`schedules.packed_store`). A copied run loads whole vectors of ``x`` (stride ``sw``:
     ``sw * lanes`` contiguous elements, de-interleaved by a shuffle), so no per-element index arithmetic or
     condition is left."""
     N, IL, C, PL, R, RL = layout.images, layout.image_len, layout.channels, layout.plane, layout.rows, layout.row_len
@@ -257,7 +267,8 @@ def _pack_conv_body(layout: ActivationLayout, X, P, vl: int, value, zeros) -> No
                     rbase = n_ * IL + (i * C + c_) * PL + (rr + r0) * RL
                     if r_lo <= r0 and r1 <= r_hi:
                         zeros(P, rbase, lo)
-                        run(rbase, (rr + r0) * sh + a - pt, lo, hi, cs, n_, c_)
+                        if data:
+                            run(rbase, (rr + r0) * sh + a - pt, lo, hi, cs, n_, c_)
                         zeros(P, rbase + hi, RL - hi)
                     else:
                         zeros(P, rbase, RL)
@@ -279,11 +290,14 @@ def _block(n_pixels: int, vw: int) -> Tuple[int, int]:
 
 
 def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout, lane: str, acc: str,
-                   vw: int, nv: int, epilogue: Epilogue = Epilogue()) -> tirx.PrimFunc:
+                   vw: int, nv: int, epilogue: Epilogue = Epilogue(),
+                   packed: Optional[PackedStore] = None) -> tirx.PrimFunc:
     """The sum-then-shift kernel (see module doc) for a conv spec or a dense spec at batch > 1.
 
     The plan buffers have symbolic lengths (``n_seg``, ``n_term``), so one PrimFunc serves every weight
-    tensor of the spec; the shapes bind from the arrays passed in."""
+    tensor of the spec; the shapes bind from the arrays passed in. ``packed``: store the output quantised
+    into the next kernel's packed layout instead of float32 NCHW (:mod:`schedules.packed_store`; conv specs
+    whose :func:`~schedules.packed_store.copy_offsets` are not None)."""
     n_seg = tirx.Var("n_seg", "int32")
     n_term = tirx.Var("n_term", "int32")
     dense = isinstance(spec, DenseSpec)
@@ -300,6 +314,14 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
     has_bias = bool(spec.has_bias)
     exact = needs_exact_scale(spec)
     NEC = max(1, epilogue.table_rows)
+    offsets = None
+    if packed is not None:
+        offsets = None if dense else copy_offsets(out_shape, RL, packed)
+        if offsets is None:
+            raise ValueError(f"cannot store {spec} into the packed layout {packed.layout}")
+    PACKED = offsets is not None
+    OUT_SHAPE, OUT_DTYPE = ((packed.length,), packed.lane) if PACKED else (out_shape, "float32")
+    QV = VB if PACKED else 1
     # tasks: (image, pixel block); with too few of them, output-channel chunks as well (parallel balance)
     OC = 1 if NI * NB >= 8 else min(O, 8)
     CS = -(-O // OC)
@@ -307,9 +329,25 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
     def epi(a, b):
         return _epilogue(a, b, spec, exact)
 
-    def store(out, n, co, p, val, ep_c, ep_r):
+    def store(out, n, co, p, val, ep_c, ep_r, qv, qi):
         idx = [p, co] if dense else [n, co, p // OW, p % OW]
-        return _put(out, idx, val, epilogue, ep_c, ep_r)
+        if not PACKED:
+            return _put(out, idx, val, epilogue, ep_c, ep_r)
+        # quantised once into a register-sized staging buffer, then one store per copy of the next layout
+        v = epilogue.apply(val, ep_c, ep_r, co, idx)
+        T.buffer_store(qv, cast_lanes(quantize_value(v, *packed.act_bits, packed.rounding, packed.qmax),
+                                      packed.lane), [qi])
+        lay = packed.layout
+        for i, d in enumerate(offsets):
+            T.buffer_store(out, qv[qi], [n * lay.image_len + (i * O + co) * lay.plane + d + p])
+        return None
+
+    def zero_pass(out):
+        """The zero regions of the next kernel's layout, after every data store (:mod:`schedules.packed_store`)."""
+        if PACKED:
+            vl = max(4, vw * LANE_BITS[lane] // LANE_BITS[packed.lane])
+            _pack_conv_body(packed.layout, None, out, vl, None,
+                            functools.partial(_zeros, vl=vl, lane=packed.lane), data=False)
 
     def bias_at(b, i):
         return b[i] if has_bias else None
@@ -319,13 +357,14 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
              seg_level: T.Buffer((n_seg,), "int32"), seg_npos: T.Buffer((n_seg,), "int32"),
              seg_tptr: T.Buffer((n_seg + 1,), "int32"), toff: T.Buffer((n_term,), "int32"),
              bias: T.Buffer((O,), "float32"), ep_c: T.Buffer((NEC, O), "float32"),
-             ep_r: T.Buffer(out_shape, "float32"), out: T.Buffer(out_shape, "float32")):
+             ep_r: T.Buffer(out_shape, "float32"), out: T.Buffer(OUT_SHAPE, OUT_DTYPE)):
         T.func_attr({"tir.noalias": True})
         for task in T.parallel(NI * NB * OC):
             for cj in range(CS):
                 if (task % OC) * CS + cj < O:
                     acc_v = T.alloc_buffer((VB,), acc, scope="global")
                     sacc = T.alloc_buffer((VB,), lane, scope="global")
+                    qv = T.alloc_buffer((QV,), OUT_DTYPE, scope="global")
                     for v in T.unroll(nv):
                         for q in T.vectorized(vw):
                             acc_v[v * vw + q] = T.Cast(acc, 0)
@@ -375,12 +414,14 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
                             for q in T.vectorized(vw):
                                 store(out, task // (NB * OC), (task % OC) * CS + cj,
                                       ((task // OC) % NB) * VB + v * vw + q,
-                                      epi(acc_v[v * vw + q], bias_at(bias, (task % OC) * CS + cj)), ep_c, ep_r)
+                                      epi(acc_v[v * vw + q], bias_at(bias, (task % OC) * CS + cj)), ep_c, ep_r,
+                                      qv, v * vw + q)
                     else:
                         for v in range(VB):
                             if ((task // OC) % NB) * VB + v < NP:
                                 store(out, task // (NB * OC), (task % OC) * CS + cj, ((task // OC) % NB) * VB + v,
-                                      epi(acc_v[v], bias_at(bias, (task % OC) * CS + cj)), ep_c, ep_r)
+                                      epi(acc_v[v], bias_at(bias, (task % OC) * CS + cj)), ep_c, ep_r, qv, v)
+        zero_pass(out)
 
     return _drop_unused(stst, has_bias, epilogue)
 
@@ -510,13 +551,25 @@ class SumThenShiftKernel:
     act_bits: Tuple[int, int] = (0, 0)
     tail: int = 0
 
-    def main_with(self, epilogue: Epilogue) -> tirx.PrimFunc:
+    def main_with(self, epilogue: Epilogue, packed: Optional[PackedStore] = None) -> tirx.PrimFunc:
         """:attr:`main` with a fused :class:`~schedules.epilogue.Epilogue`: parameters ``(packed,
-        *weight_inputs, [bias], [table f32 (K, O)], [tensor f32 spec.out_shape], out)``."""
-        if not epilogue:
+        *weight_inputs, [bias], [table f32 (K, O)], [tensor f32 spec.out_shape], out)``. With ``packed``
+        (conv kernels, see :meth:`can_store_into`), ``out`` is the next kernel's packed input
+        (``packed.lane``, ``(packed.length,)``) instead of float32 ``spec.out_shape``."""
+        if not epilogue and packed is None:
             return self.main
         return _main_primfunc(self.kind, self.spec, self.lane_dtype, self.vector_lanes,
-                              self.block // self.vector_lanes, self.tail, epilogue)
+                              self.block // self.vector_lanes, self.tail, epilogue, packed)
+
+    def can_store_into(self, packed: PackedStore) -> bool:
+        """Whether :meth:`main_with` can store this kernel's output into ``packed`` (conv, not depthwise;
+        geometry per :func:`schedules.packed_store.copy_offsets`)."""
+        return self.kind == "conv2d" and copy_offsets(tuple(self.spec.out_shape), self.layout.row_len,
+                                                      packed) is not None
+
+    def packed_input(self, rounding: str, qmax: Optional[int] = None) -> PackedStore:
+        """What :meth:`pack_float` writes (this kernel's packed input), for a producer that stores into it."""
+        return PackedStore(self.layout, self.lane_dtype, self.act_bits, rounding, qmax)
 
     def pack_float(self, rounding: str, qmax: Optional[int] = None) -> tirx.PrimFunc:
         """The quantising pack: ``(x float32 spec.x_shape, packed)``, ``pack`` of ``clamp(round(x * 2**F))``
@@ -675,12 +728,14 @@ def _layout(kind: str, spec: Any, vw: int, tail: int) -> ActivationLayout:
 
 
 @functools.lru_cache(maxsize=256)
-def _main_primfunc(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int, epilogue: Epilogue
-                   ) -> tirx.PrimFunc:
+def _main_primfunc(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int, epilogue: Epilogue,
+                   packed: Optional[PackedStore] = None) -> tirx.PrimFunc:
     layout = _layout(kind, spec, vw, tail)
     if kind == "depthwise":
+        if packed is not None:
+            raise ValueError("the depthwise kernel stores float32 only")
         return _dw_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv, epilogue)
-    return _stst_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv, epilogue)
+    return _stst_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv, epilogue, packed)
 
 
 def _check_bound(spec: Any, codes: np.ndarray, x_absmax: int) -> None:

@@ -38,7 +38,10 @@ from shiftcomp.artifact import export as _export
 from shiftcomp.frontend import ImportedModel, import_model
 from shiftcomp.native_log import quiet_tvm
 
-__all__ = ["compile", "compile_stage", "CompiledModel", "CompileSettings", "resolve_target"]
+__all__ = ["compile", "compile_stage", "CompiledModel", "CompileSettings", "resolve_target", "FUSE_OPTIONS"]
+
+#: values of ``compile(fuse=...)``, most fused first (see :func:`compile`)
+FUSE_OPTIONS = (True, "epilogue", "glue", False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,8 +173,8 @@ class _eval:
 def _prepare(model: nn.Module, example_inputs: Any, target: Any, tuned: Any, fuse: bool | str, lower: bool,
              probes: bool, kernels: KernelProvider | None
              ) -> tuple[ImportedModel, PipelineOptions, CompileSettings, DatabaseKernels | None]:
-    if fuse not in (True, False, "glue"):
-        raise ValueError(f"fuse must be True, False or 'glue', got {fuse!r}")
+    if fuse not in FUSE_OPTIONS:
+        raise ValueError(f"fuse must be one of {FUSE_OPTIONS}, got {fuse!r}")
     tgt = resolve_target(target)
     inputs = _as_inputs(example_inputs)
     database, where = resolve_database(tuned, tgt)
@@ -214,9 +217,13 @@ def compile(model: nn.Module, example_inputs: Any, target: Any = "llvm", *, tune
             a folder (or a parent of ``<target_key>/``); a ``Database``; ``None``: built-in schedules only.
             ``compiled.tuned_kernels`` lists what the database served.
         fuse: ``True``: fuse the elementwise glue: the ops after a sum-then-shift kernel into its store
-            (``passes.fuse_epilogue``; listed in ``compiled.epilogues``), the rest by FuseOps/FuseTIR;
-            ``"glue"``: FuseOps/FuseTIR only (the same bits as ``True``); ``False``: every op its own
-            kernel (float glue may then round differently: LLVM forms FMAs only inside one kernel).
+            (``passes.fuse_epilogue``; listed in ``compiled.epilogues``) and, where the next layer is a
+            sum-then-shift conv of a supported geometry, store it quantised straight into that kernel's packed
+            input (no float tensor, no pack kernel between: ``schedules.packed_store``; ``packed_for`` in
+            ``compiled.epilogues``); the rest by FuseOps/FuseTIR. ``"epilogue"``: the same without that
+            integer handoff; ``"glue"``: FuseOps/FuseTIR only. All three give the same bits. ``False``:
+            every op its own kernel (float glue may then round differently: LLVM forms FMAs only inside
+            one kernel).
         lower: ``False`` builds the float multiply baseline (shift layers run their float fallback).
         probes: also output every shift layer's input and output (names in ``compiled.imported.probes``;
             used by :func:`shiftcomp.verification.verify` to locate differences).

@@ -73,7 +73,21 @@ def test_fused_block_equals_the_glue_fused_compiled_model_bit_for_bit(block) -> 
                    "dw": ("multiply", "add", "clip")}          # dense keeps its glue (family doc)
     assert plain.epilogues == []
     with pytest.raises(ValueError, match="fuse must be"):
-        compile(model, x, tuned=None, fuse="epilogue")
+        compile(model, x, tuned=None, fuse="everything")
+
+
+@pytest.mark.bitexact
+def test_conv1_stores_straight_into_conv2s_packed_input(block) -> None:
+    """conv1 -> BN -> ReLU feeds only conv2 (stride 1, same padding): conv1's kernel writes conv2's packed
+    int16 input itself. conv2's chain feeds the stride-2 depthwise conv, whose layout it cannot write."""
+    model, x, fused, plain = block
+    assert {e.layer: e.packed_for for e in fused.epilogues} == {"conv1": "conv2", "conv2": None, "dw": None}
+    float_out = compile(model, x, tuned=None, fuse="epilogue")
+    assert [e.packed_for for e in float_out.epilogues] == [None] * 3
+    assert torch.equal(float_out(x), plain(x))
+    # conv2's quantising pack is gone: its x * 2**F is now conv1's epilogue, not a prologue
+    assert fused.audit.prologue.mul < float_out.audit.prologue.mul
+    assert fused.audit.datapath.mul == 0
 
 
 def test_fused_block_agrees_with_the_reference_and_keeps_the_audit_multiplication_free(block) -> None:
@@ -156,3 +170,44 @@ def test_drawn_chains_fuse_bit_exactly(c, stride, bias, chain, seed) -> None:
     assert len(fused.epilogues) == 1 and fused.epilogues[0].layer == "conv"
     with exact(model), torch.no_grad():
         torch.testing.assert_close(fused(x, r), model(x, r), rtol=1e-5, atol=1e-5)
+
+
+class Pair(nn.Module):
+    """A shift conv, a drawn chain of elementwise ops, and the next shift conv (stride 1, same padding)."""
+
+    def __init__(self, c_in: int, c_mid: int, stride: int, next_kernel: int, depthwise: bool,
+                 chain: tuple[str, ...]) -> None:
+        super().__init__()
+        self.conv_a = Conv2dShift(c_in, c_mid, 3, stride=stride, padding=1, bias=False, config=CFG)
+        self.bn = nn.BatchNorm2d(c_mid)
+        self.scale = torch.linspace(-1.5, 2.0, c_mid).view(c_mid, 1, 1)
+        self.chain = chain
+        self.conv_b = Conv2dShift(c_mid, c_mid if depthwise else 5, next_kernel, padding=next_kernel // 2,
+                                  groups=c_mid if depthwise else 1, config=CFG)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv_a(x)
+        for op in self.chain:
+            y = {"bn": self.bn, "relu": torch.relu, "channel_mul": lambda t: self.scale * t,
+                 "clip": lambda t: torch.clamp(t, -0.5, 1.25)}[op](y)
+        return self.conv_b(y)
+
+
+@pytest.mark.bitexact
+@settings(max_examples=examples(8), deadline=None)
+@given(c=st.sampled_from([(3, 8), (8, 4)]), stride=st.sampled_from([1, 2]), hw=st.sampled_from([(9, 9), (8, 12)]),
+       nxt=st.sampled_from([(3, False), (1, False), (3, True)]),
+       chain=st.lists(st.sampled_from(["bn", "relu", "channel_mul", "clip"]), max_size=3).map(tuple),
+       scale=st.sampled_from([1.0, 40.0]), seed=st.integers(0, 2 ** 16))
+def test_drawn_conv_pairs_hand_over_integers_bit_exactly(c, stride, hw, nxt, chain, scale, seed) -> None:
+    """The first conv's store quantises into the second's packed input: the same bits as the float output +
+    quantising pack (``fuse="glue"``); ``scale=40`` saturates most activations into the second conv."""
+    torch.manual_seed(seed)
+    model = _randomise_bn(Pair(c[0], c[1], stride, nxt[0], nxt[1], chain), seed)
+    x = torch.randn(2, c[0], *hw) * scale
+    fused = compile(model, x, tuned=None)
+    plain = compile(model, x, tuned=None, fuse="glue")
+    assert [e.packed_for for e in fused.epilogues if e.layer == "conv_a"] == ["conv_b"]
+    assert torch.equal(fused(x), plain(x)), chain
+    with exact(model), torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)

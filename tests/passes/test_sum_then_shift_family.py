@@ -73,14 +73,24 @@ def test_default_family_is_sum_then_shift(convs) -> None:
 
 def test_quantizing_pack_is_each_layers_audited_prologue(convs) -> None:
     """Every layer's input is quantised by its pack (no quantise kernel, no int32 x_q): the audit counts
-    one prologue multiply x * 2**F per activation the pack copies, and none in the data path."""
+    one prologue multiply x * 2**F per activation the pack copies, and none in the data path. ``grouped``'s
+    input is the exception: ``conv`` (-> ReLU) stores it quantised straight into its packed layout (the integer
+    handoff), so the quantise multiply is ``conv``'s epilogue, once per output value."""
     from schedules import sum_then_shift as sts
 
     model, _, cm = convs
+    handed = {e.packed_for: e.layer for e in cm.epilogues if e.packed_for}
+    assert handed == {"grouped": "conv"}
     prologues = {k.layer: k for k in cm.audit.kernels if k.role == "prologue"}
-    assert set(prologues) == set(cm.layers)
+    assert set(prologues) == set(cm.layers) - set(handed)
     assert not any(k.name.startswith("shiftcomp_quantize") for k in cm.audit.kernels)
+    shift_kernels = {k.layer: k for k in cm.audit.kernels if k.role == "shift"}
     for layer, low in cm.layers.items():
+        if layer in handed:
+            producer = cm.layers[handed[layer]].spec
+            # scale + quantise: at least two float multiplies per output value of the producer
+            assert shift_kernels[handed[layer]].epilogue.fmul >= 2 * int(np.prod(producer.out_shape))
+            continue
         assert low.prologue_quantizes and prologues[layer].name == low.prologue
         shift, sign = (t.detach().numpy().astype(np.int8) for t in getattr(model, layer).integer_weights())
         k = sts.build(low.info.kind, low.spec, weight_codes(shift, sign, low.info.s0), cm.target,
