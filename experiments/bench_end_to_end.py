@@ -6,12 +6,15 @@
 ResNet-20 (``get_model("resnet20")``, Q 5-bit, Q(3,5) activations) at each batch and thread count:
 
 * ``shiftcomp``  default ``sc.compile`` (sum-then-shift for conv / batched dense);
+* ``no_int_handoff``  ``sc.compile(..., fuse="epilogue")``: the same kernels and fused epilogues, but every
+  kernel stores float32 and a quantising pack runs before each shift conv (no integer handoff between
+  layers, ``schedules/packed_store.py``);
 * ``per_term``   ``sc.compile(..., kernels=ManualKernels(PER_TERM_FAMILIES))``: the kernels that were the
   default before (one variable shift per term);
 * ``tvm_float``  the same import compiled with ``lower=False`` (float multiplies, TVM's default schedules);
 * ``torch``      the unconverted float model in torch eager.
 
-MobileNetV2 at batch 1: ``shiftcomp`` against ``torch``. Candidates are interleaved (one timed sample of
+MobileNetV2 at batch 1: ``shiftcomp`` and ``no_int_handoff`` against ``torch``. Candidates are interleaved (one timed sample of
 each per round), each sample is the mean of enough calls to last ``--min-ms``; the tables report medians
 and ratios to torch and to TVM-float. Prints and records the CPU model, ISA flags and load (``uptime``).
 Writes ``<out>/end_to_end.csv`` and ``<out>/end_to_end.md``.
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         cands = {
             "shiftcomp": sc_compile(sm, x, tuned=None),
+            "no_int_handoff": sc_compile(sm, x, tuned=None, fuse="epilogue"),
             "per_term": sc_compile(sm, x, tuned=None, kernels=ManualKernels(PER_TERM_FAMILIES)),
             "tvm_float": sc_compile(sm, x, tuned=None, lower=False),
             "torch": float_model,
@@ -137,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_mobilenet:
         float_model, sm = shift_model("mobilenetv2", 5, (3, 5))
         x = torch.randn(1, *INPUT_SHAPES["mobilenetv2"])
-        run("mobilenetv2", 1, {"shiftcomp": sc_compile(sm, x, tuned=None), "torch": float_model}, x)
+        run("mobilenetv2", 1, {"shiftcomp": sc_compile(sm, x, tuned=None),
+                               "no_int_handoff": sc_compile(sm, x, tuned=None, fuse="epilogue"),
+                               "torch": float_model}, x)
 
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "end_to_end.csv"), "w", newline="") as f:

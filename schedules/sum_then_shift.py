@@ -198,8 +198,8 @@ def _zeros(P, start, count: int, vl: int, lane: str) -> None:
 def _pack_conv_body(layout: ActivationLayout, X, P, vl: int, value, zeros, data: bool = True) -> None:
     """Conv pack loops (module doc, "The pack loops"): per (image, channel) task and packed row, every copy
     (static list, unrolled here) as zero columns / copied run / zero columns or a zero row, then the plane
-    gaps and (first channel) the image's zero tail. ``data=False``: the zero regions only (the zero pass of
-    a kernel that stores its output into this layout itself, :mod:`schedules.packed_store`). A copied run loads whole vectors of ``x`` (stride ``sw``:
+    gaps and (first channel) the image's zero tail. ``data=False``: the zero regions only, in a serial loop
+    (the zero pass of a kernel that stores its output into this layout itself, :mod:`schedules.packed_store`). A copied run loads whole vectors of ``x`` (stride ``sw``:
     ``sw * lanes`` contiguous elements, de-interleaved by a shuffle), so no per-element index arithmetic or
     condition is left."""
     N, IL, C, PL, R, RL = layout.images, layout.image_len, layout.channels, layout.plane, layout.rows, layout.row_len
@@ -259,7 +259,8 @@ def _pack_conv_body(layout: ActivationLayout, X, P, vl: int, value, zeros, data:
     # the same or neighbouring input rows), which the prefetchers follow; row ranges in which every copy
     # is either copied or zero are separate loops, so no condition is left per row
     cuts = sorted({0, R} | {g[2] for g in geo} | {g[3] for g in geo})
-    with Tb.parallel(0, N * C) as t:
+    # the zero pass alone is a few rows and columns per plane: serial, no second fork-join in the kernel
+    with (Tb.parallel(0, N * C) if data else Tb.serial(0, N * C)) as t:
         n_, c_ = t // C, t % C
         for r0, r1 in itertools.pairwise(cuts):
             with Tb.serial(0, r1 - r0) as rr:
