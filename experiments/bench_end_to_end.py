@@ -61,7 +61,8 @@ def set_threads(n: int) -> None:
 
 
 def time_interleaved(fns: dict, x, rounds: int, min_ms: float) -> dict[str, float]:
-    """Median ms per call of each ``fn(x)``, candidates interleaved round by round."""
+    """Median ms per call of each ``fn(x)``, candidates interleaved round by round; each timed sample follows
+    half as many untimed calls of the same candidate."""
     import torch
     calls = {}
     with torch.no_grad():
@@ -74,6 +75,10 @@ def time_interleaved(fns: dict, x, rounds: int, min_ms: float) -> dict[str, floa
         samples: dict[str, list[float]] = {n: [] for n in fns}
         for _ in range(rounds):
             for name, fn in fns.items():
+                # untimed calls first: the previous candidate's runtime (torch's OpenMP workers, TVM's pool)
+                # may still spin on the cores for a while after its last call; whoever followed it would pay
+                for _ in range(max(1, calls[name] // 2)):
+                    fn(x)
                 t0 = time.perf_counter()
                 for _ in range(calls[name]):
                     fn(x)

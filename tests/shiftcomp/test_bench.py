@@ -170,3 +170,16 @@ def test_profile_vm_script_times_every_call_of_a_compiled_resnet(tmp_path):
     # 20 shift layers; each block's conv1 (-> BN -> ReLU) writes its conv2's packed input itself (9 blocks)
     assert sum(1 for r in rows if "_into_layer" in r["kernel"]) == 9
     assert sum(int(r["calls"]) for r in rows if r["group"] == "quantising pack") == 20 - 9
+
+
+def test_segment_structure_probe_builds_the_four_code_structures(tmp_path):
+    from experiment_support import csv_rows, experiment_script
+    script = experiment_script("probe_segment_structure")
+    out = tmp_path / "segments"
+    assert script.main(["--batch", "1", "--rounds", "1", "--out", str(out)]) == 0
+    rows = {r["codes"]: r for r in csv_rows(tmp_path / "segments.csv")}
+    assert set(rows) == {"he", "uniform", "jitter", "single"}
+    # uniform and jitter: 9 levels, each one segment of + and - terms; single: one level
+    assert float(rows["uniform"]["segments_per_channel"]) == float(rows["jitter"]["segments_per_channel"]) == 9
+    assert float(rows["single"]["segments_per_channel"]) == 1
+    assert all(float(r["g_lane_terms_per_s"]) > 0 for r in rows.values())
