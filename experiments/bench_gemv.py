@@ -22,7 +22,6 @@ workers are passive, so the interleaved candidates do not steal each other's CPU
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -126,6 +125,7 @@ def main(argv=None) -> int:
     from schedules import resolve_target
     from schedules.sum_then_shift import vector_bits
     from shiftcomp.bench import machine_info, set_threads
+    from shiftcomp.bench.report import write_experiment_table
 
     target = resolve_target("llvm")
     info = machine_info()
@@ -151,21 +151,13 @@ def main(argv=None) -> int:
             rows.append(row)
             print(row, flush=True)
     load1 = os.getloadavg()
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out + ".csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
     cols = ["case", "threads", "auto", "tail_pct", "table_nibble_ms", "table_byte_ms", "column_ms", "torch_ms",
             "torch_over_table_nibble", "torch_over_table_byte", "torch_over_column", "gterms_per_s", "goal", "holds",
             "equal"]
-    lines = [f"CPU: {info.get('cpu_model')} ({isa}); {args.rounds} interleaved rounds x {args.number} calls, "
-             f"median wall ms per call; load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} CPUs",
-             "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    text = "\n".join(lines) + "\n"
-    with open(args.out + ".md", "w") as f:
-        f.write(text)
+    text = write_experiment_table(
+        rows, args.out, f"CPU: {info.get('cpu_model')} ({isa}); {args.rounds} interleaved rounds x {args.number} "
+        f"calls, median wall ms per call; load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} CPUs",
+        cols)
     print(text)
     return 0
 

@@ -20,7 +20,6 @@ ms, segments per channel and G int16 lane-terms per second, and the CPU model an
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -73,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from schedules import sum_then_shift as sts
     from schedules.compute import Conv2dSpec
     from shiftcomp.bench import machine_info
+    from shiftcomp.bench.report import write_experiment_table
 
     pool = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
     if pool is not None:
@@ -105,18 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [{"codes": k, "segments_per_channel": round(segments[k], 2),
              "ms": round(statistics.median(v) * 1e3, 3),
              "g_lane_terms_per_s": round(lane_terms / statistics.median(v) / 1e9, 2)} for k, v in times.items()]
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out + ".csv", "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
-        wr.writeheader()
-        wr.writerows(rows)
-    lines = [f"CPU: {info.get('cpu_model')} (LLVM {info.get('llvm_cpu')}); 16->16 conv @ 32x32, batch {args.batch}, "
-             f"1 thread, {args.rounds} interleaved rounds, median; load {os.getloadavg()[0]:.2f}", "",
-             "| codes | segments / channel | ms | G lane-terms / s |", "|---|---|---|---|"]
-    lines += [f"| {r['codes']} | {r['segments_per_channel']} | {r['ms']} | {r['g_lane_terms_per_s']} |" for r in rows]
-    text = "\n".join(lines) + "\n"
-    with open(args.out + ".md", "w") as f:
-        f.write(text)
+    text = write_experiment_table(
+        rows, args.out, f"CPU: {info.get('cpu_model')} (LLVM {info.get('llvm_cpu')}); 16->16 conv @ 32x32, batch "
+        f"{args.batch}, 1 thread, {args.rounds} interleaved rounds, median; load {os.getloadavg()[0]:.2f}")
     print(text)
     return 0
 

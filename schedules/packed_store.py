@@ -24,6 +24,7 @@ pixel, exactly once or else rewritten by the zero pass) before the kernel is bui
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Optional, Tuple
 
 import numpy as np
@@ -56,6 +57,7 @@ class PackedStore:
         return self.layout.length
 
 
+@functools.lru_cache(maxsize=256)   # asked by can_store_into and again when the kernel is built
 def copy_offsets(out_shape: Tuple[int, int, int, int], row_len: int, store: PackedStore
                  ) -> Optional[Tuple[int, ...]]:
     """Per copy ``i`` of ``store.layout``, the offset ``d_i`` such that output pixel ``p = oh * OW + ow`` of
@@ -67,7 +69,8 @@ def copy_offsets(out_shape: Tuple[int, int, int, int], row_len: int, store: Pack
         row_len: the producing kernel's row length (pixels per row of its own block loop).
         store: the consumer's layout and format.
     """
-    n, o, oh, ow = (int(d) for d in out_shape)
+    out_shape = tuple(int(d) for d in out_shape)
+    n, o, oh, ow = out_shape
     lay = store.layout
     if (lay.transpose_dense or lay.stride != (1, 1) or lay.dilation != (1, 1)
             or lay.images != n or lay.channels != o or tuple(lay.in_hw) != (oh, ow)

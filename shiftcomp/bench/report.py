@@ -14,7 +14,7 @@ from .backends import BACKENDS
 from .suites import ROW_FIELDS
 from .timing import machine_info
 
-__all__ = ["write_csv", "read_csv", "to_markdown", "plot_rows", "write_outputs"]
+__all__ = ["write_csv", "read_csv", "to_markdown", "plot_rows", "write_outputs", "write_experiment_table"]
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
@@ -28,6 +28,26 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Pat
         for r in rows:
             w.writerow({k: _fmt_csv(r.get(k)) for k in fields})
     return p
+
+
+def write_experiment_table(rows: Sequence[Mapping[str, Any]], stem: str | os.PathLike, header: str,
+                           cols: Sequence[str] | None = None) -> str:
+    """An experiment script's outputs: ``<stem>.csv`` (every key of the rows, in the first row's order) and
+    ``<stem>.md`` (``header``, a blank line, then a markdown table of ``cols``, default every key). Returns the
+    markdown text (the scripts print it)."""
+    stem = str(stem)
+    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
+    with open(stem + ".csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    cols = list(cols or rows[0])
+    lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    with open(stem + ".md", "w") as f:
+        f.write(text)
+    return text
 
 
 def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
