@@ -3,6 +3,7 @@
 
     python experiments/bench_sum_then_shift.py [--threads 1] [--rounds 15] [--out runs/bench_sum_then_shift]
     python experiments/bench_sum_then_shift.py --cases conv64@56 gemv4096
+    python experiments/bench_sum_then_shift.py --k-tiles 1 2 4 8      # also: forced input-channel tiles
 
 For every shape, the candidates are timed *interleaved* (one call of each per round, rounds repeated; the
 median of the rounds is reported), so the load of the shared machine hits all of them alike:
@@ -100,7 +101,7 @@ def _interleaved(fns: dict, rounds: int) -> tuple[dict, dict]:
     return med(cpu), med(wall)
 
 
-def run_case(name: str, spec_t: tuple, rounds: int, target) -> dict:
+def run_case(name: str, spec_t: tuple, rounds: int, target, k_tiles: tuple = ()) -> dict:
     import torch
     import torch.nn.functional as Fn
     import tvm
@@ -124,7 +125,8 @@ def run_case(name: str, spec_t: tuple, rounds: int, target) -> dict:
                           acc_dtype=acc, has_bias=True)
         x = rng.integers(-a, a, size=spec.x_shape)
         codes_today = conv2d_weight_codes(shift, sign, s0, groups)
-        k = sts.build("conv2d", spec, weight_codes(shift, sign, s0), target, ACT_BITS)
+        codes_new = weight_codes(shift, sign, s0)
+        k = sts.build("conv2d", spec, codes_new, target, ACT_BITS)
         today = build_shift_kernel("conv2d", spec, target)
         xf = torch.tensor(x * 2.0 ** -F_BITS, dtype=torch.float32)
         wf = torch.tensor(sign * 2.0 ** shift, dtype=torch.float32)
@@ -139,7 +141,8 @@ def run_case(name: str, spec_t: tuple, rounds: int, target) -> dict:
         spec = DenseSpec(M, C, O, frac_bits=F_BITS, s0=s0, acc_dtype=acc, has_bias=True)
         x = rng.integers(-a, a, size=(M, C))
         codes_today = dense_weight_codes(shift, sign, s0)
-        k = sts.build("dense", spec, weight_codes(shift, sign, s0), target, ACT_BITS)
+        codes_new = weight_codes(shift, sign, s0)
+        k = sts.build("dense", spec, codes_new, target, ACT_BITS)
         today = build_shift_kernel("dense", spec, target)
         xf = torch.tensor(x * 2.0 ** -F_BITS, dtype=torch.float32)
         wf = torch.tensor(sign * 2.0 ** shift, dtype=torch.float32)
@@ -171,10 +174,17 @@ def run_case(name: str, spec_t: tuple, rounds: int, target) -> dict:
         "today": lambda: f_today(x_t, codes_t, b_t, out_today),
         "torch": torch_fn,
     }
+    for kt in k_tiles:           # the same kernel with a forced number of input-channel tiles
+        if k.kind == "depthwise":
+            break
+        kk = sts.build(k.kind, spec, codes_new, target, ACT_BITS, k_tiles=kt)
+        f_kt, w_kt = kk.compile().module["main"], [tens(w) for w in kk.weight_inputs]
+        fns[f"new_kt{kk.k_tiles}"] = (lambda f, w: lambda: f(packed, *w, b_t, out_new))(f_kt, w_kt)
     with torch.no_grad():
         med, wall = _interleaved(fns, rounds)
     exact = bool(np.array_equal(out_new.numpy().view(np.int32), out_today.numpy().view(np.int32)))
-    row = {"case": name, "kernel": k.kind, "lanes": k.vector_lanes, "block": k.block, "terms": n_terms,
+    row = {"case": name, "kernel": k.kind, "lanes": k.vector_lanes, "block": k.block, "k_tiles": k.k_tiles,
+           "terms": n_terms,
            "segments": int(k.weight_inputs[1].shape[0]) if k.kind != "depthwise" else 0}
     row.update({f"{n}_ms": round(v, 4) for n, v in med.items()})
     row.update({f"{n}_wall_ms": round(v, 4) for n, v in wall.items()})
@@ -202,6 +212,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--cases", nargs="*", default=None, help=f"subset of {list(CASES)}")
     p.add_argument("--out", default="runs/bench_sum_then_shift")
+    p.add_argument("--k-tiles", type=int, nargs="*", default=[],
+                   help="also time the kernel with these numbers of input-channel tiles (columns new_ktN_ms)")
     args = p.parse_args(argv)
     from shiftcomp.bench import machine_info, set_threads
 
@@ -230,7 +242,7 @@ def main(argv=None) -> int:
     except ImportError:  # pragma: no cover
         it = names
     for n in it:
-        rows.append(run_case(n, CASES[n], args.rounds, target))
+        rows.append(run_case(n, CASES[n], args.rounds, target, tuple(args.k_tiles)))
         r = rows[-1]
         print(f"{n}: new {r['new_ms']} ms, new+pack {r['new+pack_ms']} ms, q+pack+new {r['q+pack+new_ms']} ms, "
               f"qpack+new {r['qpack+new_ms']} ms, today {r['today_ms']} ms, torch {r['torch_ms']} ms -> "
@@ -238,16 +250,17 @@ def main(argv=None) -> int:
     load1 = os.getloadavg()
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out + ".csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         w.writeheader()
         w.writerows(rows)
-    cols = ["case", "kernel", "terms", "new_ms", "new+pack_ms", "q+pack+new_ms", "qpack+new_ms", "today_ms",
+    kt_cols = list(dict.fromkeys(k for r in rows for k in r if k.startswith("new_kt") and not k.endswith("wall_ms")))
+    cols = ["case", "kernel", "terms", "k_tiles", "new_ms", *kt_cols, "new+pack_ms", "q+pack+new_ms", "qpack+new_ms", "today_ms",
             "torch_ms", "newpack_vs_torch", "qpack_vs_torch", "today_vs_torch", "gterms_per_s", "goal", "holds"]
     lines = [f"CPU: {info.get('cpu_model')} ({isa}); threads {args.threads}; {args.rounds} interleaved rounds, "
              f"median thread-CPU ms; load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} CPUs",
              "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        lines.append("| " + " | ".join(str(r[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
     gem = [r for r in rows if r["winner"]]
     for r in gem:
         lines.append("")

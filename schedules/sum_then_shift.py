@@ -59,9 +59,13 @@ lane dtype: one ``x * 2**F`` per copied element (the audit's prologue multiplies
         acc += widen(sacc) << level[s]                     # one shift per segment per output
     out = float32(acc) * 2**(s0 - F) [+ bias]
 
-``VB = NV x VW``: ``VW`` lanes of the target's vector width (AVX-512 32 int16, AVX2 16, NEON 8) unrolled
-``NV`` times (one vector of 80 lanes gets scalarised by LLVM; 4-5 registers keep the loads busy).
-Buffers are ``scope="global"`` allocations of < 1 KiB (LLVM stack -> registers; ``local`` would be a heap
+With :func:`default_k_tiles` > 1 input-channel tiles (wide convs on small images, whose activations for a pixel
+block do not fit L1), the plan has one row per (tile, output) and the task loops tile -> output channel ->
+segments, parking each output's ``acc`` between tiles: every output of the task reads one tile while it is in
+L1. ``VB = NV x VW``: ``VW`` lanes of the target's vector width (AVX-512 32 int16, AVX2 16, NEON 8; halved for
+small images where that saves a quarter of the padded lanes, :func:`_pixel_lanes`) unrolled ``NV`` times
+(one vector of 80 lanes gets scalarised by LLVM; 4-5 registers keep the loads busy). Buffers are
+``scope="global"`` allocations (LLVM stack -> registers for the < 1 KiB ones; ``local`` would be a heap
 workspace on CPU). Every loop starts at 0 (:data:`CANONICALIZE_LOOP_WORKAROUND`).
 
 ``out`` is float32 NCHW after the fused :class:`~schedules.epilogue.Epilogue`, or -- ``main_with(epilogue,
@@ -100,11 +104,12 @@ from .segments import LANE_BITS, lane_dtype_for
 from .sum_then_shift_layout import (ActivationLayout, conv_layout, conv_rows, dense_layout, derive_conv2d_inputs,
                                     derive_depthwise_inputs, derive_dense_inputs, is_depthwise, pack_numpy)
 from .sum_then_shift_layout import round_up as _round_up
-from .target import resolve_target
+from .target import l1d_bytes, resolve_target
 
 __all__ = ["build", "SumThenShiftKernel", "ActivationLayout", "conv_layout", "dense_layout", "is_depthwise",
            "vector_bits", "conv_rows", "derive_conv2d_inputs", "derive_depthwise_inputs", "derive_dense_inputs",
-           "pack_numpy", "CANONICALIZE_LOOP_WORKAROUND", "KINDS"]
+           "pack_numpy", "CANONICALIZE_LOOP_WORKAROUND", "KINDS", "default_k_tiles", "TILE_L1_SHARE",
+           "MIN_TILE_CHANNELS", "TILE_MIN_OVERFLOW"]
 
 KINDS = ("conv2d", "dense")
 
@@ -115,6 +120,15 @@ CANONICALIZE_LOOP_WORKAROUND = True
 
 #: pixel vectors per block (unrolled): enough independent loads per term, accumulators within the registers
 BLOCK_VECTORS = 4
+
+#: share of the L1 data cache (:func:`schedules.target.l1d_bytes`) that the activations of one input-channel
+#: tile of a pixel block may span: every output of a task's chunk reads the whole tile, so it stays in L1
+TILE_L1_SHARE = 5 / 6
+#: fewer input channels per tile than this cost more in extra segments than the L1 hits gain
+MIN_TILE_CHANNELS = 32
+#: tile only when the activations overflow that share of L1 by this factor: near the L1 size the hits gained
+#: do not pay for the extra segments (ResNet-20's 64->64@8: 2 tiles were 1.46x slower)
+TILE_MIN_OVERFLOW = 1.5
 
 
 def vector_bits(target: tvm.target.Target) -> int:
@@ -284,6 +298,28 @@ def _lanes(target: tvm.target.Target, dtype: str) -> int:
     return max(1, vector_bits(target) // LANE_BITS[dtype])
 
 
+def _pixels(kind: str, spec: Union[Conv2dSpec, DenseSpec], vw: int) -> int:
+    """Output pixels per image the conv / dense kernel computes with ``vw``-lane vectors (garbage columns of
+    padded rows included)."""
+    return spec.batch if kind == "dense" else spec.out_hw[0] * conv_rows(spec, vw)[0]
+
+
+def _pixel_lanes(kind: str, spec: Union[Conv2dSpec, DenseSpec], full: int) -> int:
+    """Lanes per vector: the target's ``full`` width, halved (down to 8 lanes) while that cuts the padded
+    pixels of an image by at least a quarter -- e.g. a 4x4 output is one 16-lane vector on AVX-512, not a
+    half-empty 32-lane one; a narrower vector costs more instructions per lane, so smaller savings keep
+    the full width."""
+    best = full
+    padded = _round_up(_pixels(kind, spec, full), full)
+    w = full // 2
+    while w >= 8:
+        p = _round_up(_pixels(kind, spec, w), w)
+        if 4 * p <= 3 * padded:
+            best, padded = w, p
+        w //= 2
+    return best
+
+
 def _block(n_pixels: int, vw: int) -> Tuple[int, int]:
     """``(NV, VB)``: vectors per pixel block and block width for ``n_pixels`` outputs of ``vw`` lanes."""
     nv = max(1, min(BLOCK_VECTORS, -(-n_pixels // vw)))
@@ -292,13 +328,15 @@ def _block(n_pixels: int, vw: int) -> Tuple[int, int]:
 
 def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout, lane: str, acc: str,
                    vw: int, nv: int, epilogue: Epilogue = Epilogue(),
-                   packed: Optional[PackedStore] = None) -> tirx.PrimFunc:
+                   packed: Optional[PackedStore] = None, kt: int = 1) -> tirx.PrimFunc:
     """The sum-then-shift kernel (see module doc) for a conv spec or a dense spec at batch > 1.
 
     The plan buffers have symbolic lengths (``n_seg``, ``n_term``), so one PrimFunc serves every weight
     tensor of the spec; the shapes bind from the arrays passed in. ``packed``: store the output quantised
     into the next kernel's packed layout instead of float32 NCHW (:mod:`schedules.packed_store`; conv specs
-    whose :func:`~schedules.packed_store.copy_offsets` are not None)."""
+    whose :func:`~schedules.packed_store.copy_offsets` are not None). ``kt``: input-channel tiles of the plan
+    (:func:`~schedules.sum_then_shift_layout.derive_conv2d_inputs`): a task sums every output of its chunk over
+    one tile before the next, keeping one accumulator block per output."""
     n_seg = tirx.Var("n_seg", "int32")
     n_term = tirx.Var("n_term", "int32")
     dense = isinstance(spec, DenseSpec)
@@ -326,6 +364,10 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
     # tasks: (image, pixel block); with too few of them, output-channel chunks as well (parallel balance)
     OC = 1 if NI * NB >= 8 else min(O, 8)
     CS = -(-O // OC)
+    KT = max(1, int(kt))
+    TILED = KT > 1
+    # tiles: each output of the chunk parks its accumulator block here between tiles (in registers within one)
+    NPARK = CS * VB if TILED else 1
 
     def epi(a, b):
         return _epilogue(a, b, spec, exact)
@@ -354,74 +396,86 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
         return b[i] if has_bias else None
 
     @T.prim_func
-    def stst(xp: T.Buffer((NI * IL,), lane), seg_ptr: T.Buffer((O + 1,), "int32"),
+    def stst(xp: T.Buffer((NI * IL,), lane), seg_ptr: T.Buffer((KT * O + 1,), "int32"),
              seg_level: T.Buffer((n_seg,), "int32"), seg_npos: T.Buffer((n_seg,), "int32"),
              seg_tptr: T.Buffer((n_seg + 1,), "int32"), toff: T.Buffer((n_term,), "int32"),
              bias: T.Buffer((O,), "float32"), ep_c: T.Buffer((NEC, O), "float32"),
              ep_r: T.Buffer(out_shape, "float32"), out: T.Buffer(OUT_SHAPE, OUT_DTYPE)):
         T.func_attr({"tir.noalias": True})
         for task in T.parallel(NI * NB * OC):
-            for cj in range(CS):
+            park = T.alloc_buffer((NPARK,), acc, scope="global")
+            for t, cj in T.grid(KT, CS):
                 if (task % OC) * CS + cj < O:
                     acc_v = T.alloc_buffer((VB,), acc, scope="global")
                     sacc = T.alloc_buffer((VB,), lane, scope="global")
                     qv = T.alloc_buffer((QV,), OUT_DTYPE, scope="global")
-                    for v in T.unroll(nv):
-                        for q in T.vectorized(vw):
-                            acc_v[v * vw + q] = T.Cast(acc, 0)
-                    for si in range(seg_ptr[(task % OC) * CS + cj + 1] - seg_ptr[(task % OC) * CS + cj]):
+                    if TILED:
+                        for v in T.unroll(nv):
+                            for q in T.vectorized(vw):
+                                acc_v[v * vw + q] = T.if_then_else(t == 0, T.Cast(acc, 0), park[cj * VB + v * vw + q])
+                    else:
+                        for v in T.unroll(nv):
+                            for q in T.vectorized(vw):
+                                acc_v[v * vw + q] = T.Cast(acc, 0)
+                    for si in range(seg_ptr[t * O + (task % OC) * CS + cj + 1] - seg_ptr[t * O + (task % OC) * CS + cj]):
                         for v in T.unroll(nv):
                             for q in T.vectorized(vw):
                                 sacc[v * vw + q] = T.Cast(lane, 0)
-                        for ti in range(seg_npos[seg_ptr[(task % OC) * CS + cj] + si]):
+                        for ti in range(seg_npos[seg_ptr[t * O + (task % OC) * CS + cj] + si]):
                             for v in T.unroll(nv):
                                 for q in T.vectorized(vw):
                                     sacc[v * vw + q] = sacc[v * vw + q] + xp[
                                         (task // (NB * OC)) * IL
-                                        + toff[seg_tptr[seg_ptr[(task % OC) * CS + cj] + si] + ti]
+                                        + toff[seg_tptr[seg_ptr[t * O + (task % OC) * CS + cj] + si] + ti]
                                         + ((task // OC) % NB) * VB + v * vw + q]
-                        for ti in range(seg_tptr[seg_ptr[(task % OC) * CS + cj] + si + 1]
-                                        - seg_tptr[seg_ptr[(task % OC) * CS + cj] + si]
-                                        - seg_npos[seg_ptr[(task % OC) * CS + cj] + si]):
+                        for ti in range(seg_tptr[seg_ptr[t * O + (task % OC) * CS + cj] + si + 1]
+                                        - seg_tptr[seg_ptr[t * O + (task % OC) * CS + cj] + si]
+                                        - seg_npos[seg_ptr[t * O + (task % OC) * CS + cj] + si]):
                             for v in T.unroll(nv):
                                 for q in T.vectorized(vw):
                                     sacc[v * vw + q] = sacc[v * vw + q] - xp[
                                         (task // (NB * OC)) * IL
-                                        + toff[seg_tptr[seg_ptr[(task % OC) * CS + cj] + si]
-                                               + seg_npos[seg_ptr[(task % OC) * CS + cj] + si] + ti]
+                                        + toff[seg_tptr[seg_ptr[t * O + (task % OC) * CS + cj] + si]
+                                               + seg_npos[seg_ptr[t * O + (task % OC) * CS + cj] + si] + ti]
                                         + ((task // OC) % NB) * VB + v * vw + q]
                         for v in T.unroll(nv):
                             for q in T.vectorized(vw):
                                 acc_v[v * vw + q] = acc_v[v * vw + q] + T.shift_left(
                                     T.Cast(acc, sacc[v * vw + q]),
-                                    T.Cast(acc, seg_level[seg_ptr[(task % OC) * CS + cj] + si]))
-                    if PADDED:                   # a vector lies in one row (RL % vw == 0): store its valid part
-                        for v in T.unroll(nv):
-                            p0 = T.meta_var(((task // OC) % NB) * VB + v * vw)
-                            if p0 % RL + vw <= OW and p0 // RL < OH:
+                                    T.Cast(acc, seg_level[seg_ptr[t * O + (task % OC) * CS + cj] + si]))
+                    if TILED:
+                        if t < KT - 1:
+                            for v in T.unroll(nv):
                                 for q in T.vectorized(vw):
-                                    _put(out, [task // (NB * OC), (task % OC) * CS + cj, p0 // RL, p0 % RL + q],
-                                         epi(acc_v[v * vw + q], bias_at(bias, (task % OC) * CS + cj)),
-                                         epilogue, ep_c, ep_r)
-                            else:
-                                for q in range(vw):
-                                    if (p0 + q) % RL < OW and (p0 + q) // RL < OH:
-                                        _put(out, [task // (NB * OC), (task % OC) * CS + cj, (p0 + q) // RL,
-                                                   (p0 + q) % RL],
+                                    park[cj * VB + v * vw + q] = acc_v[v * vw + q]
+                    if t == KT - 1:
+                        if PADDED:                   # a vector lies in one row (RL % vw == 0): store its valid part
+                            for v in T.unroll(nv):
+                                p0 = T.meta_var(((task // OC) % NB) * VB + v * vw)
+                                if p0 % RL + vw <= OW and p0 // RL < OH:
+                                    for q in T.vectorized(vw):
+                                        _put(out, [task // (NB * OC), (task % OC) * CS + cj, p0 // RL, p0 % RL + q],
                                              epi(acc_v[v * vw + q], bias_at(bias, (task % OC) * CS + cj)),
                                              epilogue, ep_c, ep_r)
-                    elif (task // OC) % NB < NBF:
-                        for v in T.unroll(nv):
-                            for q in T.vectorized(vw):
-                                store(out, task // (NB * OC), (task % OC) * CS + cj,
-                                      ((task // OC) % NB) * VB + v * vw + q,
-                                      epi(acc_v[v * vw + q], bias_at(bias, (task % OC) * CS + cj)), ep_c, ep_r,
-                                      qv, v * vw + q)
-                    else:
-                        for v in range(VB):
-                            if ((task // OC) % NB) * VB + v < NP:
-                                store(out, task // (NB * OC), (task % OC) * CS + cj, ((task // OC) % NB) * VB + v,
-                                      epi(acc_v[v], bias_at(bias, (task % OC) * CS + cj)), ep_c, ep_r, qv, v)
+                                else:
+                                    for q in range(vw):
+                                        if (p0 + q) % RL < OW and (p0 + q) // RL < OH:
+                                            _put(out, [task // (NB * OC), (task % OC) * CS + cj, (p0 + q) // RL,
+                                                       (p0 + q) % RL],
+                                                 epi(acc_v[v * vw + q], bias_at(bias, (task % OC) * CS + cj)),
+                                                 epilogue, ep_c, ep_r)
+                        elif (task // OC) % NB < NBF:
+                            for v in T.unroll(nv):
+                                for q in T.vectorized(vw):
+                                    store(out, task // (NB * OC), (task % OC) * CS + cj,
+                                          ((task // OC) % NB) * VB + v * vw + q,
+                                          epi(acc_v[v * vw + q], bias_at(bias, (task % OC) * CS + cj)), ep_c, ep_r,
+                                          qv, v * vw + q)
+                        else:
+                            for v in range(VB):
+                                if ((task // OC) % NB) * VB + v < NP:
+                                    store(out, task // (NB * OC), (task % OC) * CS + cj, ((task // OC) % NB) * VB + v,
+                                          epi(acc_v[v], bias_at(bias, (task % OC) * CS + cj)), ep_c, ep_r, qv, v)
         zero_pass(out)
 
     return _drop_unused(stst, has_bias, epilogue)
@@ -551,6 +605,7 @@ class SumThenShiftKernel:
     target: tvm.target.Target
     act_bits: Tuple[int, int] = (0, 0)
     tail: int = 0
+    k_tiles: int = 1
 
     def main_with(self, epilogue: Epilogue, packed: Optional[PackedStore] = None) -> tirx.PrimFunc:
         """:attr:`main` with a fused :class:`~schedules.epilogue.Epilogue`: parameters ``(packed,
@@ -560,7 +615,7 @@ class SumThenShiftKernel:
         if not epilogue and packed is None:
             return self.main
         return _main_primfunc(self.kind, self.spec, self.lane_dtype, self.vector_lanes,
-                              self.block // self.vector_lanes, self.tail, epilogue, packed)
+                              self.block // self.vector_lanes, self.tail, epilogue, packed, self.k_tiles)
 
     def can_store_into(self, packed: PackedStore) -> bool:
         """Whether :meth:`main_with` can store this kernel's output into ``packed`` (conv, not depthwise;
@@ -631,7 +686,7 @@ _COMPILED_LOCK = threading.Lock()
 
 
 def _compiled(k: SumThenShiftKernel) -> CompiledSumThenShift:
-    key = (k.kind, k.spec, k.lane_dtype, k.vector_lanes, k.block, k.packed_shape, str(k.target))
+    key = (k.kind, k.spec, k.lane_dtype, k.vector_lanes, k.block, k.packed_shape, k.k_tiles, str(k.target))
     with _COMPILED_LOCK:
         hit = _COMPILED.get(key)
     if hit is None:
@@ -649,7 +704,8 @@ def _x_absmax(act_bits: Tuple[int, int]) -> int:
 
 
 def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
-          target: Union[str, dict, tvm.target.Target], act_bits: Tuple[int, int]) -> SumThenShiftKernel:
+          target: Union[str, dict, tvm.target.Target], act_bits: Tuple[int, int],
+          k_tiles: Optional[int] = None) -> SumThenShiftKernel:
     """Build the sum-then-shift kernel of one layer (see the module doc for layouts and numerics).
 
     Args:
@@ -660,6 +716,8 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
         codes: int8 codes ``sign * (shift - s0 + 1)`` in PyTorch layout ``(O, C/G, KH, KW)`` / ``(N, K)``.
         target: anything :func:`schedules.target.resolve_target` takes (LLVM targets).
         act_bits: the activation format ``(I, F)`` (``|x_q| <= 2**(I+F-1)``); ``F`` must be ``spec.frac_bits``.
+        k_tiles: input-channel tiles of the conv / dense kernel (:func:`default_k_tiles` when None; ignored
+            by depthwise).
 
     Returns:
         The :class:`SumThenShiftKernel`.
@@ -699,29 +757,53 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
         kkind = "depthwise"
     else:
         lane = lane_dtype_for(x_absmax)
-        vw = _lanes(tgt, lane)
-        if kind == "dense":
-            nv, vb = _block(spec.batch, vw)
-            derive = functools.partial(derive_dense_inputs, spec, x_absmax=x_absmax, tail=vb)
-        else:
-            nv, vb = _block(spec.out_hw[0] * conv_rows(spec, vw)[0], vw)
-            derive = functools.partial(derive_conv2d_inputs, spec, x_absmax=x_absmax, tail=vb, row_align=vw)
+        vw = _pixel_lanes(kind, spec, _lanes(tgt, lane))
+        nv, vb = _block(_pixels(kind, spec, vw), vw)
         tail = vb
+        kt = (default_k_tiles(spec, _layout(kind, spec, vw, tail), vb, lane, tgt) if k_tiles is None
+              else int(k_tiles))
+        kt = max(1, min(kt, spec.in_features if kind == "dense" else spec.group_in))
+        if kind == "dense":
+            derive = functools.partial(derive_dense_inputs, spec, x_absmax=x_absmax, tail=vb, k_tiles=kt)
+        else:
+            derive = functools.partial(derive_conv2d_inputs, spec, x_absmax=x_absmax, tail=vb, row_align=vw,
+                                       k_tiles=kt)
         kkind = kind
-    layout, pack, main = _primfuncs(kkind, spec, lane, vw, nv, tail, vector_bits(tgt))
+    if kkind == "depthwise":
+        kt = 1
+    layout, pack, main = _primfuncs(kkind, spec, lane, vw, nv, tail, vector_bits(tgt), kt)
     return SumThenShiftKernel(kind=kkind, spec=spec, pack=pack, main=main, weight_inputs=tuple(derive(codes)),
                               derive=derive, lane_dtype=lane, packed_shape=(layout.length,), layout=layout,
                               vector_lanes=vw, block=nv * vw, target=tgt, act_bits=(int(act_bits[0]), int(act_bits[1])),
-                              tail=tail)
+                              tail=tail, k_tiles=kt)
+
+
+def default_k_tiles(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout, block: int, lane: str,
+                    target: tvm.target.Target) -> int:
+    """Input-channel tiles of a conv with a spatial kernel whose activations for a pixel block overflow
+    :data:`TILE_L1_SHARE` of the target's L1d by :data:`TILE_MIN_OVERFLOW`: as few as keep one tile within
+    that share, at least :data:`MIN_TILE_CHANNELS` channels each. 1 (no tiling) for 1x1 convs and dense: with one term per input channel the extra segments cost
+    more than the L1 hits gain (``experiments/bench_sum_then_shift.py --k-tiles``)."""
+    if isinstance(spec, DenseSpec) or spec.kernel_h * spec.kernel_w == 1:
+        return 1
+    n_in = spec.group_in
+    rows = ((spec.kernel_h - 1) * spec.dilation[0]) // spec.stride[0]
+    cols = ((spec.kernel_w - 1) * spec.dilation[1]) // spec.stride[1] if layout.halo else 0
+    span = min(layout.plane, block + rows * layout.row_len + cols)
+    per_channel = len(layout.copies) * span * LANE_BITS[lane] // 8
+    budget = int(l1d_bytes(target) * TILE_L1_SHARE)
+    if n_in * per_channel <= TILE_MIN_OVERFLOW * budget:
+        return 1
+    return max(1, min(-(-n_in * per_channel // budget), n_in // MIN_TILE_CHANNELS))
 
 
 @functools.lru_cache(maxsize=256)
-def _primfuncs(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int, vbits: int
+def _primfuncs(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int, vbits: int, kt: int = 1
                ) -> Tuple[ActivationLayout, tirx.PrimFunc, tirx.PrimFunc]:
     """``(layout, pack, main)`` of one kernel instance (they depend on the shapes only, not on the weights)."""
     layout = _layout(kind, spec, vw, tail)
     pack = _pack_primfunc(layout, tuple(int(d) for d in spec.x_shape), lane, vbits)
-    return layout, pack, _main_primfunc(kind, spec, lane, vw, nv, tail, Epilogue())
+    return layout, pack, _main_primfunc(kind, spec, lane, vw, nv, tail, Epilogue(), None, kt)
 
 
 def _layout(kind: str, spec: Any, vw: int, tail: int) -> ActivationLayout:
@@ -730,13 +812,13 @@ def _layout(kind: str, spec: Any, vw: int, tail: int) -> ActivationLayout:
 
 @functools.lru_cache(maxsize=256)
 def _main_primfunc(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int, epilogue: Epilogue,
-                   packed: Optional[PackedStore] = None) -> tirx.PrimFunc:
+                   packed: Optional[PackedStore] = None, kt: int = 1) -> tirx.PrimFunc:
     layout = _layout(kind, spec, vw, tail)
     if kind == "depthwise":
         if packed is not None:
             raise ValueError("the depthwise kernel stores float32 only")
         return _dw_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv, epilogue)
-    return _stst_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv, epilogue, packed)
+    return _stst_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv, epilogue, packed, kt)
 
 
 def _check_bound(spec: Any, codes: np.ndarray, x_absmax: int) -> None:

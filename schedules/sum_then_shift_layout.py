@@ -18,7 +18,7 @@ from .specs import Conv2dSpec, DenseSpec
 
 __all__ = ["ActivationLayout", "conv_layout", "dense_layout", "conv_rows", "is_depthwise", "pack_numpy",
            "derive_conv2d_inputs", "derive_depthwise_inputs", "derive_dense_inputs", "PLANE_ALIGN",
-           "ROW_PAD_MAX_WASTE", "round_up"]
+           "ROW_PAD_MAX_WASTE", "round_up", "input_tiles", "tile_code_rows"]
 
 #: plane alignment in elements (cache-line-aligned planes for int16: 32 x 2 bytes)
 PLANE_ALIGN = 32
@@ -177,18 +177,47 @@ def _conv_offsets(layout: ActivationLayout, spec: Conv2dSpec) -> np.ndarray:
     return base[None, :] + (group * Cg * layout.plane)[:, None]
 
 
+def input_tiles(n_in: int, k_tiles: int) -> List[Tuple[int, int]]:
+    """``k_tiles`` contiguous ranges ``[start, stop)`` of ``n_in`` input channels, as even as possible."""
+    kt = max(1, min(int(k_tiles), int(n_in)))
+    bounds = [(t * n_in) // kt for t in range(kt + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def tile_code_rows(codes: np.ndarray, n_in: int, k_tiles: int) -> np.ndarray:
+    """``(k * O, row)`` codes, ``k = min(k_tiles, n_in)``: row ``t * O + o`` is output ``o``'s row with every
+    term outside input tile ``t`` zeroed (a term's input channel is its column ``// (row // n_in)``: conv rows are ``(c, kh, kw)``)."""
+    c = np.asarray(codes).reshape(codes.shape[0], -1)
+    tiles = input_tiles(n_in, k_tiles)
+    if len(tiles) == 1:
+        return c
+    per = c.shape[1] // n_in
+    out = np.zeros((len(tiles) * c.shape[0], c.shape[1]), c.dtype)
+    for t, (a, b) in enumerate(tiles):
+        out[t * c.shape[0]:(t + 1) * c.shape[0], a * per:b * per] = c[:, a * per:b * per]
+    return out
+
+
 def derive_conv2d_inputs(spec: Conv2dSpec, codes: np.ndarray, x_absmax: int, tail: int,
-                         row_align: int = 1) -> List[np.ndarray]:
+                         row_align: int = 1, k_tiles: int = 1) -> List[np.ndarray]:
     """Weight inputs of the conv / dense-batch kernel from the codes: ``[seg_ptr, seg_level, seg_npos, seg_tptr,
-    term_offset]`` (int32). ``spec`` may be a :class:`DenseSpec` (batch > 1)."""
-    plan = plan_segments(codes, x_absmax)
-    if isinstance(spec, DenseSpec):
+    term_offset]`` (int32). ``spec`` may be a :class:`DenseSpec` (batch > 1).
+
+    ``k_tiles > 1`` splits every output's terms by input channel into that many tiles (:func:`input_tiles` of
+    the group's input channels): the plan then has ``k_tiles * O`` rows, row ``t * O + o`` holding output
+    ``o``'s terms of tile ``t``; the kernel sums all outputs of a chunk over one tile before the next tile, so
+    the activations it reads stay in L1."""
+    dense = isinstance(spec, DenseSpec)
+    n_out = spec.out_features if dense else spec.out_channels
+    n_in = spec.in_features if dense else spec.group_in
+    plan = plan_segments(tile_code_rows(np.asarray(codes), n_in, k_tiles), x_absmax)
+    if dense:
         layout = dense_layout(spec, tail)
         off = plan.term_index.astype(np.int64) * layout.plane
     else:
         layout = conv_layout(spec, tail, row_align)
         offs = _conv_offsets(layout, spec)
-        seg_row = np.repeat(np.arange(plan.n_out), np.diff(plan.seg_ptr))
+        seg_row = np.repeat(np.arange(plan.n_out) % n_out, np.diff(plan.seg_ptr))
         term_row = np.repeat(seg_row, plan.segment_sizes())
         off = offs[term_row, plan.term_index]
     i32 = lambda a: np.ascontiguousarray(np.asarray(a, np.int32))  # noqa: E731
@@ -209,6 +238,7 @@ def derive_depthwise_inputs(spec: Conv2dSpec, codes: np.ndarray, tail: int, row_
     return [i32(off), i32(level), i32(neg)]
 
 
-def derive_dense_inputs(spec: DenseSpec, codes: np.ndarray, x_absmax: int, tail: int) -> List[np.ndarray]:
+def derive_dense_inputs(spec: DenseSpec, codes: np.ndarray, x_absmax: int, tail: int, k_tiles: int = 1
+                        ) -> List[np.ndarray]:
     """Weight inputs of the dense kernel at batch > 1 (the conv kernel over a 1 x M image)."""
-    return derive_conv2d_inputs(spec, codes, x_absmax, tail)
+    return derive_conv2d_inputs(spec, codes, x_absmax, tail, k_tiles=k_tiles)

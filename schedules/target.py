@@ -22,7 +22,7 @@ from typing import Any, Mapping, Union
 import tvm
 from tvm.target import Target
 
-__all__ = ["resolve_target", "target_key", "host_cpu", "llvm_host_target", "TargetLike"]
+__all__ = ["resolve_target", "target_key", "host_cpu", "llvm_host_target", "l1d_bytes", "TargetLike"]
 
 TargetLike = Union[str, Mapping[str, Any], Target]
 
@@ -37,6 +37,45 @@ def host_cpu() -> str:
     except Exception:  # pragma: no cover - every LLVM-enabled wheel has it
         cpu = ""
     return cpu if cpu and cpu != "generic" else "x86-64-v2"
+
+
+#: L1 data cache of CPUs by LLVM ``mcpu`` prefix, for targets other than this host (cross compilation)
+L1D_BY_MCPU = (("sapphirerapids", 48), ("emeraldrapids", 48), ("graniterapids", 48), ("icelake", 48),
+               ("tigerlake", 48), ("rocketlake", 48), ("alderlake", 48), ("raptorlake", 48),
+               ("meteorlake", 48), ("arrowlake", 48), ("lunarlake", 48), ("znver", 32), ("skylake", 32))
+DEFAULT_L1D_KIB = 32
+
+
+@functools.lru_cache(maxsize=None)
+def _host_l1d() -> int | None:
+    """This host's level-1 data cache in bytes (sysfs), or None when it cannot be read."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in sorted(os.listdir(base)):
+            def read(name: str) -> str:
+                with open(os.path.join(base, entry, name)) as f:
+                    return f.read().strip()
+            if read("level") == "1" and read("type") in ("Data", "Unified"):
+                m = re.fullmatch(r"(\d+)([KMG]?)", read("size"))
+                if m:
+                    return int(m.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2)]
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def l1d_bytes(target: Target) -> int:
+    """L1 data cache per core of an LLVM target's CPU: this host's (sysfs) when ``mcpu`` is the host's, else
+    by ``mcpu`` (:data:`L1D_BY_MCPU`), else :data:`DEFAULT_L1D_KIB`."""
+    mcpu = str(target.attrs.get("mcpu", "") or "")
+    if mcpu == host_cpu():
+        host = _host_l1d()
+        if host:
+            return host
+    for prefix, kib in L1D_BY_MCPU:
+        if mcpu.startswith(prefix):
+            return kib << 10
+    return DEFAULT_L1D_KIB << 10
 
 
 def llvm_host_target() -> Target:

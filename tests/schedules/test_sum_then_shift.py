@@ -54,6 +54,8 @@ CONVS = [
     ((4, 5, 9, 57, 3, 3, 2, 1, 1, 1, False), Q8),        # halo layout, stride 2: one copy per phase
     ((3, 4, 5, 15, 3, 3, 1, 1, 1, 1, False), Q8),        # tap copies, rows padded 15 -> 16
     ((4, 4, 7, 57, 3, 3, 2, 1, 1, 4, True), Q8),         # depthwise, halo layout, stride 2
+    ((8, 6, 4, 4, 3, 3, 1, 1, 1, 1, True), Q8),          # 16 pixels: 16-lane vectors on AVX-512 too
+    ((8, 4, 2, 3, 3, 3, 1, 1, 1, 1, False), Q8),         # 6 pixels: 8-lane vectors
 ]
 DENSES = [((3, 20, 5, True), Q8), ((17, 300, 6, False), Q8), ((2, 7, 33, True), Q8),   # (M, K, N, bias)
           ((3, 20, 5, True), Q16)]
@@ -99,23 +101,40 @@ def _weights(codes: np.ndarray, base: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(kind: str, spec, act_bits: tuple):
+def _compiled(kind: str, spec, act_bits: tuple, k_tiles=None):
     """Compiled pack + kernel per spec (the module does not depend on the weights)."""
     dummy = np.ones(((spec.out_channels, spec.group_in, spec.kernel_h, spec.kernel_w) if kind == "conv2d"
                      else (spec.out_features, spec.in_features)), np.int8)
-    return sts.build(kind, spec, dummy, HOST, act_bits).compile()
+    return sts.build(kind, spec, dummy, HOST, act_bits, k_tiles=k_tiles).compile()
 
 
-def _check(kind: str, spec, codes: np.ndarray, x: np.ndarray, bias, act_bits, ref) -> None:
-    k = sts.build(kind, spec, codes, HOST, act_bits)
-    y = _compiled(kind, spec, act_bits)(x, k.weight_inputs, None if bias is None else bias.numpy())
-    assert torch.equal(torch.from_numpy(y), ref.out), (kind, spec)
+def _check(kind: str, spec, codes: np.ndarray, x: np.ndarray, bias, act_bits, ref, k_tiles=None) -> None:
+    k = sts.build(kind, spec, codes, HOST, act_bits, k_tiles=k_tiles)
+    y = _compiled(kind, spec, act_bits, k_tiles)(x, k.weight_inputs, None if bias is None else bias.numpy())
+    assert torch.equal(torch.from_numpy(y), ref.out), (kind, spec, k_tiles)
 
 
 @pytest.mark.bitexact
 @settings(max_examples=examples(450), deadline=None)
 @given(st.sampled_from(CONVS), st.sampled_from(CODE_MODES), st.sampled_from(ACT_MODES), st.integers(0, 2**32 - 1))
 def test_conv2d_equals_reference(case, code_mode, act_mode, seed):
+    _check_conv_case(case, code_mode, act_mode, seed)
+
+
+#: conv cases with at least two input channels per group and not depthwise: they can be tiled
+TILEABLE = [c for c in CONVS if c[0][0] // c[0][9] >= 2 and not (c[0][9] == c[0][0] == c[0][1])]
+
+
+@pytest.mark.bitexact
+@settings(max_examples=examples(200), deadline=None)
+@given(st.sampled_from(TILEABLE), st.sampled_from([2, 3, 4]), st.sampled_from(CODE_MODES), st.sampled_from(ACT_MODES),
+       st.integers(0, 2**32 - 1))
+def test_conv2d_with_input_channel_tiles_equals_reference(case, k_tiles, code_mode, act_mode, seed):
+    """Forced input-channel tiles (accumulators parked between tiles) give the reference's bits."""
+    _check_conv_case(case, code_mode, act_mode, seed, k_tiles)
+
+
+def _check_conv_case(case, code_mode: str, act_mode: str, seed: int, k_tiles=None) -> None:
     (C, O, H, W, KH, KW, stride, padding, dilation, groups, has_bias), act_bits = case
     rng = np.random.default_rng(seed)
     max_level = 6 if act_bits == (3, 5) else 14      # 16-bit activations at level 14: int64 accumulators
@@ -129,7 +148,7 @@ def test_conv2d_equals_reference(case, code_mode, act_mode, seed):
     x = _acts(rng, spec.x_shape, act_mode, act_bits)
     bias = torch.from_numpy(rng.normal(size=O).astype(np.float32)) if has_bias else None
     ref = shift_conv2d(torch.from_numpy(x), shift, sign, act_bits[1], bias, stride, padding, dilation, groups)
-    _check("conv2d", spec, codes, x, bias, act_bits, ref)
+    _check("conv2d", spec, codes, x, bias, act_bits, ref, k_tiles)
 
 
 @pytest.mark.bitexact
@@ -147,7 +166,7 @@ def test_dense_equals_reference(case, code_mode, act_mode, seed):
     x = _acts(rng, (M, K), act_mode, act_bits)
     bias = torch.from_numpy(rng.normal(size=N).astype(np.float32)) if has_bias else None
     ref = shift_linear(torch.from_numpy(x), shift, sign, act_bits[1], bias)
-    _check("dense", spec, codes, x, bias, act_bits, ref)
+    _check("dense", spec, codes, x, bias, act_bits, ref, k_tiles=None if seed % 2 else 3)
 
 
 @pytest.mark.bitexact
@@ -247,6 +266,37 @@ def test_derive_rebuilds_the_weight_inputs_and_errors_are_clear():
         sts.build("matmul", spec, codes, HOST, (3, 5))
     with pytest.raises(ValueError, match="acc_dtype"):
         sts.build("conv2d", spec, np.full((5, 4, 3, 3), 40, np.int8), HOST, (3, 5))
+
+
+def test_small_outputs_get_narrower_vectors():
+    """A vector as wide as the target's is kept unless a narrower one saves a quarter of the padded lanes."""
+    spr = {"kind": "llvm", "mcpu": "sapphirerapids"}
+    lanes = lambda h, w, cpu=spr: sts.build(  # noqa: E731
+        "conv2d", Conv2dSpec(1, 8, h, w, 4, 3, 3, padding=1, frac_bits=5, s0=-4), np.ones((4, 8, 3, 3), np.int8),
+        cpu, (3, 5)).vector_lanes
+    assert lanes(8, 8) == 32 and lanes(4, 4) == 16 and lanes(2, 3) == 8 and lanes(7, 7) == 32
+    assert lanes(4, 4, {"kind": "llvm", "mcpu": "znver3"}) == 16
+
+
+def test_default_input_channel_tiles_follow_the_l1_cache():
+    """Wide 3x3 convs on small images get tiles sized to the target's L1d; 1x1 convs, narrow layers and dense
+    get none; forced tiles are clamped to the input channels."""
+    codes = np.ones((64, 256, 3, 3), np.int8)
+    wide = Conv2dSpec(1, 256, 8, 8, 64, 3, 3, padding=1, frac_bits=5, s0=-4)
+    tiles = {cpu: sts.build("conv2d", wide, codes, {"kind": "llvm", "mcpu": cpu}, (3, 5)).k_tiles
+             for cpu in ("znver3", "sapphirerapids")}
+    # 64-pixel blocks on both; 3 tap copies x 80 int16 per channel = 480 B: 123 KB of activations per block,
+    # in tiles of <= 5/6 of 32 KiB (Zen 3) or 48 KiB (Sapphire Rapids)
+    assert tiles == {"znver3": 5, "sapphirerapids": 3}
+    k = sts.build("conv2d", wide, codes, HOST, (3, 5))
+    assert k.weight_inputs[0].shape == (k.k_tiles * 64 + 1,)
+    narrow = Conv2dSpec(1, 16, 32, 32, 16, 3, 3, padding=1, frac_bits=5, s0=-4)
+    assert sts.build("conv2d", narrow, np.ones((16, 16, 3, 3), np.int8), HOST, (3, 5)).k_tiles == 1
+    pointwise = Conv2dSpec(1, 960, 7, 7, 16, 1, 1, frac_bits=5, s0=-4)
+    assert sts.build("conv2d", pointwise, np.ones((16, 960, 1, 1), np.int8), HOST, (3, 5)).k_tiles == 1
+    dense = DenseSpec(64, 512, 8, frac_bits=5, s0=-4)
+    assert sts.build("dense", dense, np.ones((8, 512), np.int8), HOST, (3, 5)).k_tiles == 1
+    assert sts.build("conv2d", narrow, np.ones((16, 16, 3, 3), np.int8), HOST, (3, 5), k_tiles=99).k_tiles == 16
 
 
 # ------------------------------------------------------------------------------------------------- asm

@@ -1,0 +1,55 @@
+"""Input-channel tiles of the sum-then-shift plans (schedules.sum_then_shift_layout): the tiles partition the
+input channels, and the tiled plan encodes exactly the layer's weights, split by tile."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis_support import examples
+
+from schedules.compute import Conv2dSpec, DenseSpec
+from schedules.segments import plan_segments
+from schedules.sum_then_shift_layout import derive_conv2d_inputs, derive_dense_inputs, input_tiles, tile_code_rows
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(st.integers(1, 600), st.integers(1, 40))
+def test_input_tiles_partition_the_channels_evenly(n_in, k_tiles):
+    tiles = input_tiles(n_in, k_tiles)
+    assert len(tiles) == min(n_in, k_tiles)
+    assert tiles[0][0] == 0 and tiles[-1][1] == n_in
+    assert all(a[1] == b[0] for a, b in zip(tiles, tiles[1:]))
+    sizes = [b - a for a, b in tiles]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.bitexact
+@settings(max_examples=examples(100), deadline=None)
+@given(st.integers(1, 9), st.integers(1, 70), st.sampled_from([1, 4, 9]), st.integers(1, 8), st.integers(0, 2**32 - 1))
+def test_tiled_plan_encodes_the_weights_tile_by_tile(n_out, n_in, taps, k_tiles, seed):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(-7, 8, size=(n_out, n_in, taps)).astype(np.int8)
+    rows = tile_code_rows(codes, n_in, k_tiles)
+    kt = min(k_tiles, n_in) if k_tiles > 1 else 1
+    assert rows.shape == (kt * n_out, n_in * taps)
+    plan = plan_segments(rows, 128)
+    w = plan.integer_weights().reshape(kt, n_out, n_in, taps)
+    whole = np.where(codes != 0, np.sign(codes).astype(np.int64) << np.maximum(np.abs(codes) - 1, 0), 0)
+    assert np.array_equal(w.sum(axis=0), whole)
+    for t, (a, b) in enumerate(input_tiles(n_in, kt)):        # tile t holds exactly its channels' terms
+        assert not w[t, :, :a].any() and not w[t, :, b:].any()
+
+
+def test_tiled_derivation_has_one_plan_row_per_output_and_tile():
+    rng = np.random.default_rng(0)
+    spec = Conv2dSpec(1, 40, 6, 6, 5, 3, 3, padding=1, frac_bits=5, s0=-4)
+    codes = rng.integers(-5, 6, size=(5, 40, 3, 3)).astype(np.int8)
+    one = derive_conv2d_inputs(spec, codes, 128, tail=32)
+    three = derive_conv2d_inputs(spec, codes, 128, tail=32, k_tiles=3)
+    assert one[0].shape == (5 + 1,) and three[0].shape == (3 * 5 + 1,)
+    # the same terms (offsets) in both, only grouped differently
+    assert sorted(one[4].tolist()) == sorted(three[4].tolist())
+    dense = DenseSpec(4, 50, 3, frac_bits=5, s0=-4)
+    d2 = derive_dense_inputs(dense, rng.integers(-5, 6, size=(3, 50)).astype(np.int8), 128, tail=16, k_tiles=2)
+    assert d2[0].shape == (2 * 3 + 1,)
