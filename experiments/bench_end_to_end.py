@@ -12,7 +12,11 @@ ResNet-20 (``get_model("resnet20")``, Q 5-bit, Q(3,5) activations) at each batch
 * ``per_term``   ``sc.compile(..., kernels=ManualKernels(PER_TERM_FAMILIES))``: the kernels that were the
   default before (one variable shift per term);
 * ``tvm_float``  the same import compiled with ``lower=False`` (float multiplies, TVM's default schedules);
-* ``torch``      the unconverted float model in torch eager.
+* ``torch``      the unconverted float model in torch eager;
+* with ``--tuned DIR`` (a ``shiftcomp tune`` folder): ``shiftcomp_tuned`` (``compile(tuned=DIR)``) and
+  ``tvm_float_tuned``, the float twin that ``shiftcomp.tune`` tunes (``shiftcomp.baseline``: power-of-two
+  weights in float32 convs, no activation quantisation) built with the folder's records
+  (``shiftcomp.bench.backends.build_tvm_float``): equal tuning; ``vs_tvm_float_tuned`` compares to it.
 
 MobileNetV2 at batch 1: ``shiftcomp`` and ``no_int_handoff`` against ``torch``. Candidates are interleaved (one timed sample of
 each per round), each sample is the mean of enough calls to last ``--min-ms``; the tables report medians
@@ -105,10 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--min-ms", type=float, default=30.0)
     ap.add_argument("--no-mobilenet", action="store_true")
+    ap.add_argument("--tuned", default=None,
+                    help="a `shiftcomp tune` folder: also time ResNet-20 compiled with it (shiftcomp_tuned) and the "
+                         "float baseline with it (tvm_float_tuned; column vs_tvm_float_tuned)")
     args = ap.parse_args(argv)
 
     import torch
     from passes.kernels import PER_TERM_FAMILIES, ManualKernels
+    from shiftcomp.bench.backends import build_tvm_float
     from shiftcomp.compiler import compile as sc_compile
     from shiftcomp.models import INPUT_SHAPES
 
@@ -125,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"model": model_name, "batch": batch, "threads": n, "candidate": cand, "ms": round(ms, 3),
                        "vs_torch": round(ms / med["torch"], 3),
                        "vs_tvm_float": round(ms / med["tvm_float"], 3) if "tvm_float" in med else "",
+                       "vs_tvm_float_tuned": (round(ms / med["tvm_float_tuned"], 3) if "tvm_float_tuned" in med
+                                              else ""),
                        "load": load}
                 rows.append(row)
                 print(row, flush=True)
@@ -140,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             "tvm_float": sc_compile(sm, x, tuned=None, lower=False),
             "torch": float_model,
         }
+        if args.tuned:
+            cands["shiftcomp_tuned"] = sc_compile(sm, x, tuned=args.tuned)
+            # the float twin as shiftcomp.tune tunes it (shiftcomp.baseline), with the folder's records
+            cands["tvm_float_tuned"] = (lambda b: lambda _x: b.run())(build_tvm_float(sm, (x,), tuned=args.tuned))
         print(f"resnet20 batch {batch}: compiled in {time.perf_counter() - t0:.0f} s", flush=True)
         run("resnet20", batch, cands, x)
 
@@ -156,10 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         w.writeheader()
         w.writerows(rows)
     md = [f"CPU: {env['cpu']}; ISA: {env['isa']}; {env['cores']} cores; load at start {env['load']}", "",
-          "| model | batch | threads | candidate | ms (median) | vs torch eager | vs TVM-float | load |",
-          "|---|---|---|---|---|---|---|---|"]
+          "| model | batch | threads | candidate | ms (median) | vs torch eager | vs TVM-float | vs TVM-float tuned "
+          "| load |",
+          "|---|---|---|---|---|---|---|---|---|"]
     md += [f"| {r['model']} | {r['batch']} | {r['threads']} | {r['candidate']} | {r['ms']} | {r['vs_torch']} | "
-           f"{r['vs_tvm_float']} | {r['load']} |" for r in rows]
+           f"{r['vs_tvm_float']} | {r['vs_tvm_float_tuned']} | {r['load']} |" for r in rows]
     with open(os.path.join(args.out, "end_to_end.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     print("\n".join(md))

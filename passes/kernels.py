@@ -8,7 +8,9 @@
   table :data:`KERNEL_FAMILIES` (``kind -> builder``): sum-then-shift for fixed-point conv2d and dense at
   batch > 1 on LLVM, the table GEMV kernel for batch-1 fixed-point dense on x86, the per-term kernels
   (:data:`PER_TERM_FAMILIES`) otherwise. A new kernel family is one entry there, or a
-  ``ManualKernels(families={...})`` of its own.
+  ``ManualKernels(families={...})`` of its own. ``ManualKernels(choices=...)`` builds the sum-then-shift
+  kernels with tuned shapes (lanes, block vectors, input-channel tiles; :mod:`schedules.shape_choices`),
+  which is how ``compile`` applies what ``shiftcomp.tune`` measured for them.
 * :class:`DatabaseKernels`: asks a MetaSchedule database for the build's ``tuning_key`` and replays the
   best record on its ``unscheduled`` compute; falls back to the wrapped provider. ``shiftcomp.tune``
   records exactly these keys, so what it tunes is what compile finds. A build without a ``tuning_key``
@@ -27,6 +29,7 @@ quantise kernel (``x_q`` never exists). Calling convention: ``prologue(x, out)``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -34,6 +37,7 @@ from typing import Any, Protocol
 import tvm
 
 from schedules.database import normalize
+from schedules.shape_choices import ShapeChoices
 
 from .kernel_build import KernelBuild, KernelRequest, WeightInput, default_kernel
 from .sum_then_shift_family import sum_then_shift_kernel
@@ -41,7 +45,7 @@ from .table_gemv_family import table_gemv_kernel
 
 __all__ = ["KernelRequest", "WeightInput", "KernelBuild", "KernelProvider", "KernelFamily", "KERNEL_FAMILIES",
            "PER_TERM_FAMILIES",
-           "ManualKernels", "DatabaseKernels", "default_kernel"]
+           "ManualKernels", "DatabaseKernels", "default_kernel", "families_with"]
 
 log = logging.getLogger("shiftcomp.kernels")
 
@@ -76,11 +80,22 @@ KERNEL_FAMILIES: dict[str, KernelFamily] = {
 }
 
 
-class ManualKernels:
-    """The hand-written schedules: ``families[request.kind](request)``."""
+def families_with(choices: ShapeChoices) -> dict[str, KernelFamily]:
+    """:data:`KERNEL_FAMILIES` with the sum-then-shift builds (conv2d, and batched dense behind the table
+    GEMV family) taking their shapes from tuned ``choices`` (:mod:`schedules.shape_choices`)."""
+    stst = functools.partial(sum_then_shift_kernel, choices=choices)
+    return {**KERNEL_FAMILIES, "conv2d": stst, "dense": functools.partial(table_gemv_kernel, fallback=stst)}
 
-    def __init__(self, families: dict[str, KernelFamily] | None = None) -> None:
-        self.families = dict(KERNEL_FAMILIES if families is None else families)
+
+class ManualKernels:
+    """The hand-written schedules: ``families[request.kind](request)``; ``choices``: tuned sum-then-shift
+    shapes for the default families (:func:`families_with`)."""
+
+    def __init__(self, families: dict[str, KernelFamily] | None = None, choices: ShapeChoices | None = None) -> None:
+        if families is not None and choices is not None:
+            raise ValueError("pass families or choices, not both")
+        self.families = dict(families if families is not None
+                             else families_with(choices) if choices is not None else KERNEL_FAMILIES)
 
     def kernel(self, request: KernelRequest) -> KernelBuild:  # noqa: D102
         try:

@@ -109,7 +109,10 @@ def _emit_kernel(ctx: LowerContext, call: relax.Call, info: ShiftLayerInfo, kind
         # multiply (role "prologue"), and sc.verify finds it as the layer's quantise step
         pro_prim, role = ((build.prologue_float, "prologue") if x_float is not None
                           else (build.prologue, "kernel_prologue"))
-        pro = _kernel_attrs(pro_prim, {ROLE_ATTR: role, "shiftcomp.layer": info.layer}, ctx.target)
+        # hand-written like the main kernel: MetaSchedule must not take it for glue to tune (it cannot even
+        # estimate the FLOPs of its vector loops)
+        pro = _kernel_attrs(pro_prim, {ROLE_ATTR: role, "shiftcomp.layer": info.layer, "tirx.is_scheduled": True},
+                            ctx.target)
         pgv = ctx.builder.add_func(pro, "shift_prologue_" + layer_id)
         prologue_name = pgv.name_hint
         shape, dtype = build.prologue_out

@@ -33,6 +33,7 @@ from tvm import s_tir, tirx
 
 from schedules import sum_then_shift as stst
 from schedules.compute import DenseSpec
+from schedules.shape_choices import ShapeChoices, choice_key
 from schedules.specs import spec_to_json
 
 from .derived_inputs import Derivation
@@ -53,12 +54,17 @@ def applies(req: KernelRequest) -> bool:
     return req.kind == "dense" and int(req.spec.batch) > 1
 
 
-def sum_then_shift_kernel(req: KernelRequest) -> KernelBuild:
-    """The sum-then-shift build of a fixed-point conv2d / batched dense layer, else the default kernel."""
+def sum_then_shift_kernel(req: KernelRequest, choices: ShapeChoices | None = None) -> KernelBuild:
+    """The sum-then-shift build of a fixed-point conv2d / batched dense layer, else the default kernel.
+    ``choices``: tuned shapes (:mod:`schedules.shape_choices`); a layer whose shape has one is built with it."""
     if not applies(req):
         return default_kernel(req)
+    shape = {}
+    if choices is not None and len(choices):
+        choice = choices.get(choice_key(req.kind, req.spec, stst.segment_lane_dtype(tuple(req.info.act_bits))))
+        shape = choice.build_kwargs() if choice is not None else {}
     try:
-        k = stst.build(req.kind, req.spec, req.logical_codes, req.target, act_bits=tuple(req.info.act_bits))
+        k = stst.build(req.kind, req.spec, req.logical_codes, req.target, act_bits=tuple(req.info.act_bits), **shape)
     except ValueError as e:   # e.g. a bound only the per-term int64 kernel meets
         log.info("layer %s: no sum-then-shift kernel (%s); using the per-term kernel", req.info.layer, e)
         return default_kernel(req)

@@ -23,13 +23,15 @@ from tvm.s_tir.meta_schedule.tir_integration import _normalize_mod
 
 from .target import TargetLike, target_key
 
-__all__ = ["SCHEDULES_DIR", "WORKLOAD_FILE", "RECORD_FILE", "default_db_dir", "has_database", "open_database",
-           "resolve_database", "normalize", "TunedSpec"]
+__all__ = ["SCHEDULES_DIR", "WORKLOAD_FILE", "RECORD_FILE", "CHOICES_FILE", "default_db_dir", "has_database",
+           "open_database", "resolve_database", "normalize", "TunedSpec"]
 
 #: the repository folder holding the shipped databases, one sub-folder per target key
 SCHEDULES_DIR: Path = Path(__file__).resolve().parent
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
+#: tuned sum-then-shift kernel shapes in a database folder (:mod:`schedules.shape_choices`)
+CHOICES_FILE = "sum_then_shift.json"
 
 #: what ``compile(tuned=...)`` accepts: "auto", None, a folder, or a MetaSchedule Database
 TunedSpec = Any
@@ -67,7 +69,8 @@ def resolve_database(tuned: TunedSpec, target: TargetLike) -> tuple[Any | None, 
 
     * ``"auto"``: ``schedules/<target_key>/`` when it holds a database, else none;
     * ``None`` (or ``"none"``): none;
-    * a folder: that folder, or its ``<target_key>/`` sub-folder; a folder with neither is an error;
+    * a folder: that folder, or its ``<target_key>/`` sub-folder; a folder with neither is an error, unless
+      it holds tuned sum-then-shift shapes only (``CHOICES_FILE``: no database, ``(None, None)``);
     * a MetaSchedule ``Database``: used as is (``where`` is ``"<Database>"``).
 
     Raises:
@@ -83,6 +86,8 @@ def resolve_database(tuned: TunedSpec, target: TargetLike) -> tuple[Any | None, 
         for cand in (p, p / target_key(target)):
             if has_database(cand):
                 return open_database(cand), str(cand)
+        if any((cand / CHOICES_FILE).is_file() for cand in (p, p / target_key(target))):
+            return None, None           # tuned sum-then-shift shapes only (schedules.shape_choices)
         raise ValueError(f"tuned={str(tuned)!r}: no tuning database there (nor in its {target_key(target)}/ "
                          f"sub-folder); run `shiftcomp tune` first or pass tuned='auto' or None")
     if isinstance(tuned, ms.database.Database):

@@ -108,7 +108,7 @@ from .target import l1d_bytes, resolve_target
 
 __all__ = ["build", "SumThenShiftKernel", "ActivationLayout", "conv_layout", "dense_layout", "is_depthwise",
            "vector_bits", "conv_rows", "derive_conv2d_inputs", "derive_depthwise_inputs", "derive_dense_inputs",
-           "pack_numpy", "CANONICALIZE_LOOP_WORKAROUND", "KINDS", "default_k_tiles", "TILE_L1_SHARE",
+           "pack_numpy", "CANONICALIZE_LOOP_WORKAROUND", "KINDS", "default_k_tiles", "segment_lane_dtype", "TILE_L1_SHARE",
            "MIN_TILE_CHANNELS", "TILE_MIN_OVERFLOW"]
 
 KINDS = ("conv2d", "dense")
@@ -320,9 +320,9 @@ def _pixel_lanes(kind: str, spec: Union[Conv2dSpec, DenseSpec], full: int) -> in
     return best
 
 
-def _block(n_pixels: int, vw: int) -> Tuple[int, int]:
+def _block(n_pixels: int, vw: int, max_vectors: int = BLOCK_VECTORS) -> Tuple[int, int]:
     """``(NV, VB)``: vectors per pixel block and block width for ``n_pixels`` outputs of ``vw`` lanes."""
-    nv = max(1, min(BLOCK_VECTORS, -(-n_pixels // vw)))
+    nv = max(1, min(int(max_vectors), -(-n_pixels // vw)))
     return nv, nv * vw
 
 
@@ -696,6 +696,11 @@ def _compiled(k: SumThenShiftKernel) -> CompiledSumThenShift:
     return hit
 
 
+def segment_lane_dtype(act_bits: Tuple[int, int]) -> str:
+    """Lane dtype of the conv / dense kernel (the segment sums) for activations ``Q(I, F)``."""
+    return lane_dtype_for(_x_absmax(act_bits))
+
+
 def _x_absmax(act_bits: Tuple[int, int]) -> int:
     i, f = (int(v) for v in act_bits)
     if i + f < 1 or i + f > 32:
@@ -705,7 +710,8 @@ def _x_absmax(act_bits: Tuple[int, int]) -> int:
 
 def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
           target: Union[str, dict, tvm.target.Target], act_bits: Tuple[int, int],
-          k_tiles: Optional[int] = None) -> SumThenShiftKernel:
+          k_tiles: Optional[int] = None, lanes: Optional[int] = None,
+          block_vectors: Optional[int] = None) -> SumThenShiftKernel:
     """Build the sum-then-shift kernel of one layer (see the module doc for layouts and numerics).
 
     Args:
@@ -718,6 +724,11 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
         act_bits: the activation format ``(I, F)`` (``|x_q| <= 2**(I+F-1)``); ``F`` must be ``spec.frac_bits``.
         k_tiles: input-channel tiles of the conv / dense kernel (:func:`default_k_tiles` when None; ignored
             by depthwise).
+        lanes: lanes per vector of the conv / dense kernel, a power of two from 8 to the target's width
+            (``_pixel_lanes`` when None; ignored by depthwise).
+        block_vectors: at most this many vectors per pixel block, 1 to 8 (:data:`BLOCK_VECTORS` when None).
+            ``k_tiles``, ``lanes`` and ``block_vectors`` are what ``shiftcomp.tune`` chooses per layer
+            (:mod:`schedules.shape_choices`); every choice computes the same bits.
 
     Returns:
         The :class:`SumThenShiftKernel`.
@@ -757,8 +768,13 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
         kkind = "depthwise"
     else:
         lane = lane_dtype_for(x_absmax)
-        vw = _pixel_lanes(kind, spec, _lanes(tgt, lane))
-        nv, vb = _block(_pixels(kind, spec, vw), vw)
+        full = _lanes(tgt, lane)
+        vw = _pixel_lanes(kind, spec, full) if lanes is None else int(lanes)
+        if vw not in [full >> i for i in range(8) if full >> i >= min(8, full)]:
+            raise ValueError(f"lanes={lanes} must be a power of two from {min(8, full)} to {full} (this target)")
+        if block_vectors is not None and not 1 <= int(block_vectors) <= 8:
+            raise ValueError(f"block_vectors={block_vectors} must be 1..8")
+        nv, vb = _block(_pixels(kind, spec, vw), vw, BLOCK_VECTORS if block_vectors is None else block_vectors)
         tail = vb
         kt = (default_k_tiles(spec, _layout(kind, spec, vw, tail), vb, lane, tgt) if k_tiles is None
               else int(k_tiles))

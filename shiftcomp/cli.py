@@ -183,7 +183,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     else:
         raise FileNotFoundError(f"{args.model!r} is neither a checkpoint nor a zoo model ({', '.join(INPUT_SHAPES)})")
     s = tune(model, (_example_input(shape, args.batch),), target=args.target, trials=args.trials,
-             work_dir=args.work_dir)
+             work_dir=args.work_dir, shapes=not args.no_shapes)
+    if s.shapes:
+        changed = [r for r in s.shapes if r["chosen"] != r["default"]]
+        print(f"sum-then-shift shapes: {len(s.shapes)} layer shape(s) measured, {len(changed)} faster than the "
+              f"default shape" + "".join(f"\n  {r['key']}: {r['default_ms']:.4f} -> {r['chosen_ms']:.4f} ms {r['chosen']}"
+                                        for r in changed))
     print(f"tuned {len(s.tasks)} task(s): {s.measured} candidates measured ({s.measured_on}) in {s.seconds:.0f} s "
           f"-> {s.work_dir}")
     print(f"compile with: shiftcomp compile CKPT -o model.so --target {args.target} --tuned "
@@ -282,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measured candidates in total, spread over the tasks (default 64)")
     s.add_argument("--batch", type=int, default=1)
     s.add_argument("--work-dir", default=None, help="database folder (default schedules/<target-key>/)")
+    s.add_argument("--no-shapes", action="store_true",
+                   help="skip measuring the sum-then-shift kernels' shapes (lanes, block, input-channel tiles)")
     s.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("bench", help="benchmarks (experiments/bench_*.py; flags pass through)", add_help=False)

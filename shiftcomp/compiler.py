@@ -32,6 +32,7 @@ from passes.lift_weights import LiftedWeights
 from passes.lower_shift import LoweredLayer
 from passes.pipeline import PipelineOptions, PipelineState, run_pipeline
 from schedules.database import resolve_database
+from schedules.shape_choices import ShapeChoices, resolve_choices
 from schedules.target import resolve_target
 from shiftcomp.artifact import ArtifactInfo, ModelRunner
 from shiftcomp.artifact import export as _export
@@ -101,7 +102,8 @@ class CompiledModel(ModelRunner):
         relax_module: the module after shift lowering and weight lifting (before legalisation).
         lowered: False for the float baseline (``lower=False``).
         tuned_kernels: kernels scheduled from the tuning database: shift kernels by task name, then glue
-            PrimFuncs by name (empty when no database applied).
+            PrimFuncs by name, then the layer shapes built with tuned sum-then-shift shapes (``"shape: ..."``;
+            empty when nothing tuned applied).
         settings: the :class:`CompileSettings` it was built with.
         epilogues: the elementwise chains (BatchNorm, residual add, ReLU, ...) fused into shift kernels
             (``passes.fuse_epilogue.FusedEpilogue``: layer, kernel names, Relax ops).
@@ -172,22 +174,23 @@ class _eval:
 
 def _prepare(model: nn.Module, example_inputs: Any, target: Any, tuned: Any, fuse: bool | str, lower: bool,
              probes: bool, kernels: KernelProvider | None
-             ) -> tuple[ImportedModel, PipelineOptions, CompileSettings, DatabaseKernels | None]:
+             ) -> tuple[ImportedModel, PipelineOptions, CompileSettings, DatabaseKernels | None, ShapeChoices]:
     if fuse not in FUSE_OPTIONS:
         raise ValueError(f"fuse must be one of {FUSE_OPTIONS}, got {fuse!r}")
     tgt = resolve_target(target)
     inputs = _as_inputs(example_inputs)
     database, where = resolve_database(tuned, tgt)
+    choices = resolve_choices(tuned, tgt)
     with _eval(model), torch.no_grad():
         imported = import_model(model, inputs, probes=probes)
-    provider = kernels if kernels is not None else ManualKernels()
+    provider = kernels if kernels is not None else ManualKernels(choices=choices if len(choices) else None)
     db_kernels = None
     if database is not None:
         db_kernels = DatabaseKernels(database, fallback=provider)
         provider = db_kernels
     options = PipelineOptions(target=tgt, lower=lower, fuse=fuse, kernels=provider, database=database)
     settings = CompileSettings(tuned=tuned, database=where, fuse=fuse, lower=lower, kernels=kernels)
-    return imported, options, settings, db_kernels
+    return imported, options, settings, db_kernels, choices
 
 
 def compile_stage(model: nn.Module, example_inputs: Any, target: Any = "llvm", stage: str = "fuse", *,
@@ -199,7 +202,7 @@ def compile_stage(model: nn.Module, example_inputs: Any, target: Any = "llvm", s
     its glue tasks from ``stage="fuse"``, the module ``compile``'s ``apply_database`` stage sees.
     """
     with quiet_tvm():
-        imported, options, _, _ = _prepare(model, example_inputs, target, tuned, fuse, lower, False, kernels)
+        imported, options, _, _, _ = _prepare(model, example_inputs, target, tuned, fuse, lower, False, kernels)
         return run_pipeline(imported.mod, options, until=stage)
 
 
@@ -215,7 +218,9 @@ def compile(model: nn.Module, example_inputs: Any, target: Any = "llvm", *, tune
         tuned: the MetaSchedule database to schedule kernels from, shift and glue kernels alike:
             ``"auto"`` (default): ``schedules/<target_key>/`` when this target has one, else none;
             a folder (or a parent of ``<target_key>/``); a ``Database``; ``None``: built-in schedules only.
-            ``compiled.tuned_kernels`` lists what the database served.
+            ``compiled.tuned_kernels`` lists what the database served. The same folder's tuned
+            sum-then-shift shapes (``schedules.shape_choices``, written by ``shiftcomp.tune``) apply to
+            the default kernels (listed as ``"shape: <layer shape>"``).
         fuse: ``True``: fuse the elementwise glue: the ops after a sum-then-shift kernel into its store
             (``passes.fuse_epilogue``; listed in ``compiled.epilogues``) and, where the next layer is a
             sum-then-shift conv of a supported geometry, store it quantised straight into that kernel's packed
@@ -238,13 +243,14 @@ def compile(model: nn.Module, example_inputs: Any, target: Any = "llvm", *, tune
         ValueError: ``tuned`` names a folder without a database.
     """
     with quiet_tvm():
-        imported, options, settings, db_kernels = _prepare(model, example_inputs, target, tuned, fuse, lower,
-                                                           probes, kernels)
+        imported, options, settings, db_kernels, choices = _prepare(model, example_inputs, target, tuned, fuse,
+                                                                    lower, probes, kernels)
         final, state = run_pipeline(imported.mod, options)
         ex = tvm.compile(final, target=options.target, relax_pipeline=None)
     lifted_mod = state.modules["lift_weights"]
     outputs, is_tuple = _outputs(lifted_mod["main"])
-    tuned_kernels = (list(db_kernels.hits) if db_kernels is not None else []) + list(state.tuned_glue)
+    tuned_kernels = ((list(db_kernels.hits) if db_kernels is not None else []) + list(state.tuned_glue)
+                     + [f"shape: {k}" for k in dict.fromkeys(choices.hits)])
     return CompiledModel(executable=ex, target=options.target, input_info=list(imported.input_info),
                          output_info=outputs, output_tuple=is_tuple, weights=state.lifted,
                          layers=dict(state.report.layers), audit=state.audit, imported=imported,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from schedules.target import resolve_target
 from .measure import RPCSpec
 from .records import record_manual_schedules
 from .search import TuneSummary, tune_tasks
+from .shapes import tune_shapes
 from .tasks import SIDES, extract_tasks, model_tasks
 
 __all__ = ["tune", "tune_module"]
@@ -25,7 +27,7 @@ log = logging.getLogger("shiftcomp.tune")
 def tune(model: Any, example_inputs: Sequence[Any], target: Any = "llvm", trials: int = 64,
          work_dir: str | os.PathLike | None = None, *, sides: Sequence[str] = SIDES, rpc: RPCSpec | Any | None = None,
          max_seconds: float | None = None, seed: int | None = 0, record_manual: bool = True,
-         kernels: Any = None) -> TuneSummary:
+         kernels: Any = None, shapes: bool = True) -> TuneSummary:
     """Tune a shift model for ``target``; ``shiftcomp.compile(model, inputs, target, tuned=work_dir)`` (or
     ``tuned="auto"`` with the default folder) then uses the records.
 
@@ -42,16 +44,29 @@ def tune(model: Any, example_inputs: Sequence[Any], target: Any = "llvm", trials
         record_manual: first store the manual x86 schedules of the shift kernels as measured records, so
             tuning never makes a kernel slower than its manual schedule.
         kernels: the kernel provider ``compile`` will be given (default: the manual schedules).
+        shapes: first measure the shapes of the sum-then-shift kernels (:mod:`shiftcomp.tune.shapes`: lanes,
+            block vectors, input-channel tiles per layer shape; LLVM targets, default kernels only) into
+            ``work_dir/sum_then_shift.json``.
     """
     tgt = resolve_target(target)
     wd = Path(work_dir) if work_dir is not None else default_db_dir(tgt)
+    t0 = time.monotonic()
+    shape_results = []
+    if shapes and kernels is None and tgt.kind.name == "llvm":
+        shape_results = tune_shapes(model, tuple(example_inputs), tgt, wd, max_seconds=max_seconds,
+                                    seed=0 if seed is None else int(seed))
+        if max_seconds is not None:
+            max_seconds = max(1.0, max_seconds - (time.monotonic() - t0))
     groups = model_tasks(model, tuple(example_inputs), tgt, sides, kernels)
     tasks = [t for side in sides for t in groups[side]]
     if record_manual and "shift_kernels" in groups:
         manual = record_manual_schedules(groups["shift_kernels"], tgt, wd)
         log.info("manual schedules measured (ms): %s", manual)
     log.info("tuning %d task(s) with %d trials in total", len(tasks), trials)
-    return tune_tasks(tasks, tgt, trials, wd, rpc, max_seconds=max_seconds, seed=seed)
+    summary = tune_tasks(tasks, tgt, trials, wd, rpc, max_seconds=max_seconds, seed=seed)
+    summary.shapes = [r.to_dict() for r in shape_results]
+    summary.seconds = time.monotonic() - t0
+    return summary
 
 
 def tune_module(mod: tvm.IRModule | tvm.tirx.PrimFunc, target: Any, trials: int, work_dir: str | os.PathLike,

@@ -5,7 +5,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ class TuneSummary:
         seconds: wall time.
         measured_on: ``"local"``, ``"rpc://host:port/key"`` or ``"not measured (no GPU)"``.
         best_ms: best measured time per task.
+        shapes: the sum-then-shift layer shapes measured (``shiftcomp.tune.shapes.ShapeResult.to_dict``).
     """
 
     work_dir: str
@@ -50,6 +51,7 @@ class TuneSummary:
     seconds: float
     measured_on: str
     best_ms: dict[str, float]
+    shapes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict."""

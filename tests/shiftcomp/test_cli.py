@@ -91,6 +91,28 @@ def test_tune_accepts_a_checkpoint(converted, monkeypatch, capsys):
     assert "--tuned " + str(d / "db") in capsys.readouterr().out
 
 
+def test_tune_reports_the_shapes_it_changed_and_can_skip_them(converted, monkeypatch, capsys):
+    import shiftcomp.tune as T
+
+    d, ckpt, _ = converted
+    seen = []
+    changed = {"key": "conv2d n1 c64", "default": {"lanes": 32, "block_vectors": 4, "k_tiles": 1},
+               "chosen": {"lanes": 16, "block_vectors": 4, "k_tiles": 2}, "default_ms": 0.5, "chosen_ms": 0.4}
+    same = {**changed, "key": "conv2d n1 c16", "chosen": changed["default"], "chosen_ms": 0.5}
+
+    def fake_tune(model, inputs, target="llvm", trials=64, work_dir=None, shapes=True, **kw):
+        seen.append(shapes)
+        return T.TuneSummary(str(work_dir), "llvm-x", [], trials, 0, 1.0, "local", {},
+                             shapes=[changed, same] if shapes else [])
+
+    monkeypatch.setattr(T, "tune", fake_tune)
+    assert main(["tune", str(ckpt), "--work-dir", str(d / "db")]) == 0
+    out = capsys.readouterr().out
+    assert "2 layer shape(s) measured, 1 faster than the default" in out and "conv2d n1 c64: 0.5000 -> 0.4000" in out
+    assert main(["tune", str(ckpt), "--work-dir", str(d / "db"), "--no-shapes"]) == 0
+    assert seen == [True, False] and "layer shape" not in capsys.readouterr().out
+
+
 def test_tune_unknown_model_is_exit_2(capsys):
     assert main(["tune", "no_such_model_or_file"]) == 2
     assert "neither a checkpoint nor a zoo model" in capsys.readouterr().err

@@ -214,3 +214,20 @@ def test_tune_then_compile_uses_the_records(tmp_path):
     assert compiled.tuned_kernels and set(tuned_shift) <= set(summary.tasks)
     assert set(compiled.tuned_kernels) <= set(summary.tasks) | set(compiled.tuned_kernels[len(tuned_shift):])
     assert _bit_exact(model, compiled, x)
+
+
+def test_glue_tasks_leave_the_hand_written_prologues_alone():
+    """The sum-then-shift kernels' quantising packs are hand-scheduled vector loops (marked scheduled):
+    MetaSchedule must not take them for glue (it failed on them estimating FLOPs: no default for Broadcast)."""
+    import torch
+    from torch import nn
+
+    import shiftcomp as sc
+    from shiftcomp.bench.cases import default_shift_config
+
+    torch.manual_seed(0)
+    model = sc.convert(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                                     nn.AdaptiveAvgPool2d(1)), default_shift_config()).eval()
+    glue = T.model_tasks(model, (torch.randn(1, 3, 8, 8),), T.resolve_target("llvm"),
+                         sides=("shift_glue",))["shift_glue"]
+    assert glue and not any("prologue" in t.name for t in glue), [t.name for t in glue]

@@ -1,0 +1,151 @@
+"""Tune the shapes of a model's sum-then-shift kernels (:mod:`schedules.shape_choices`).
+
+For every distinct layer shape (:func:`~schedules.shape_choices.choice_key`) the real layer's kernel is built
+with a few candidate shapes -- lanes per vector, vectors per pixel block, input-channel tiles -- and timed on
+this machine with TVM's time evaluator (the thread pool ``compile``'d models use). The fastest is kept when it
+beats the default shape by :data:`MIN_GAIN`; the result goes into ``<work_dir>/sum_then_shift.json``, which
+``shiftcomp.compile(tuned=...)`` applies. Every shape computes the same bits, so tuning changes speed only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tvm
+from tqdm import tqdm
+
+from passes.kernel_build import KernelBuild, KernelRequest
+from passes.kernels import ManualKernels
+from passes.sum_then_shift_family import applies
+from schedules import sum_then_shift as stst
+from schedules.shape_choices import ShapeChoice, choice_key, save_choices
+from shiftcomp.compiler import compile_stage
+
+__all__ = ["ShapeResult", "tune_shapes", "shape_requests", "candidates", "MIN_GAIN"]
+
+log = logging.getLogger("shiftcomp.tune")
+
+#: a candidate replaces the default shape only when it is at least this much faster (timing noise)
+MIN_GAIN = 0.03
+
+
+@dataclasses.dataclass
+class ShapeResult:
+    """One layer shape's measurement: the default and the chosen shape, their median ms per call."""
+
+    key: str
+    default: ShapeChoice
+    chosen: ShapeChoice
+    default_ms: float
+    chosen_ms: float
+    candidates: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "default": dataclasses.asdict(self.default),
+                "chosen": dataclasses.asdict(self.chosen), "default_ms": self.default_ms,
+                "chosen_ms": self.chosen_ms, "candidates": self.candidates}
+
+
+class _Recorder:
+    """A kernel provider that records the requests it forwards."""
+
+    def __init__(self) -> None:
+        self.inner = ManualKernels()
+        self.requests: list[KernelRequest] = []
+
+    def kernel(self, request: KernelRequest) -> KernelBuild:
+        self.requests.append(request)
+        return self.inner.kernel(request)
+
+
+def shape_requests(model: Any, example_inputs: Sequence[Any], target: tvm.target.Target
+                   ) -> dict[str, KernelRequest]:
+    """``{shape key: the first layer's request}`` of the model's sum-then-shift conv / batched dense layers
+    (depthwise layers have no shape to choose)."""
+    rec = _Recorder()
+    compile_stage(model, example_inputs, target, "lower_shift", tuned=None, kernels=rec)
+    out: dict[str, KernelRequest] = {}
+    for req in rec.requests:
+        if not applies(req) or (req.kind == "conv2d" and stst.is_depthwise(req.spec)):
+            continue
+        out.setdefault(choice_key(req.kind, req.spec, stst.segment_lane_dtype(tuple(req.info.act_bits))), req)
+    return out
+
+
+def _shape_of(k: stst.SumThenShiftKernel) -> ShapeChoice:
+    return ShapeChoice(k.vector_lanes, k.block // k.vector_lanes, k.k_tiles)
+
+
+def candidates(default: ShapeChoice, n_in: int) -> list[ShapeChoice]:
+    """The shapes tried for a layer: the default first, then half the lanes, 2 or 4 block vectors, and
+    1, 2, 4 or the default's input-channel tiles (at most one tile per 16 input channels)."""
+    lanes = dict.fromkeys([default.lanes] + ([default.lanes // 2] if default.lanes >= 16 else []))
+    vectors = dict.fromkeys([default.block_vectors, stst.BLOCK_VECTORS, 2])
+    tiles = dict.fromkeys(t for t in (default.k_tiles, 1, 2, 4) if t == default.k_tiles or t <= max(1, n_in // 16))
+    out = [default]
+    for ln in lanes:
+        for nv in vectors:
+            for kt in tiles:
+                c = ShapeChoice(ln, nv, kt)
+                if c not in out:
+                    out.append(c)
+    return out
+
+
+def _time_ms(k: stst.SumThenShiftKernel, rng: np.random.Generator, repeat: int) -> float:
+    """Median ms of the kernel's ``main`` on random activations within the format's bound."""
+    mod = k.compile().module
+    bound = 2 ** (sum(k.act_bits) - 1)
+    dev = tvm.cpu()
+    packed = tvm.runtime.tensor(rng.integers(-bound, bound, size=k.packed_shape).astype(k.lane_dtype), dev)
+    args = [packed] + [tvm.runtime.tensor(w, dev) for w in k.weight_inputs]
+    if k.spec.has_bias:
+        args.append(tvm.runtime.tensor(np.zeros(k.spec.out_features if k.kind == "dense" else k.spec.out_channels,
+                                                np.float32), dev))
+    args.append(tvm.runtime.tensor(np.zeros(tuple(int(d) for d in k.spec.out_shape), np.float32), dev))
+    timer = mod.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=20)
+    return float(statistics.median(timer(*args).results)) * 1e3
+
+
+def tune_shapes(model: Any, example_inputs: Sequence[Any], target: tvm.target.Target, work_dir: str | Path, *,
+                repeat: int = 5, max_seconds: float | None = None, seed: int = 0) -> list[ShapeResult]:
+    """Measure the candidate shapes of every sum-then-shift layer shape of ``model`` and write the chosen
+    ones into ``work_dir`` (:func:`schedules.shape_choices.save_choices`). ``max_seconds``: stop starting
+    new layer shapes after this long (the rest keep their default shapes)."""
+    reqs = shape_requests(model, example_inputs, target)
+    rng = np.random.default_rng(seed)
+    t0 = time.monotonic()
+    results: list[ShapeResult] = []
+    for key, req in tqdm(reqs.items(), desc="sum-then-shift shapes", unit="shape", disable=not reqs):
+        if max_seconds is not None and time.monotonic() - t0 > max_seconds:
+            log.info("shape tuning stopped after %.0f s; %d shape(s) keep their defaults", max_seconds,
+                     len(reqs) - len(results))
+            break
+        act_bits = tuple(req.info.act_bits)
+        build = lambda **kw: stst.build(req.kind, req.spec, req.logical_codes, target, act_bits, **kw)  # noqa: E731
+        base = build()
+        default = _shape_of(base)
+        n_in = req.spec.in_features if req.kind == "dense" else req.spec.group_in
+        times = {default: _time_ms(base, rng, repeat)}
+        for cand in candidates(default, n_in)[1:]:
+            try:
+                k = build(**cand.build_kwargs())
+            except ValueError as e:          # e.g. a lane count this target does not have
+                log.debug("%s: shape %s skipped (%s)", key, cand, e)
+                continue
+            times[_shape_of(k)] = min(times.get(_shape_of(k), float("inf")), _time_ms(k, rng, repeat))
+        best = min(times, key=times.get)
+        if times[best] > (1.0 - MIN_GAIN) * times[default]:
+            best = default
+        results.append(ShapeResult(key, default, best, round(times[default], 5), round(times[best], 5), len(times)))
+    if results:
+        path = save_choices(work_dir, target, {r.key: (r.chosen, {"ms": r.chosen_ms, "default_ms": r.default_ms})
+                                               for r in results})
+        log.info("sum-then-shift shapes -> %s", path)
+    return results
