@@ -212,6 +212,9 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--cases", nargs="*", default=None, help=f"subset of {list(CASES)}")
     p.add_argument("--out", default="runs/bench_sum_then_shift")
+    p.add_argument("--mcpu", default=None,
+                   help="build for this LLVM CPU instead of the host's (it must run here: e.g. haswell = AVX2 "
+                        "code on an AVX-512 machine)")
     p.add_argument("--k-tiles", type=int, nargs="*", default=[],
                    help="also time the kernel with these numbers of input-channel tiles (columns new_ktN_ms)")
     args = p.parse_args(argv)
@@ -225,7 +228,8 @@ def main(argv=None) -> int:
     from schedules import resolve_target
     from schedules.sum_then_shift import vector_bits
 
-    target = resolve_target("llvm")
+    target = resolve_target("llvm" if args.mcpu is None else
+                            {"kind": "llvm", "mcpu": args.mcpu, "num-cores": os.cpu_count() or 1})
     names = args.cases or list(CASES)
     bad = [n for n in names if n not in CASES]
     if bad:
