@@ -108,8 +108,8 @@ from .target import l1d_bytes, resolve_target
 
 __all__ = ["build", "SumThenShiftKernel", "ActivationLayout", "conv_layout", "dense_layout", "is_depthwise",
            "vector_bits", "conv_rows", "derive_conv2d_inputs", "derive_depthwise_inputs", "derive_dense_inputs",
-           "pack_numpy", "CANONICALIZE_LOOP_WORKAROUND", "KINDS", "default_k_tiles", "segment_lane_dtype", "TILE_L1_SHARE",
-           "MIN_TILE_CHANNELS", "TILE_MIN_OVERFLOW"]
+           "pack_numpy", "CANONICALIZE_LOOP_WORKAROUND", "KINDS", "default_k_tiles", "segment_lane_dtype",
+           "TILE_L1_SHARE", "MIN_TILE_CHANNELS", "TILE_MIN_OVERFLOW"]
 
 KINDS = ("conv2d", "dense")
 
@@ -127,7 +127,7 @@ TILE_L1_SHARE = 5 / 6
 #: fewer input channels per tile than this cost more in extra segments than the L1 hits gain
 MIN_TILE_CHANNELS = 32
 #: tile only when the activations overflow that share of L1 by this factor: near the L1 size the hits gained
-#: do not pay for the extra segments (ResNet-20's 64->64@8: 2 tiles were 1.46x slower)
+#: do not pay for the extra segments, least of all with few outputs per task to reuse a tile
 TILE_MIN_OVERFLOW = 1.5
 
 
