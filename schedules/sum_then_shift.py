@@ -406,6 +406,7 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
             park = T.alloc_buffer((NPARK,), acc, scope="global")
             for t, cj in T.grid(KT, CS):
                 if (task % OC) * CS + cj < O:
+                    ROW = T.meta_var(t * O + (task % OC) * CS + cj)       # the plan row: (tile, output)
                     acc_v = T.alloc_buffer((VB,), acc, scope="global")
                     sacc = T.alloc_buffer((VB,), lane, scope="global")
                     qv = T.alloc_buffer((QV,), OUT_DTYPE, scope="global")
@@ -417,32 +418,32 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
                         for v in T.unroll(nv):
                             for q in T.vectorized(vw):
                                 acc_v[v * vw + q] = T.Cast(acc, 0)
-                    for si in range(seg_ptr[t * O + (task % OC) * CS + cj + 1] - seg_ptr[t * O + (task % OC) * CS + cj]):
+                    for si in range(seg_ptr[ROW + 1] - seg_ptr[ROW]):
                         for v in T.unroll(nv):
                             for q in T.vectorized(vw):
                                 sacc[v * vw + q] = T.Cast(lane, 0)
-                        for ti in range(seg_npos[seg_ptr[t * O + (task % OC) * CS + cj] + si]):
+                        for ti in range(seg_npos[seg_ptr[ROW] + si]):
                             for v in T.unroll(nv):
                                 for q in T.vectorized(vw):
                                     sacc[v * vw + q] = sacc[v * vw + q] + xp[
                                         (task // (NB * OC)) * IL
-                                        + toff[seg_tptr[seg_ptr[t * O + (task % OC) * CS + cj] + si] + ti]
+                                        + toff[seg_tptr[seg_ptr[ROW] + si] + ti]
                                         + ((task // OC) % NB) * VB + v * vw + q]
-                        for ti in range(seg_tptr[seg_ptr[t * O + (task % OC) * CS + cj] + si + 1]
-                                        - seg_tptr[seg_ptr[t * O + (task % OC) * CS + cj] + si]
-                                        - seg_npos[seg_ptr[t * O + (task % OC) * CS + cj] + si]):
+                        for ti in range(seg_tptr[seg_ptr[ROW] + si + 1]
+                                        - seg_tptr[seg_ptr[ROW] + si]
+                                        - seg_npos[seg_ptr[ROW] + si]):
                             for v in T.unroll(nv):
                                 for q in T.vectorized(vw):
                                     sacc[v * vw + q] = sacc[v * vw + q] - xp[
                                         (task // (NB * OC)) * IL
-                                        + toff[seg_tptr[seg_ptr[t * O + (task % OC) * CS + cj] + si]
-                                               + seg_npos[seg_ptr[t * O + (task % OC) * CS + cj] + si] + ti]
+                                        + toff[seg_tptr[seg_ptr[ROW] + si]
+                                               + seg_npos[seg_ptr[ROW] + si] + ti]
                                         + ((task // OC) % NB) * VB + v * vw + q]
                         for v in T.unroll(nv):
                             for q in T.vectorized(vw):
                                 acc_v[v * vw + q] = acc_v[v * vw + q] + T.shift_left(
                                     T.Cast(acc, sacc[v * vw + q]),
-                                    T.Cast(acc, seg_level[seg_ptr[t * O + (task % OC) * CS + cj] + si]))
+                                    T.Cast(acc, seg_level[seg_ptr[ROW] + si]))
                     if TILED:
                         if t < KT - 1:
                             for v in T.unroll(nv):
@@ -765,12 +766,12 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
         nv, vb = _block(n_pix, vw)
         tail = _round_up(n_pix, vb)              # zero weights read a whole image of zeros
         derive = functools.partial(derive_depthwise_inputs, spec, tail=tail, row_align=vw)
-        kkind = "depthwise"
+        kkind, kt = "depthwise", 1
     else:
         lane = lane_dtype_for(x_absmax)
         full = _lanes(tgt, lane)
         vw = _pixel_lanes(kind, spec, full) if lanes is None else int(lanes)
-        if vw not in [full >> i for i in range(8) if full >> i >= min(8, full)]:
+        if not min(8, full) <= vw <= full or vw & (vw - 1):
             raise ValueError(f"lanes={lanes} must be a power of two from {min(8, full)} to {full} (this target)")
         if block_vectors is not None and not 1 <= int(block_vectors) <= 8:
             raise ValueError(f"block_vectors={block_vectors} must be 1..8")
@@ -785,8 +786,6 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
             derive = functools.partial(derive_conv2d_inputs, spec, x_absmax=x_absmax, tail=vb, row_align=vw,
                                        k_tiles=kt)
         kkind = kind
-    if kkind == "depthwise":
-        kt = 1
     layout, pack, main = _primfuncs(kkind, spec, lane, vw, nv, tail, vector_bits(tgt), kt)
     return SumThenShiftKernel(kind=kkind, spec=spec, pack=pack, main=main, weight_inputs=tuple(derive(codes)),
                               derive=derive, lane_dtype=lane, packed_shape=(layout.length,), layout=layout,
@@ -798,8 +797,9 @@ def default_k_tiles(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout
                     target: tvm.target.Target) -> int:
     """Input-channel tiles of a conv with a spatial kernel whose activations for a pixel block overflow
     :data:`TILE_L1_SHARE` of the target's L1d by :data:`TILE_MIN_OVERFLOW`: as few as keep one tile within
-    that share, at least :data:`MIN_TILE_CHANNELS` channels each. 1 (no tiling) for 1x1 convs and dense: with one term per input channel the extra segments cost
-    more than the L1 hits gain (``experiments/bench_sum_then_shift.py --k-tiles``)."""
+    that share, at least :data:`MIN_TILE_CHANNELS` channels each. 1 (no tiling) for 1x1 convs and dense: with
+    one term per input channel the extra segments cost more than the L1 hits gain
+    (``experiments/bench_sum_then_shift.py --k-tiles``)."""
     if isinstance(spec, DenseSpec) or spec.kernel_h * spec.kernel_w == 1:
         return 1
     n_in = spec.group_in

@@ -186,7 +186,8 @@ def input_tiles(n_in: int, k_tiles: int) -> List[Tuple[int, int]]:
 
 def tile_code_rows(codes: np.ndarray, n_in: int, k_tiles: int) -> np.ndarray:
     """``(k * O, row)`` codes, ``k = min(k_tiles, n_in)``: row ``t * O + o`` is output ``o``'s row with every
-    term outside input tile ``t`` zeroed (a term's input channel is its column ``// (row // n_in)``: conv rows are ``(c, kh, kw)``)."""
+    term outside input tile ``t`` zeroed (a term's input channel is its column ``// (row // n_in)``: conv rows
+    are ``(c, kh, kw)``)."""
     c = np.asarray(codes).reshape(codes.shape[0], -1)
     tiles = input_tiles(n_in, k_tiles)
     if len(tiles) == 1:

@@ -187,8 +187,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if s.shapes:
         changed = [r for r in s.shapes if r["chosen"] != r["default"]]
         print(f"sum-then-shift shapes: {len(s.shapes)} layer shape(s) measured, {len(changed)} faster than the "
-              f"default shape" + "".join(f"\n  {r['key']}: {r['default_ms']:.4f} -> {r['chosen_ms']:.4f} ms {r['chosen']}"
-                                        for r in changed))
+              f"default shape")
+        for r in changed:
+            print(f"  {r['key']}: {r['default_ms']:.4f} -> {r['chosen_ms']:.4f} ms {r['chosen']}")
     print(f"tuned {len(s.tasks)} task(s): {s.measured} candidates measured ({s.measured_on}) in {s.seconds:.0f} s "
           f"-> {s.work_dir}")
     print(f"compile with: shiftcomp compile CKPT -o model.so --target {args.target} --tuned "

@@ -20,9 +20,7 @@ import numpy as np
 import tvm
 from tqdm import tqdm
 
-from passes.kernel_build import KernelBuild, KernelRequest
-from passes.kernels import ManualKernels
-from passes.sum_then_shift_family import applies
+from passes.lowering import LoweredLayer
 from schedules import sum_then_shift as stst
 from schedules.shape_choices import ShapeChoice, choice_key, save_choices
 from shiftcomp.compiler import compile_stage
@@ -52,29 +50,21 @@ class ShapeResult:
                 "chosen_ms": self.chosen_ms, "candidates": self.candidates}
 
 
-class _Recorder:
-    """A kernel provider that records the requests it forwards."""
-
-    def __init__(self) -> None:
-        self.inner = ManualKernels()
-        self.requests: list[KernelRequest] = []
-
-    def kernel(self, request: KernelRequest) -> KernelBuild:
-        self.requests.append(request)
-        return self.inner.kernel(request)
+#: task-name prefixes of the layers built with a sum-then-shift conv / batched dense kernel (depthwise layers
+#: have no shape to choose; a layer whose bound the kernel refused has another task name)
+_TUNABLE = ("sum_then_shift_conv2d_", "sum_then_shift_dense_")
 
 
 def shape_requests(model: Any, example_inputs: Sequence[Any], target: tvm.target.Target
-                   ) -> dict[str, KernelRequest]:
-    """``{shape key: the first layer's request}`` of the model's sum-then-shift conv / batched dense layers
-    (depthwise layers have no shape to choose)."""
-    rec = _Recorder()
-    compile_stage(model, example_inputs, target, "lower_shift", tuned=None, kernels=rec)
-    out: dict[str, KernelRequest] = {}
-    for req in rec.requests:
-        if not applies(req) or (req.kind == "conv2d" and stst.is_depthwise(req.spec)):
-            continue
-        out.setdefault(choice_key(req.kind, req.spec, stst.segment_lane_dtype(tuple(req.info.act_bits))), req)
+                   ) -> dict[str, LoweredLayer]:
+    """``{shape key: the first such layer}`` of the model's layers that compile builds with a sum-then-shift
+    conv / batched dense kernel (from the lowering report of the same pipeline)."""
+    _, state = compile_stage(model, example_inputs, target, "lower_shift", tuned=None)
+    out: dict[str, LoweredLayer] = {}
+    for low in state.report.layers.values():
+        if low.task_name.startswith(_TUNABLE):
+            key = choice_key(low.info.kind, low.spec, stst.segment_lane_dtype(tuple(low.info.act_bits)))
+            out.setdefault(key, low)
     return out
 
 
@@ -122,16 +112,16 @@ def tune_shapes(model: Any, example_inputs: Sequence[Any], target: tvm.target.Ta
     rng = np.random.default_rng(seed)
     t0 = time.monotonic()
     results: list[ShapeResult] = []
-    for key, req in tqdm(reqs.items(), desc="sum-then-shift shapes", unit="shape", disable=not reqs):
+    for key, low in tqdm(reqs.items(), desc="sum-then-shift shapes", unit="shape", disable=not reqs):
         if max_seconds is not None and time.monotonic() - t0 > max_seconds:
             log.info("shape tuning stopped after %.0f s; %d shape(s) keep their defaults", max_seconds,
                      len(reqs) - len(results))
             break
-        act_bits = tuple(req.info.act_bits)
-        build = lambda **kw: stst.build(req.kind, req.spec, req.logical_codes, target, act_bits, **kw)  # noqa: E731
+        act_bits = tuple(low.info.act_bits)
+        build = lambda **kw: stst.build(low.info.kind, low.spec, low.logical_codes, target, act_bits, **kw)  # noqa: E731
         base = build()
         default = _shape_of(base)
-        n_in = req.spec.in_features if req.kind == "dense" else req.spec.group_in
+        n_in = low.spec.in_features if low.info.kind == "dense" else low.spec.group_in
         times = {default: _time_ms(base, rng, repeat)}
         for cand in candidates(default, n_in)[1:]:
             try:
@@ -139,7 +129,8 @@ def tune_shapes(model: Any, example_inputs: Sequence[Any], target: tvm.target.Ta
             except ValueError as e:          # e.g. a lane count this target does not have
                 log.debug("%s: shape %s skipped (%s)", key, cand, e)
                 continue
-            times[_shape_of(k)] = min(times.get(_shape_of(k), float("inf")), _time_ms(k, rng, repeat))
+            shape = _shape_of(k)
+            times[shape] = min(times.get(shape, float("inf")), _time_ms(k, rng, repeat))
         best = min(times, key=times.get)
         if times[best] > (1.0 - MIN_GAIN) * times[default]:
             best = default
