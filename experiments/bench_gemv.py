@@ -1,14 +1,15 @@
 #!/usr/bin/env python
 """Batch-1 dense (GEMV) shift kernels vs torch float32 at 1 and 2 threads, in one process.
 
-    python experiments/bench_gemv.py [--rounds 15] [--number 5] [--threads 1 2] [--out runs/bench_gemv]
+    python experiments/bench_gemv.py [--rounds 15] [--number 5] [--threads 1 2] [--mcpu CPU] [--out runs/bench_gemv]
 
 Candidates, timed *interleaved* (per round each runs ``number`` calls; median over rounds of the per-call
 wall time), per thread count:
 
-* ``table_nibble`` / ``table_byte``: ``schedules.table_gemv`` -- the table pre-kernel on int32 ``x_q`` plus
-  the kernel, each variant (``auto`` = the one ``sc.compile`` picks, ``holds`` is judged on it; ``tail_pct`` =
-  weights outside the nibble variant's 7-level window);
+* ``table_nibble_gather`` / ``table_nibble`` / ``table_byte``: ``schedules.table_gemv`` -- the table
+  pre-kernel on int32 ``x_q`` plus the kernel, each variant (``auto`` = the one ``sc.compile`` picks, ``holds``
+  is judged on it; ``tail_pct`` = weights outside the nibble variants' 7-level window, gathered a vector of
+  outputs at a time by ``nibble_gather``, one term at a time by ``nibble``);
 * ``column``: ``schedules.build_shift_kernel("dense", ...)``, the per-term column-block kernel (the batch-1
   default before the table kernel);
 * ``torch``: ``F.linear`` in float32 (weights ``sign * 2**shift``).
@@ -119,15 +120,20 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--cases", nargs="*", default=["gemv4096"], help=f"subset of {list(CASES)}")
     p.add_argument("--out", default="runs/bench_gemv")
+    p.add_argument("--mcpu", default=None,
+                   help="build for this LLVM CPU instead of the host's (e.g. haswell: the AVX2 code on an AVX-512 "
+                        "machine; it must run here)")
     args = p.parse_args(argv)
     import torch
 
     from schedules import resolve_target
+    from schedules import table_gemv as tg
     from schedules.sum_then_shift import vector_bits
     from shiftcomp.bench import machine_info, set_threads
     from shiftcomp.bench.report import write_experiment_table
 
-    target = resolve_target("llvm")
+    target = resolve_target("llvm" if args.mcpu is None else
+                            {"kind": "llvm", "mcpu": args.mcpu, "num-cores": os.cpu_count() or 1})
     info = machine_info()
     isa = f"{target.attrs.get('mcpu')}, {vector_bits(target)}-bit vectors"
     load0 = os.getloadavg()
@@ -142,7 +148,7 @@ def main(argv=None) -> int:
             row = {"case": name, "threads": n, **cinfo}
             row.update({f"{k}_ms": round(v, 4) for k, v in med.items()})
             best = med["table_" + cinfo["auto"]]          # what sc.compile picks
-            for v in ("table_nibble", "table_byte", "column"):
+            for v in [f"table_{v}" for v in tg.VARIANTS] + ["column"]:
                 row[f"torch_over_{v}"] = round(med["torch"] / med[v], 2)
             row["gterms_per_s"] = round(cinfo["terms"] / (best * 1e-3) / 1e9, 2)
             row["goal"] = f">= {GOAL}x"
@@ -151,9 +157,9 @@ def main(argv=None) -> int:
             rows.append(row)
             print(row, flush=True)
     load1 = os.getloadavg()
-    cols = ["case", "threads", "auto", "tail_pct", "table_nibble_ms", "table_byte_ms", "column_ms", "torch_ms",
-            "torch_over_table_nibble", "torch_over_table_byte", "torch_over_column", "gterms_per_s", "goal", "holds",
-            "equal"]
+    cols = (["case", "threads", "auto", "tail_pct"] + [f"table_{v}_ms" for v in tg.VARIANTS] + ["column_ms", "torch_ms"]
+            + [f"torch_over_table_{v}" for v in tg.VARIANTS] + ["torch_over_column", "gterms_per_s", "goal", "holds",
+                                                               "equal"])
     text = write_experiment_table(
         rows, args.out, f"CPU: {info.get('cpu_model')} ({isa}); {args.rounds} interleaved rounds x {args.number} "
         f"calls, median wall ms per call; load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} CPUs",

@@ -24,16 +24,20 @@ __all__ = ["TABLE_INPUT", "TABLE_INPUT_NAMES", "table_input"]
 
 #: registered name of the derivation that rebuilds one kernel input from the codes
 TABLE_INPUT = "table_gemv.input"
-#: the kernel inputs per variant (``schedules.table_gemv_layout.derive_inputs`` / ``derive_nibble_inputs``), in order
-TABLE_INPUT_NAMES = {"byte": ("code_bytes", "nneg"), "nibble": ("code_nibbles", "tail_ptr", "tail_term", "base")}
+#: the kernel inputs per variant (``schedules.table_gemv_layout.derive_inputs`` / ``derive_nibble_inputs`` /
+#: ``derive_gather_tail_inputs``), in order
+TABLE_INPUT_NAMES = {"byte": ("code_bytes", "nneg"), "nibble": ("code_nibbles", "tail_ptr", "tail_term", "base"),
+                     "nibble_gather": ("code_nibbles", "tail_ptr", "tail_term", "base")}
+#: the derivation of each variant's inputs (artifacts name the variant, so a new layout is a new variant)
+_DERIVE = {"byte": layout.derive_inputs, "nibble": layout.derive_nibble_inputs,
+           "nibble_gather": layout.derive_gather_tail_inputs}
 
 
 @functools.lru_cache(maxsize=8)
 def _inputs(codes_bytes: bytes, shape: tuple[int, ...], key: str) -> tuple[np.ndarray, ...]:
     p = json.loads(key)
     codes = np.frombuffer(codes_bytes, np.int8).reshape(shape)
-    fn = {"byte": layout.derive_inputs, "nibble": layout.derive_nibble_inputs}[p["variant"]]
-    return tuple(fn(spec_from_json(p["spec"]), codes, lanes=int(p["lanes"])))
+    return tuple(_DERIVE[p["variant"]](spec_from_json(p["spec"]), codes, lanes=int(p["lanes"])))
 
 
 @register_derivation(TABLE_INPUT)

@@ -60,13 +60,15 @@ from typing import Any
 import numpy as np
 import tvm
 from tvm import tirx
+from tvm.target import codegen
 from tvm.script import tirx as T
 
 from .compute import DenseSpec, _epilogue, needs_exact_scale
 from .segments import LANE_BITS
 from .sum_then_shift import _check_bound, _drop_param, _x_absmax, run_prologue_and_main, vector_bits
-from .table_gemv_layout import (MAX_CHUNK, MAX_CODE, NIBBLE_LEVELS, NIBBLE_MAX_TAIL, byte_chunks, derive_inputs,
-                                derive_nibble_inputs, encode_codes, nibble_chunks, nibble_window, signed_table_numpy,
+from .table_gemv_layout import (MAX_CHUNK, MAX_CODE, NIBBLE_LEVELS, NIBBLE_MAX_TAIL, TAIL_LEVEL_SHIFT, byte_chunks,
+                                derive_gather_tail_inputs, derive_inputs, derive_nibble_inputs, encode_codes,
+                                gather_lanes, gather_table_numpy, nibble_chunks, nibble_window, signed_table_numpy,
                                 table_numpy)
 from .target import resolve_target
 
@@ -75,6 +77,7 @@ __all__ = [
     "MAX_CODE",
     "NIBBLE_LEVELS",
     "NIBBLE_MAX_TAIL",
+    "NIBBLE_VARIANTS",
     "PREFETCH_BYTES",
     "PSHUFB",
     "VARIANTS",
@@ -83,20 +86,26 @@ __all__ = [
     "build",
     "choose_variant",
     "derive_inputs",
+    "derive_gather_tail_inputs",
     "derive_nibble_inputs",
     "encode_codes",
+    "gather_table_numpy",
     "nibble_window",
     "signed_table_numpy",
     "table_numpy",
 ]
 
 #: kernel variants (see :func:`build`)
-VARIANTS = ("byte", "nibble")
+VARIANTS = ("byte", "nibble", "nibble_gather")
+#: the variants with 4-bit codes and a 7-level window (their tables are int16)
+NIBBLE_VARIANTS = ("nibble", "nibble_gather")
 #: vector bits -> ``vpshufb`` intrinsic (in-lane 16-byte tables)
 PSHUFB = {256: "llvm.x86.avx2.pshuf.b", 512: "llvm.x86.avx512.pshuf.b.512"}
+#: AVX-512 VBMI byte permute (64-entry table, 6 index bits): ``permvar(table, index)``
+VPERMB = "llvm.x86.avx512.permvar.qi.512"
 #: software prefetch distance in the code stream (the hardware prefetcher alone left the loop waiting on
-#: DRAM; a prefetch past the end of the buffer is harmless)
-PREFETCH_BYTES = 512
+#: DRAM, and 512 bytes ahead kept too few lines in flight; a prefetch past the end of the buffer is harmless)
+PREFETCH_BYTES = 2048
 def _planes(max_code: int) -> int:
     """Bytes per term ``x << s`` (``|x| <= 128``, ``s = max_code - 1``): 2 up to ``s = 7``, else 3."""
     return 2 if max_code <= 8 else 3
@@ -230,34 +239,69 @@ def _combine(w, h, j, H, npl, C, acc, odd):
     return total
 
 
-def _signed_table_primfunc(k: int, kp: int) -> tirx.PrimFunc:
+def _signed_table_primfunc(k: int, kp: int, vbits: int, wide: bool = False) -> tirx.PrimFunc:
+    """The nibble tables, then ``+-x_i`` per input: int16 (scalar tail, ``(KP * 18,)``) or, ``wide``, int32 as
+    two int16 words plus a zero pair (the gather tail, ``(KP * 20 + 4,)``).
+
+    Entry ``j`` of an input's table is ``+-(x << s_j)``: a per-lane variable shift (``vpsllvd``, called as an
+    intrinsic: LLVM turns a shift by a constant vector into a multiply), then the sign as ``(v ^ n) - n``."""
     j = tirx.Ramp(0, 1, 16)
     b16 = lambda v: tirx.Broadcast(v, 16)
+    size = kp * 20 + 4 if wide else kp * 18
+    # per entry: the shift (level - 1), a mask zeroing entries 0 and 8, the sign (-1: negated)
+    lvl = tirx.Select(j < b16(8), j, b16(16) - j)
+    shifts = tirx.max(lvl - b16(1), b16(0))
+    keep = tirx.Select(tirx.Or(j == b16(0), j == b16(8)), b16(0), b16(-1))
+    neg = tirx.Select(j > b16(8), b16(-1), b16(0))
+
+    def shifted(xv):
+        v = tirx.Broadcast(xv, 16)
+        if vbits == 512:
+            return tirx.call_llvm_pure_intrin("int32x16", "llvm.x86.avx512.psllv.d.512", v, shifts)
+        halves = [tirx.call_llvm_pure_intrin("int32x8", "llvm.x86.avx2.psllv.d.256", tirx.Broadcast(xv, 8),
+                                             tirx.Shuffle([shifts], list(range(h, h + 8)))) for h in (0, 8)]
+        return tirx.Shuffle(halves, list(range(16)))
 
     def entries(xv):
-        lvl = tirx.Select(j < b16(8), j, b16(16) - j)
-        mag = tirx.shift_left(b16(xv), tirx.max(lvl - b16(1), b16(0)))
-        val = tirx.Select(j < b16(8), mag, b16(0) - mag)
-        return tirx.Select(tirx.Or(j == b16(0), j == b16(8)), b16(0), val)
+        return tirx.bitwise_xor(tirx.bitwise_and(shifted(xv), keep), neg) - neg
 
     def plane(v, b):                              # b: the unrolled loop variable; the high byte gets ^ 0x80
         byte = tirx.bitwise_xor(tirx.shift_right(v, b16(8 * b)), b16(tirx.Select(b == 1, 128, 0)))
         return tirx.Cast("uint8x16", tirx.bitwise_and(byte, b16(255)))
 
+    def plus_minus(xv):                           # [x, -x]
+        return tirx.Shuffle([xv, 0 - xv], [0, 1])
+
     @T.prim_func(private=True)
-    def table(X: T.Buffer((1, k), "int32"), tbl: T.Buffer((kp * 18,), "int16")):
+    def table(X: T.Buffer((1, k), "int32"), tbl: T.Buffer((size,), "int16")):
         T.func_attr({"tir.noalias": True})
-        for i in range(kp):
+        for i in range(k):
             for b in T.unroll(2):
-                tbl[T.ramp((i * 2 + b) * 8, 1, 8)] = T.reinterpret("int16x8", plane(
-                    entries(T.if_then_else(i < k, X[0, T.min(i, k - 1)], 0)), b))
-            for sgn in T.unroll(2):
-                tbl[kp * 16 + 2 * i + sgn] = T.Cast("int16", T.if_then_else(
-                    i < k, T.if_then_else(sgn == 0, X[0, T.min(i, k - 1)], 0 - X[0, T.min(i, k - 1)]), 0))
+                tbl[T.ramp((i * 2 + b) * 8, 1, 8)] = T.reinterpret("int16x8", plane(entries(X[0, i]), b))
+            if wide:                              # little-endian int32: low word, high word (the sign)
+                tbl[T.ramp(kp * 16 + 4 * i, 1, 4)] = T.reinterpret("int16x4", plus_minus(X[0, i]))
+            else:
+                tbl[T.ramp(kp * 16 + 2 * i, 1, 2)] = T.Cast("int16x2", plus_minus(X[0, i]))
+        for p in range(kp - k):                   # padding inputs: zero tables (entry bytes 0, 0 ^ 0x80)
+            for b in T.unroll(2):
+                tbl[T.ramp(((k + p) * 2 + b) * 8, 1, 8)] = T.reinterpret("int16x8", plane(b16(0), b))
+            if wide:
+                tbl[T.ramp(kp * 16 + 4 * (k + p), 1, 4)] = T.Broadcast(T.int16(0), 4)
+            else:
+                tbl[T.ramp(kp * 16 + 2 * (k + p), 1, 2)] = T.Broadcast(T.int16(0), 2)
+        if wide:
+            tbl[T.ramp(kp * 20, 1, 4)] = T.Broadcast(T.int16(0), 4)
     return table
 
 
-def _nibble_main_primfunc(spec: DenseSpec, kp: int, lanes: int, C: int) -> tirx.PrimFunc:
+def _nibble_main_primfunc(spec: DenseSpec, kp: int, lanes: int, C: int, gather: bool = False,
+                          vbmi: bool = False) -> tirx.PrimFunc:
+    """The nibble kernel; its tail scalar per output, or (``gather``) gathered ``G`` outputs at a time.
+
+    ``vbmi`` (512-bit vectors only): look up with ``vpermb``, which reads 6 index bits, instead of ``vpshufb``
+    (4 bits, and bit 7 zeroes). The broadcast table holds 4 copies of the 16 entries, so the 2 bits above a
+    nibble may be anything and no ``vpand`` is needed: the low nibble is the code byte itself, the high one
+    the byte shifted right by 4 (``vpsrlw``)."""
     N = spec.out_features
     NBLK = -(-N // lanes)
     NCH = kp // C
@@ -270,6 +314,11 @@ def _nibble_main_primfunc(spec: DenseSpec, kp: int, lanes: int, C: int) -> tirx.
     KH = kp // 2
     u8 = f"uint8x{L}"
     n_tail = tirx.Var("n_tail", "int32")
+    G = gather_lanes(L)
+    NG = NBLK * (L // G)
+    n_ptr = NG + 1 if gather else N + 1
+    tbl_size = kp * 20 + 4 if gather else kp * 18
+    tail_acc = "int32" if gather else acc
 
     def tab(tbl, base):
         t16 = tirx.reinterpret("uint8x16", tirx.BufferLoad(tbl, [tirx.Ramp(base // 2, 1, 8)]))
@@ -280,9 +329,11 @@ def _nibble_main_primfunc(spec: DenseSpec, kp: int, lanes: int, C: int) -> tirx.
         # hi: the unrolled loop variable (0 / 1), constant after unrolling
         cu = tirx.reinterpret(u8, tirx.shift_right(tirx.reinterpret(f"uint16x{H}", c),
                                                    tirx.Broadcast(tirx.Cast("uint16", hi * 4), H)))
-        return tirx.bitwise_and(cu, tirx.Broadcast(tirx.const(15, "uint8"), L))
+        return cu if vbmi else tirx.bitwise_and(cu, tirx.Broadcast(tirx.const(15, "uint8"), L))
 
     def term(tbl, base, c, hi):
+        if vbmi:
+            return tirx.reinterpret(f"uint16x{H}", tirx.call_llvm_pure_intrin(u8, VPERMB, tab(tbl, base), nibbles(c, hi)))
         return tirx.reinterpret(f"uint16x{H}", tirx.call_llvm_pure_intrin(u8, intrin, tab(tbl, base), nibbles(c, hi)))
 
     def tail_term(tbl, e):
@@ -291,12 +342,18 @@ def _nibble_main_primfunc(spec: DenseSpec, kp: int, lanes: int, C: int) -> tirx.
             tirx.Cast(acc, tbl[kp * 16 + tirx.bitwise_and(e, tirx.const(0xFFFFFF, "int32"))]),
             tirx.Cast(acc, tirx.shift_right(e, tirx.const(24, "int32"))))
 
+    def gathered(tbl, col):
+        # G terms +-x_i << s at once: a gather of the int32 +-x section, a per-lane shift
+        idx = tirx.bitwise_and(col, tirx.Broadcast(tirx.const((1 << TAIL_LEVEL_SHIFT) - 1, "int32"), G))
+        xs = _gather(G, tirx.address_of(tirx.BufferLoad(tbl, [kp * 16])), idx)
+        return tirx.shift_left(xs, tirx.shift_right(col, tirx.Broadcast(tirx.const(TAIL_LEVEL_SHIFT, "int32"), G)))
+
     def epi(a, b):
         return _epilogue(a, b, spec, exact)
 
     @T.prim_func(private=True)
-    def gemv(tbl: T.Buffer((kp * 18,), "int16"), codes: T.Buffer((NBLK * KH * L,), "int8"),
-             tail_ptr: T.Buffer((N + 1,), "int32"), tail: T.Buffer((n_tail,), "int32"),
+    def gemv(tbl: T.Buffer((tbl_size,), "int16"), codes: T.Buffer((NBLK * KH * L,), "int8"),
+             tail_ptr: T.Buffer((n_ptr,), "int32"), tail: T.Buffer((n_tail,), "int32"),
              base: T.Buffer((1,), "int32"), bias: T.Buffer((N,), "float32"), out: T.Buffer((1, N), "float32")):
         T.func_attr({"tir.noalias": True})
         for blk in T.parallel(NBLK):
@@ -305,6 +362,7 @@ def _nibble_main_primfunc(spec: DenseSpec, kp: int, lanes: int, C: int) -> tirx.
             w = T.alloc_buffer((2 * H,), "uint16", scope="global")
             h = T.alloc_buffer((2 * H,), "uint16", scope="global")
             t = T.alloc_buffer((1,), acc, scope="global")
+            tv = T.alloc_buffer((L,), tail_acc, scope="global")  # the gathered tail sum per output
             for j in T.vectorized(H):
                 acc_e[j] = T.Cast(acc, 0)
                 acc_o[j] = T.Cast(acc, 0)
@@ -326,17 +384,40 @@ def _nibble_main_primfunc(spec: DenseSpec, kp: int, lanes: int, C: int) -> tirx.
                 for j in T.vectorized(H):
                     acc_e[j] = acc_e[j] + _combine(w, h, j, H, 2, C, acc, odd=False)
                     acc_o[j] = acc_o[j] + _combine(w, h, j, H, 2, C, acc, odd=True)
+            if gather:
+                for g in range(L // G):
+                    for l in T.vectorized(G):
+                        tv[g * G + l] = 0
+                    for e in range(tail_ptr[blk * (L // G) + g + 1] - tail_ptr[blk * (L // G) + g]):
+                        tv[T.ramp(g * G, 1, G)] = tv[T.ramp(g * G, 1, G)] + gathered(
+                            tbl, tail[T.ramp((tail_ptr[blk * (L // G) + g] + e) * G, 1, G)])
             for q in range(L):
                 if blk * L + q < N:
                     t[0] = T.shift_left(T.if_then_else(q % 2 == 0, acc_e[q // 2], acc_o[q // 2]),
                                         T.Cast(acc, base[0]))
-                    for e in range(tail_ptr[blk * L + q + 1] - tail_ptr[blk * L + q]):
-                        t[0] = t[0] + tail_term(tbl, tail[tail_ptr[blk * L + q] + e])
+                    if gather:
+                        t[0] = t[0] + T.Cast(acc, tv[q])
+                    else:
+                        for e in range(tail_ptr[blk * L + q + 1] - tail_ptr[blk * L + q]):
+                            t[0] = t[0] + tail_term(tbl, tail[tail_ptr[blk * L + q] + e])
                     out[0, blk * L + q] = epi(t[0], bias[blk * L + q] if has_bias else None)
 
     if not has_bias:
         gemv = _drop_param(gemv, "bias")
     return gemv
+
+
+def _gather(lanes: int, ptr: tirx.PrimExpr, idx: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``lanes`` int32 loads ``ptr[idx]`` (``vpgatherdd``; every lane enabled)."""
+    if lanes == 16:
+        return tirx.call_llvm_pure_intrin("int32x16", "llvm.x86.avx512.mask.gather.dpi.512",
+                                          tirx.Broadcast(tirx.const(0, "int32"), 16), ptr, idx,
+                                          tirx.Broadcast(tirx.const(True, "bool"), 16), tirx.const(4, "int32"))
+    if lanes == 8:
+        return tirx.call_llvm_pure_intrin("int32x8", "llvm.x86.avx2.gather.d.d.256",
+                                          tirx.Broadcast(tirx.const(0, "int32"), 8), ptr, idx,
+                                          tirx.Broadcast(tirx.const(-1, "int32"), 8), tirx.const(4, "int8"))
+    raise ValueError(f"no gather for {lanes} int32 lanes")
 
 
 # ----------------------------------------------------------------------------------------------- entry
@@ -414,10 +495,12 @@ def build(spec: DenseSpec, codes: np.ndarray, target: str | dict | tvm.target.Ta
         target: an x86 LLVM target with AVX2 or AVX-512BW.
         act_bits: the activation format ``(I, F)``; at most 8 bits, ``F == spec.frac_bits``.
         variant: ``"byte"`` (one code byte per weight, every level in the tables), ``"nibble"`` (half a byte, a
-            7-level window, the rest as a scalar tail) or ``None``: :func:`choose_variant`.
+            7-level window, the rest as a scalar tail), ``"nibble_gather"`` (the same, the tail gathered a
+            vector of outputs at a time) or ``None``: :func:`choose_variant`.
 
     Raises:
-        ValueError: when :func:`applicable` says why not, or the accumulator cannot hold the bound plus ``K``.
+        ValueError: when :func:`applicable` says why not, the accumulator cannot hold the bound plus ``K``, or
+            (``"nibble_gather"``) an output's tail sum does not fit int32.
     """
     tgt = resolve_target(target)
     codes = np.asarray(codes)
@@ -437,37 +520,66 @@ def build(spec: DenseSpec, codes: np.ndarray, target: str | dict | tvm.target.Ta
         raise ValueError(f"table GEMV kernel: bound {bound} + K does not fit {spec.acc_dtype}")
     lanes = vector_bits(tgt) // 8
     if variant is None:
-        variant = choose_variant(codes)
+        variant = choose_variant(codes, x_absmax)
     if variant not in VARIANTS:
         raise ValueError(f"unknown table GEMV variant {variant!r}; expected one of {VARIANTS}")
-    if variant == "nibble":
+    if variant == "nibble_gather" and _tail_bound(codes, x_absmax) >= 2 ** 31:
+        raise ValueError(f"table GEMV kernel: an output's tail sum (bound {_tail_bound(codes, x_absmax)}) does not "
+                         "fit the gathered int32 lanes")
+    if variant in NIBBLE_VARIANTS:
         npl = 2
         nch, c = nibble_chunks(spec.in_features)
-        derive = functools.partial(derive_nibble_inputs, spec, lanes=lanes)
+        fn = derive_gather_tail_inputs if variant == "nibble_gather" else derive_nibble_inputs
+        derive = functools.partial(fn, spec, lanes=lanes)
     else:
         npl = _planes(int(rows.max()) if rows.size else 0)
         nch, c = byte_chunks(spec.in_features)
         derive = functools.partial(derive_inputs, spec, lanes=lanes)
     kp = nch * c
-    table, main = _primfuncs(variant, spec, kp, npl, lanes, c)
-    nibble = variant == "nibble"
+    vbmi = lanes == 64 and variant in NIBBLE_VARIANTS and _has_vbmi(tgt)
+    table, main = _primfuncs(variant, spec, kp, npl, lanes, c, vbmi)
+    shape = {"nibble": (kp * 18,), "nibble_gather": (kp * 20 + 4,)}.get(variant, (kp * npl * 16,))
     return TableGemvKernel(spec=spec, table=table, main=main, weight_inputs=tuple(derive(codes)), derive=derive,
-                           table_shape=(kp * 18,) if nibble else (kp * npl * 16,),
-                           table_dtype="int16" if nibble else "uint8", lanes=lanes, planes=npl, chunk=c,
-                           target=tgt, variant=variant)
+                           table_shape=shape, table_dtype="int16" if variant in NIBBLE_VARIANTS else "uint8",
+                           lanes=lanes, planes=npl, chunk=c, target=tgt, variant=variant)
 
 
-def choose_variant(codes: np.ndarray) -> str:
-    """``"nibble"`` when at most :data:`NIBBLE_MAX_TAIL` of the nonzero weights fall outside the best 7-level
-    window (half the code bytes, 8 instead of 11-16 vector uops per 32 terms), else ``"byte"``."""
+def _has_vbmi(target: tvm.target.Target) -> bool:
+    """Whether the target has AVX-512 VBMI (``vpermb``)."""
+    try:
+        return bool(codegen.target_has_features("avx512vbmi", target))
+    except Exception:  # noqa: BLE001 - non-x86 LLVM targets
+        return False
+
+
+def _tail_bound(codes: np.ndarray, x_absmax: int) -> int:
+    """The largest ``|sum|`` of one output's tail terms (the weights outside the nibble window)."""
+    a = np.abs(np.asarray(codes).astype(np.int64))
+    w0, _ = nibble_window(a)
+    tail = (a > 0) & ((a < w0) | (a >= w0 + NIBBLE_LEVELS))
+    terms = np.where(tail, np.left_shift(1, np.maximum(a - 1, 0)), 0)
+    return int(terms.sum(axis=1).max(initial=0)) * int(x_absmax)
+
+
+def choose_variant(codes: np.ndarray, x_absmax: int = 128) -> str:
+    """A nibble variant when at most :data:`NIBBLE_MAX_TAIL` of the nonzero weights fall outside the best
+    7-level window (half the code bytes, 8 instead of 11-16 vector uops per 32 terms), else ``"byte"``.
+
+    The nibble variant is ``"nibble_gather"`` (the tail a vector of outputs per gather, ~4x fewer cycles per
+    tail term than the scalar loop) unless an output's tail sum can overflow its int32 lanes: then
+    ``"nibble"``."""
     _, tail = nibble_window(codes)
     nonzero = int(np.count_nonzero(codes))
-    return "nibble" if tail <= NIBBLE_MAX_TAIL * nonzero else "byte"
+    if tail > NIBBLE_MAX_TAIL * nonzero:
+        return "byte"
+    return "nibble_gather" if _tail_bound(codes, x_absmax) < 2 ** 31 else "nibble"
 
 
 @functools.lru_cache(maxsize=64)
-def _primfuncs(variant: str, spec: DenseSpec, kp: int, npl: int, lanes: int, c: int
+def _primfuncs(variant: str, spec: DenseSpec, kp: int, npl: int, lanes: int, c: int, vbmi: bool = False
                ) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
-    if variant == "nibble":
-        return _signed_table_primfunc(spec.in_features, kp), _nibble_main_primfunc(spec, kp, lanes, c)
+    if variant in NIBBLE_VARIANTS:
+        gather = variant == "nibble_gather"
+        return (_signed_table_primfunc(spec.in_features, kp, lanes * 8, wide=gather),
+                _nibble_main_primfunc(spec, kp, lanes, c, gather=gather, vbmi=vbmi))
     return _table_primfunc(spec.in_features, kp, npl), _main_primfunc(spec, kp, npl, lanes, c)

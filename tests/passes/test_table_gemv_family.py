@@ -82,6 +82,25 @@ def test_inputs_rebuilt_from_codes(mlp, layer: str, names: list) -> None:
         assert np.array_equal(table_input(codes, **w.derive.params), w.array)
 
 
+def test_every_variant_rebuilds_its_own_layout() -> None:
+    """Artifacts name their variant: one written with the scalar-tail ``nibble`` layout still gets that layout
+    back, next to the gathered one of ``nibble_gather``."""
+    from schedules import table_gemv_layout as layout
+    from schedules.specs import DenseSpec, spec_to_json
+
+    codes = np.random.default_rng(4).integers(-9, 10, size=(40, 70)).astype(np.int8)
+    spec = DenseSpec(1, 70, 40, frac_bits=5, s0=-4)
+    derive = {"byte": layout.derive_inputs, "nibble": layout.derive_nibble_inputs,
+              "nibble_gather": layout.derive_gather_tail_inputs}
+    for variant, fn in derive.items():
+        want = fn(spec, codes, lanes=64)
+        for i, arr in enumerate(want):
+            got = table_input(codes, spec=spec_to_json(spec), lanes=64, variant=variant, index=i)
+            assert np.array_equal(got, arr), (variant, i)
+    assert table_input(codes, spec=spec_to_json(spec), lanes=64, variant="nibble", index=2).size != \
+        table_input(codes, spec=spec_to_json(spec), lanes=64, variant="nibble_gather", index=2).size
+
+
 @pytest.mark.bitexact
 def test_export_load_fresh_process(mlp, tmp_path) -> None:
     _, x, cm = mlp
