@@ -7,7 +7,10 @@ per shift layer, all in one run.
 Model: ``get_model("resnet20")`` converted with Q, 5-bit weights, activations Q(3,5) (``bench.to_shift``).
 
 * ``shiftcomp``: the shift model through ``shiftcomp.compile`` for ``target="cuda"`` (the local GPU's
-  ``sm_XX``); shift kernels and glue from the database ``--db`` when it holds records for that target.
+  ``sm_XX``): its convs run the CUDA sum-then-shift kernels (``schedules.sum_then_shift_cuda``); kernels and
+  glue from the database ``--db`` when it holds records for that target.
+* ``shiftcomp-per-term``: the same with the per-term kernels only
+  (``ManualKernels(PER_TERM_FAMILIES)``: one thread per output, a shift per term), untuned.
 * ``tvm-float``: the same network with its power-of-two weights as float32 through the same pipeline
   (``lower=False``: no shift lowering), same database.
 * ``torch``: end to end the unconverted float model, per layer the layer's float twin
@@ -36,6 +39,8 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+#: candidates per model or layer, in table order
+BACKENDS = ("shiftcomp", "shiftcomp-per-term", "tvm-float", "torch")
 FIELDS = ("suite", "case", "batch", "backend", "median_ms", "q1_ms", "q3_ms", "vs_torch", "vs_tvm_float",
           "build_s", "tuned", "max_abs_err_vs_ref", "note")
 
@@ -116,7 +121,7 @@ def _case_label(name: str, layer: Any, shape: tuple[int, ...]) -> str:
 
 def bench_case(suite: str, case: str, batch: int, shift_model: Any, torch_model: Any, x: Any, db: Any,
                target: Any, timed: bool, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Build (and when ``timed``, time) the three backends for one model or layer."""
+    """Build (and when ``timed``, time) the :data:`BACKENDS` for one model or layer."""
     import torch
 
     import shiftcomp as sc
@@ -125,7 +130,9 @@ def bench_case(suite: str, case: str, batch: int, shift_model: Any, torch_model:
     ref = None
     with torch.no_grad(), sc.reference.exact(shift_model):
         ref = shift_model(x)
-    for backend in ("shiftcomp", "tvm-float", "torch"):
+    from passes.kernels import PER_TERM_FAMILIES, ManualKernels
+
+    for backend in BACKENDS:
         row: dict[str, Any] = {k: "" for k in FIELDS}
         row.update(suite=suite, case=case, batch=batch, backend=backend)
         try:
@@ -137,13 +144,15 @@ def bench_case(suite: str, case: str, batch: int, shift_model: Any, torch_model:
                 sync = torch.cuda.synchronize if timed else (lambda: None)
                 row["build_s"] = 0.0
             else:
-                compiled = sc.compile(shift_model, (x,), target=target, tuned=db if db else None,
-                                      lower=backend == "shiftcomp")
+                per_term = backend == "shiftcomp-per-term"
+                compiled = sc.compile(shift_model, (x,), target=target, tuned=db if db and not per_term else None,
+                                      lower=backend != "tvm-float",
+                                      kernels=ManualKernels(PER_TERM_FAMILIES) if per_term else None)
                 row["build_s"] = round(time.perf_counter() - t0, 2)
                 row["tuned"] = bool(getattr(compiled, "tuned_kernels", []))
                 if timed:
                     fn, sync = _tvm_timer(compiled, (x,))
-                    if backend == "shiftcomp":
+                    if backend != "tvm-float":
                         out = compiled(x)
                         out = out[0] if isinstance(out, tuple) else out
                         row["max_abs_err_vs_ref"] = f"{float((out.float() - ref).abs().max()):.3g}"
@@ -214,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         x = torch.randn(b, *INPUT_SHAPES["resnet20"], generator=torch.Generator().manual_seed(b))
         rows += bench_case("model", "resnet20", b, sm, fm, x, args.db, target, timed, args)
         print(f"resnet20 batch {b}: " + ", ".join(f"{r['backend']}={r['median_ms'] or r['note']}"
-                                                   for r in rows[-3:]), flush=True)
+                                                   for r in rows[-len(BACKENDS):]), flush=True)
         if args.no_layers:
             continue
         for name, layer, shape in _shift_layer_cases(sm, x):
@@ -224,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_case("layer", _case_label(name, layer, shape), b, wrapped, twin, xl, args.db,
                                target, timed, args)
             print(f"  {rows[-1]['case']}: " + ", ".join(f"{r['backend']}={r['median_ms'] or r['note']}"
-                                                        for r in rows[-3:]), flush=True)
+                                                        for r in rows[-len(BACKENDS):]), flush=True)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "gpu.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS)

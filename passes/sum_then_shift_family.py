@@ -19,9 +19,12 @@
   :mod:`passes.sum_then_shift_plan` (re-exported here), so a runtime-only TVM can load the artifact.
 
 It applies to fixed-point ``conv2d`` (any stride / padding / dilation / groups; depthwise gets its own kernel)
-and ``dense`` with more than one row on LLVM targets. Everything else -- batch-1 dense (one pixel: the
-column-block GEMV kernel is faster; on x86 :mod:`passes.table_gemv_family` is asked first and falls back
-here), float activations, CUDA, or a layer whose bound the kernel refuses -- gets
+and ``dense`` with more than one row on LLVM targets. On CUDA targets the same layers get
+:mod:`schedules.sum_then_shift_cuda` (one thread per output pixel, the block's segment loops shared by its
+threads; it reads the int32 ``x_q`` itself, so no prologue, and fuses no epilogue); its plan is the derived
+input ``derive_cuda_conv2d_inputs``. Everything else -- batch-1 dense (one pixel: the column-block GEMV
+kernel is faster; on x86 :mod:`passes.table_gemv_family` is asked first and falls back here), float
+activations, other targets, or a layer whose bound the kernel refuses -- gets
 :func:`~passes.kernel_build.default_kernel`.
 """
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 from tvm import s_tir, tirx
 
 from schedules import sum_then_shift as stst
+from schedules import sum_then_shift_cuda as stst_cuda
 from schedules.compute import DenseSpec
 from schedules.shape_choices import ShapeChoices, choice_key
 from schedules.specs import spec_to_json
@@ -47,6 +51,8 @@ log = logging.getLogger("shiftcomp.kernels")
 
 def applies(req: KernelRequest) -> bool:
     """Whether the layer gets a sum-then-shift kernel (before its bound is checked)."""
+    if req.target.kind.name == "cuda":
+        return not stst_cuda.applicable(req.kind, req.spec, req.info.act_bits, req.target)
     if req.target.kind.name != "llvm" or req.info.act_bits is None:
         return False
     if req.kind == "conv2d":
@@ -59,6 +65,8 @@ def sum_then_shift_kernel(req: KernelRequest, choices: ShapeChoices | None = Non
     ``choices``: tuned shapes (:mod:`schedules.shape_choices`); a layer whose shape has one is built with it."""
     if not applies(req):
         return default_kernel(req)
+    if req.target.kind.name == "cuda":
+        return _cuda_kernel(req)
     shape = {}
     if choices is not None and len(choices):
         choice = choices.get(choice_key(req.kind, req.spec, stst.segment_lane_dtype(tuple(req.info.act_bits))))
@@ -87,6 +95,22 @@ def sum_then_shift_kernel(req: KernelRequest, choices: ShapeChoices | None = Non
                        with_packed_store=lambda epilogue, packed: (
                            _with_root_block(k.main_with(epilogue, packed)) if k.can_store_into(packed) else None),
                        task_name=f"sum_then_shift_{k.kind}_{_shape_name(req.spec)}_{k.lane_dtype}")
+
+
+def _cuda_kernel(req: KernelRequest) -> KernelBuild:
+    """The CUDA sum-then-shift build (:mod:`schedules.sum_then_shift_cuda`), else the default kernel."""
+    try:
+        k = stst_cuda.build(req.kind, req.spec, req.logical_codes, req.target, act_bits=tuple(req.info.act_bits))
+    except ValueError as e:   # a bound only the per-term int64 kernel meets, a kernel too large for a term
+        log.info("layer %s: no CUDA sum-then-shift kernel (%s); using the per-term kernel", req.info.layer, e)
+        return default_kernel(req)
+    fn = k.derive.func.__name__
+    params = {"derive": fn, "spec": spec_to_json(req.spec),
+              "keywords": {kw: int(v) for kw, v in k.derive.keywords.items()}}
+    weights = tuple(WeightInput(name, arr, Derivation(PLAN_INPUT, {**params, "index": i}))
+                    for i, (name, arr) in enumerate(zip(PLAN_INPUT_NAMES[fn], k.weight_inputs)))
+    return KernelBuild(main=_with_root_block(k.main), weights=weights,
+                       task_name=f"sum_then_shift_cuda_{k.kind}_{_shape_name(req.spec)}_{k.lane_dtype}")
 
 
 def _with_root_block(prim: tirx.PrimFunc) -> tirx.PrimFunc:

@@ -29,6 +29,7 @@ PLAN_INPUT_NAMES = {
     "derive_conv2d_inputs": ("seg_ptr", "seg_level", "seg_npos", "seg_tptr", "term_offset"),
     "derive_dense_inputs": ("seg_ptr", "seg_level", "seg_npos", "seg_tptr", "term_offset"),
     "derive_depthwise_inputs": ("tap_offset", "tap_level", "tap_neg"),
+    "derive_cuda_conv2d_inputs": ("seg_ptr", "seg_level", "seg_npos", "seg_tptr", "term"),
 }
 
 

@@ -13,12 +13,13 @@ from typing import List, Tuple
 
 import numpy as np
 
-from .segments import plan_segments
+from .segments import plan_segments, segment_capacity
 from .specs import Conv2dSpec, DenseSpec
 
 __all__ = ["ActivationLayout", "conv_layout", "dense_layout", "conv_rows", "is_depthwise", "pack_numpy",
            "derive_conv2d_inputs", "derive_depthwise_inputs", "derive_dense_inputs", "PLANE_ALIGN",
-           "ROW_PAD_MAX_WASTE", "round_up", "input_tiles", "tile_code_rows"]
+           "ROW_PAD_MAX_WASTE", "round_up", "input_tiles", "tile_code_rows", "cuda_lane_dtype",
+           "derive_cuda_conv2d_inputs", "CUDA_TERM_C_SHIFT", "CUDA_TERM_KH_SHIFT"]
 
 #: plane alignment in elements (cache-line-aligned planes for int16: 32 x 2 bytes)
 PLANE_ALIGN = 32
@@ -243,3 +244,36 @@ def derive_dense_inputs(spec: DenseSpec, codes: np.ndarray, x_absmax: int, tail:
                         ) -> List[np.ndarray]:
     """Weight inputs of the dense kernel at batch > 1 (the conv kernel over a 1 x M image)."""
     return derive_conv2d_inputs(spec, codes, x_absmax, tail, k_tiles=k_tiles)
+
+
+# ------------------------------------------------------------------------------------------------ CUDA
+#: a CUDA conv term packs its input channel (within the group) and kernel tap: ``c << 16 | kh << 8 | kw``
+CUDA_TERM_C_SHIFT, CUDA_TERM_KH_SHIFT = 16, 8
+
+
+def cuda_lane_dtype(x_absmax: int) -> str:
+    """Segment-sum dtype of the CUDA kernels: int32 (GPU integer adds are 32-bit; int16 saves nothing), int64
+    when not one activation fits an int32 segment."""
+    return "int32" if segment_capacity("int32", x_absmax) >= 1 else "int64"
+
+
+def derive_cuda_conv2d_inputs(spec: Conv2dSpec, codes: np.ndarray, x_absmax: int) -> List[np.ndarray]:
+    """Plan of the CUDA sum-then-shift conv kernel (``schedules.sum_then_shift_cuda``): ``[seg_ptr, seg_level,
+    seg_npos, seg_tptr, term]`` (int32), the segments of :func:`~schedules.segments.plan_segments` with
+    :func:`cuda_lane_dtype` sums; a term is ``c << 16 | kh << 8 | kw`` (the kernel reads the int32 NCHW
+    activations and checks the padding itself). ``spec`` may be a :class:`DenseSpec`: a term is then the
+    input index ``k``."""
+    c = np.asarray(codes)
+    plan = plan_segments(c.reshape(c.shape[0], -1), x_absmax, cuda_lane_dtype(x_absmax))
+    k = plan.term_index.astype(np.int64)
+    if isinstance(spec, DenseSpec):
+        term = k
+    else:
+        if spec.kernel_h > 255 or spec.kernel_w > 255 or spec.group_in >= 2 ** 15:
+            raise ValueError(f"kernel {spec.kernel_h}x{spec.kernel_w} or {spec.group_in} input channels per "
+                             "group do not fit a CUDA term (c < 2**15, kh and kw < 256)")
+        taps = spec.kernel_h * spec.kernel_w
+        term = ((k // taps) << CUDA_TERM_C_SHIFT) | (((k % taps) // spec.kernel_w) << CUDA_TERM_KH_SHIFT) | (
+            k % spec.kernel_w)
+    i32 = lambda a: np.ascontiguousarray(np.asarray(a, np.int32))  # noqa: E731
+    return [plan.seg_ptr, plan.seg_level, plan.seg_npos, plan.seg_tptr, i32(term)]

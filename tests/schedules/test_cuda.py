@@ -13,11 +13,7 @@
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import tempfile
 
 import numpy as np
 import pytest
@@ -30,11 +26,10 @@ from schedules import build_shift_kernel  # noqa: E402
 from schedules.compute import Conv2dSpec, DenseSpec, conv2d_weight_codes, dense_weight_codes  # noqa: E402
 from schedules.target import resolve_target  # noqa: E402
 from shiftcomp import reference  # noqa: E402
+from cuda_support import (CUDA, HAS_GXX, HAS_NVCC, data_statements_with_star, emulate_cuda, has_gpu,  # noqa: E402
+                          nvcc_ptx, ptx_data_multiplies)
 
-CUDA = resolve_target({"kind": "cuda", "arch": "sm_80"})
 LLVM = resolve_target("llvm")
-HAS_NVCC = shutil.which("nvcc") is not None
-HAS_GXX = shutil.which("g++") is not None
 
 CASES = [  # (id, kind, spec)
     ("dense_i32", "dense", DenseSpec(3, 37, 21, 5, -6, "int32", True)),
@@ -66,25 +61,6 @@ def source(case_id: str) -> tuple:
 
 
 # ------------------------------------------------------------------------------------------ CUDA C source
-def data_statements_with_star(src: str) -> list:
-    """Data assignments of the kernels that still contain ``*`` once index math, pointer-cast
-    dereferences (``*(int *)(&(v))``: reinterpret), declarations and the float scale are removed."""
-    body = src[src.index('extern "C" __global__'):]
-    body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)                   # comments
-    while re.search(r"\[[^\[\]]+\]", body):
-        body = re.sub(r"\[[^\[\]]+\]", "[]", body)                       # index arithmetic
-    body = re.sub(r"\(\*\(\w[\w ]*\*\)\(&", "(DEREF(", body)            # reinterpret via pointer cast
-    body = re.sub(r"\w+\*\s*__restrict__", "", body)                   # parameter declarations
-    body = re.sub(r"\*\s*0x1p[-+]?\d+f", " SCALE", body)               # the per-output scale (hex float)
-    out = []
-    for stmt in re.split(r"[;{}]", body):
-        is_assign = re.search(r"[^<>=!]=[^=]", stmt) is not None
-        is_data = re.search(r"_ptr\[\]|condval|v_\w*", stmt) is not None
-        if is_assign and is_data and "*" in stmt:
-            out.append(stmt.strip())
-    return out
-
-
 @pytest.mark.parametrize("case_id", IDS)
 def test_cuda_source_is_shift_and_add(case_id):
     _, src = source(case_id)
@@ -109,71 +85,6 @@ def test_source_check_catches_a_multiply():
 
 
 # ------------------------------------------------------------------------------------------ PTX
-def nvcc_ptx(src: str) -> str:
-    from tvm.support import nvcc
-
-    with CUDA:  # nvcc.compile_cuda looks the arch up in the current target
-        return nvcc.compile_cuda(src, target_format="ptx", arch="sm_80", compiler="nvcc").decode()
-
-
-_REG = re.compile(r"%[a-z]+\d*")
-
-
-def ptx_data_multiplies(ptx: str) -> tuple:
-    """(integer mul/mad, float mul/fma) PTX instructions with an operand computed from loaded data.
-
-    Taint = the destination of every ``ld.*`` except ``ld.param`` (activations, codes, bias, spilled
-    accumulators), propagated through every instruction to its destination(s) until a fixed point;
-    address operands ``[...]`` do not taint a load. Index math never reads loaded data in these kernels.
-    """
-    int_muls: list = []
-    float_muls: list = []
-    for entry in re.split(r"\.entry\s", re.sub(r"//[^\n]*", "", ptx))[1:]:   # registers are per function
-        i, f = _entry_data_multiplies(entry)
-        int_muls += i
-        float_muls += f
-    return int_muls, float_muls
-
-
-def _entry_data_multiplies(ptx: str) -> tuple:
-    insts = []
-    for raw in ptx.split(";"):
-        text = raw.strip().splitlines()[-1].strip() if raw.strip() else ""
-        text = re.sub(r"^\$?[\w$]+:\s*", "", text)                      # label
-        text = re.sub(r"^@!?%\w+\s+", "", text)                        # predicate guard (control, not data)
-        text = re.sub(r"^\)\s*", "", text)
-        if not text or text.startswith((".", "{", "}")):
-            continue
-        op, _, rest = text.partition(" ")
-        operands = [o.strip() for o in re.split(r",(?![^\[]*\])", rest)] if rest else []
-        insts.append((op, operands))
-    tainted: set = set()
-    changed = True
-    while changed:
-        changed = False
-        for op, ops in insts:
-            if not ops or op.startswith(("st.", "bra", "ret", "bar", "call")):
-                continue
-            dests = _REG.findall(ops[0])
-            if op.startswith("ld.") and not op.startswith("ld.param"):
-                new = set(dests)
-            else:
-                srcs = {r for o in ops[1:] for r in _REG.findall(re.sub(r"\[.*?\]", "", o))}
-                new = set(dests) if srcs & tainted else set()
-            if new - tainted:
-                tainted |= new
-                changed = True
-    int_muls, float_muls = [], []
-    for op, ops in insts:
-        if not re.match(r"(mul|mad|fma)(24)?\.", op):
-            continue
-        srcs = {r for o in ops[1:] for r in _REG.findall(o)}
-        if not srcs & tainted:
-            continue
-        (float_muls if re.search(r"\.f(16|32|64)", op) else int_muls).append((op, ops))
-    return int_muls, float_muls
-
-
 @pytest.mark.skipif(not HAS_NVCC, reason="nvcc not on PATH")
 @pytest.mark.parametrize("case_id", IDS)
 def test_ptx_has_no_multiply_on_data(case_id):
@@ -187,91 +98,6 @@ def test_ptx_has_no_multiply_on_data(case_id):
 
 
 # ------------------------------------------------------------------------------------------ CPU emulation
-_PRELUDE = r"""
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-struct tvm_dim3 { unsigned x, y, z; };
-static tvm_dim3 threadIdx, blockIdx;
-#define __global__
-#define __launch_bounds__(n)
-#define __restrict__ __restrict
-#define uint unsigned int
-#define uchar unsigned char
-#define ushort unsigned short
-static inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
-static inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll((unsigned long long)x); }
-template <class A, class B> static inline auto max(A a, B b) -> decltype(a + b) { return a > b ? a : b; }
-template <class A, class B> static inline auto min(A a, B b) -> decltype(a + b) { return a < b ? a : b; }
-"""
-
-
-def _launches(prim) -> list:
-    """(blocks, threads) of each kernel, in order, from the thread-bound loops of the scheduled PrimFunc."""
-    launches: list = []
-
-    def walk(s, cur):
-        if s is None:
-            return
-        if isinstance(s, tirx.SeqStmt):
-            for c in s.seq:
-                walk(c, cur)
-        elif isinstance(s, tirx.For):
-            tag = str(s.thread_binding.thread_tag) if s.thread_binding is not None else ""
-            if tag == "blockIdx.x":
-                cur = {"blockIdx.x": int(s.extent)}
-                launches.append(cur)
-            elif tag == "threadIdx.x":
-                cur["threadIdx.x"] = int(s.extent)
-            walk(s.body, cur)
-        elif isinstance(s, s_tir.SBlockRealize):
-            walk(s.block.body, cur)
-        else:
-            walk(getattr(s, "body", None), cur)
-
-    walk(prim.body, None)
-    return [(d["blockIdx.x"], d["threadIdx.x"]) for d in launches]
-
-
-def emulate_cuda(src: str, prim, buffers: dict) -> dict:
-    """Run the kernels of ``src`` on the CPU over their launch grids; ``buffers``: TVM buffer name -> array
-    (parameters; intermediates are allocated from the PrimFunc). Returns all buffers after the run."""
-    bufs = {k: np.ascontiguousarray(v) for k, v in buffers.items()}
-    for b in prim.body.block.alloc_buffers:                  # global intermediates (acc, pad)
-        bufs.setdefault(str(b.name), np.zeros([int(d) for d in b.shape], str(b.dtype)))
-    names = sorted(bufs)
-    body = src[src.index('extern "C" __global__'):]
-    sigs = re.findall(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(([^)]*)\)\s*\{', body)
-    launches = _launches(prim)
-    assert len(sigs) == len(launches), (sigs, launches)
-    main = ["int main(int argc, char** argv) {", f"  void* b[{len(names)}];", "  size_t sz[] = {" +
-            ", ".join(str(bufs[n].nbytes) for n in names) + "};",
-            f"  for (int i = 0; i < {len(names)}; ++i) {{ b[i] = calloc(sz[i] + 64, 1);"
-            " FILE* f = fopen(argv[1 + i], \"rb\"); if (fread(b[i], 1, sz[i], f) != sz[i]) return 3; fclose(f); }"]
-    for (kname, params), (nb, nt) in zip(sigs, launches):
-        args = []
-        for p in params.split(","):
-            m = re.search(r"(\w[\w\s]*?)\*\s*__restrict__\s*(\w+)_ptr", p.strip())
-            args.append(f"({m.group(1).strip()}*)b[{names.index(m.group(2))}]")
-        main.append(f"  for (unsigned bx = 0; bx < {nb}u; ++bx) for (unsigned tx = 0; tx < {nt}u; ++tx) "
-                    f"{{ blockIdx.x = bx; threadIdx.x = tx; {kname}({', '.join(args)}); }}")
-    main += [f"  for (int i = 0; i < {len(names)}; ++i) {{ FILE* f = fopen(argv[1 + i], \"wb\");"
-             " fwrite(b[i], 1, sz[i], f); fclose(f); }", "  return 0;", "}"]
-    with tempfile.TemporaryDirectory() as d:
-        cpp, exe = os.path.join(d, "k.cpp"), os.path.join(d, "k")
-        with open(cpp, "w") as f:
-            f.write(_PRELUDE + body + "\n" + "\n".join(main))
-        r = subprocess.run(["g++", "-std=c++20", "-O1", "-w", "-fsanitize=undefined",
-                            "-fno-sanitize-recover=all", cpp, "-o", exe], capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr[-3000:]
-        paths = [os.path.join(d, f"buf{i}.bin") for i in range(len(names))]
-        for n, p in zip(names, paths):
-            bufs[n].tofile(p)
-        r = subprocess.run([exe] + paths, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, "kernel failed / undefined behaviour:\n" + r.stderr[-3000:]
-        return {n: np.fromfile(p, bufs[n].dtype).reshape(bufs[n].shape) for n, p in zip(names, paths)}
-
-
 def _inputs(kind: str, spec, seed: int) -> tuple:
     """Kernel buffers and the reference output for a spec (fixed point: reference.out; float: None)."""
     rng = np.random.default_rng(seed)
@@ -328,15 +154,8 @@ def test_cuda_source_runs_correctly_on_cpu(case_id):
 
 
 # ------------------------------------------------------------------------------------------ real GPU
-def _has_gpu() -> bool:
-    try:
-        return bool(tvm.cuda(0).exist)
-    except Exception:
-        return False
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(not _has_gpu(), reason="no CUDA GPU (tvm.cuda(0).exist is False)")
+@pytest.mark.skipif(not has_gpu(), reason="no CUDA GPU (tvm.cuda(0).exist is False)")
 @pytest.mark.parametrize("case_id", IDS)
 def test_cuda_kernels_on_gpu(case_id):
     _, kind, spec = next(c for c in CASES if c[0] == case_id)

@@ -194,6 +194,11 @@ def test_cuda_cross_compile_without_a_gpu(tmp_path) -> None:
     x = torch.randn(2, 3, 8, 8)
     cm = compile(model, x, target={"kind": "cuda", "arch": "sm_90"})
     assert cm.device_type == "cuda" and cm.audit.datapath_multiplies == 0
+    convs = [low for low in cm.layers.values() if low.info.kind == "conv2d"]
+    assert convs and all(low.task_name.startswith("sum_then_shift_cuda_conv2d") for low in convs)
+    for low in convs:     # the plan is rebuilt from the packed codes at load time
+        assert [w.name for w in low.weights] == ["seg_ptr", "seg_level", "seg_npos", "seg_tptr", "term"]
+        assert all(np.array_equal(w.derive.apply(low.logical_codes), w.array) for w in low.weights)
     info = cm.export(tmp_path / "cuda_model.so")
     assert info.packed_weight_bytes > 0
     import tvm
