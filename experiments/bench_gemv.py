@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Batch-1 dense (GEMV) shift kernels vs torch float32 at 1 and 2 threads, in one process.
 
-    python experiments/bench_gemv.py [--rounds 15] [--number 5] [--threads 1 2] [--mcpu CPU] [--out runs/bench_gemv]
+    python experiments/bench_gemv.py [--rounds 15] [--number 5] [--threads 1 2] [--cold MB] [--mcpu CPU] [--out runs/bench_gemv]
 
 Candidates, timed *interleaved* (per round each runs ``number`` calls; median over rounds of the per-call
-wall time), per thread count:
+wall time; ``--cold MB``: one call per round after writing MB megabytes, so nothing is cached), per thread
+count:
 
 * ``table_nibble_gather`` / ``table_nibble`` / ``table_byte``: ``schedules.table_gemv`` -- the table
   pre-kernel on int32 ``x_q`` plus the kernel, each variant (``auto`` = the one ``sc.compile`` picks, ``holds``
@@ -99,13 +100,20 @@ def _build(K: int, N: int, shift_range: tuple, target):
     return fns, equal, info
 
 
-def _interleaved(fns: dict, rounds: int, number: int) -> dict:
+def _interleaved(fns: dict, rounds: int, number: int, flush: np.ndarray | None = None) -> dict:
+    """Median ms per call; ``flush``: write this array before every single timed call (cold caches)."""
     for fn in fns.values():
         fn()
         fn()
     t = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
+            if flush is not None:
+                flush += 1
+                t0 = time.perf_counter()
+                fn()
+                t[k].append(time.perf_counter() - t0)
+                continue
             t0 = time.perf_counter()
             for _ in range(number):
                 fn()
@@ -120,6 +128,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--cases", nargs="*", default=["gemv4096"], help=f"subset of {list(CASES)}")
     p.add_argument("--out", default="runs/bench_gemv")
+    p.add_argument("--cold", type=int, default=0, metavar="MB",
+                   help="write MB megabytes before every timed call (one call per round): caches cold, the "
+                        "weights streamed from DRAM as in a model too large for the cache")
     p.add_argument("--mcpu", default=None,
                    help="build for this LLVM CPU instead of the host's (e.g. haswell: the AVX2 code on an AVX-512 "
                         "machine; it must run here)")
@@ -139,12 +150,13 @@ def main(argv=None) -> int:
     load0 = os.getloadavg()
     print(f"CPU: {info.get('cpu_model')} | {isa} | load {load0[0]:.2f}", flush=True)
     rows = []
+    flush = np.ones(args.cold * 2 ** 20 // 8) if args.cold else None
     for name in args.cases:
         fns, equal, cinfo = _build(*CASES[name], target)
         for n in args.threads:
             set_threads(n)
             with torch.no_grad():
-                med = _interleaved(fns, args.rounds, args.number)
+                med = _interleaved(fns, args.rounds, args.number, flush)
             row = {"case": name, "threads": n, **cinfo}
             row.update({f"{k}_ms": round(v, 4) for k, v in med.items()})
             best = med["table_" + cinfo["auto"]]          # what sc.compile picks
@@ -161,8 +173,9 @@ def main(argv=None) -> int:
             + [f"torch_over_table_{v}" for v in tg.VARIANTS] + ["torch_over_column", "gterms_per_s", "goal", "holds",
                                                                "equal"])
     text = write_experiment_table(
-        rows, args.out, f"CPU: {info.get('cpu_model')} ({isa}); {args.rounds} interleaved rounds x {args.number} "
-        f"calls, median wall ms per call; load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} CPUs",
+        rows, args.out, f"CPU: {info.get('cpu_model')} ({isa}); {args.rounds} interleaved rounds x "
+        + (f"1 call after writing {args.cold} MB (cold caches)" if args.cold else f"{args.number} calls")
+        + f", median wall ms per call; load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} CPUs",
         cols)
     print(text)
     return 0
