@@ -120,6 +120,10 @@ CANONICALIZE_LOOP_WORKAROUND = True
 
 #: pixel vectors per block (unrolled): enough independent loads per term, accumulators within the registers
 BLOCK_VECTORS = 4
+#: with one vector per pixel block, every segment's positive and negative runs are padded to a multiple of this
+#: many terms (reading zeros): the term loop then has no remainder loop, whose exit the branch predictor
+#: misses once per run. Wider blocks keep exact runs (their padding would cost more adds than the exits).
+TERM_MULTIPLE = 4
 
 #: share of the L1 data cache (:func:`schedules.target.l1d_bytes`) that the activations of one input-channel
 #: tile of a pixel block may span: every output of a task's chunk reads the whole tile, so it stays in L1
@@ -328,7 +332,7 @@ def _block(n_pixels: int, vw: int, max_vectors: int = BLOCK_VECTORS) -> Tuple[in
 
 def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout, lane: str, acc: str,
                    vw: int, nv: int, epilogue: Epilogue = Epilogue(),
-                   packed: Optional[PackedStore] = None, kt: int = 1) -> tirx.PrimFunc:
+                   packed: Optional[PackedStore] = None, kt: int = 1, tm: int = 1) -> tirx.PrimFunc:
     """The sum-then-shift kernel (see module doc) for a conv spec or a dense spec at batch > 1.
 
     The plan buffers have symbolic lengths (``n_seg``, ``n_term``), so one PrimFunc serves every weight
@@ -368,6 +372,7 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
     TILED = KT > 1
     # tiles: each output of the chunk parks its accumulator block here between tiles (in registers within one)
     NPARK = CS * VB if TILED else 1
+    TM = max(1, int(tm))
 
     def epi(a, b):
         return _epilogue(a, b, spec, exact)
@@ -422,23 +427,26 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
                         for v in T.unroll(nv):
                             for q in T.vectorized(vw):
                                 sacc[v * vw + q] = T.Cast(lane, 0)
-                        for ti in range(seg_npos[seg_ptr[ROW] + si]):
-                            for v in T.unroll(nv):
-                                for q in T.vectorized(vw):
-                                    sacc[v * vw + q] = sacc[v * vw + q] + xp[
-                                        (task // (NB * OC)) * IL
-                                        + toff[seg_tptr[seg_ptr[ROW] + si] + ti]
-                                        + ((task // OC) % NB) * VB + v * vw + q]
-                        for ti in range(seg_tptr[seg_ptr[ROW] + si + 1]
-                                        - seg_tptr[seg_ptr[ROW] + si]
-                                        - seg_npos[seg_ptr[ROW] + si]):
-                            for v in T.unroll(nv):
-                                for q in T.vectorized(vw):
-                                    sacc[v * vw + q] = sacc[v * vw + q] - xp[
-                                        (task // (NB * OC)) * IL
-                                        + toff[seg_tptr[seg_ptr[ROW] + si]
-                                               + seg_npos[seg_ptr[ROW] + si] + ti]
-                                        + ((task // OC) % NB) * VB + v * vw + q]
+                        # runs padded to TM terms: no remainder loop (one loop exit per run)
+                        for tq in range(seg_npos[seg_ptr[ROW] + si] // TM):
+                            for u in T.unroll(TM):
+                                for v in T.unroll(nv):
+                                    for q in T.vectorized(vw):
+                                        sacc[v * vw + q] = sacc[v * vw + q] + xp[
+                                            (task // (NB * OC)) * IL
+                                            + toff[seg_tptr[seg_ptr[ROW] + si] + tq * TM + u]
+                                            + ((task // OC) % NB) * VB + v * vw + q]
+                        for tq in range((seg_tptr[seg_ptr[ROW] + si + 1]
+                                         - seg_tptr[seg_ptr[ROW] + si]
+                                         - seg_npos[seg_ptr[ROW] + si]) // TM):
+                            for u in T.unroll(TM):
+                                for v in T.unroll(nv):
+                                    for q in T.vectorized(vw):
+                                        sacc[v * vw + q] = sacc[v * vw + q] - xp[
+                                            (task // (NB * OC)) * IL
+                                            + toff[seg_tptr[seg_ptr[ROW] + si]
+                                                   + seg_npos[seg_ptr[ROW] + si] + tq * TM + u]
+                                            + ((task // OC) % NB) * VB + v * vw + q]
                         for v in T.unroll(nv):
                             for q in T.vectorized(vw):
                                 acc_v[v * vw + q] = acc_v[v * vw + q] + T.shift_left(
@@ -607,6 +615,7 @@ class SumThenShiftKernel:
     act_bits: Tuple[int, int] = (0, 0)
     tail: int = 0
     k_tiles: int = 1
+    term_multiple: int = 1
 
     def main_with(self, epilogue: Epilogue, packed: Optional[PackedStore] = None) -> tirx.PrimFunc:
         """:attr:`main` with a fused :class:`~schedules.epilogue.Epilogue`: parameters ``(packed,
@@ -616,7 +625,8 @@ class SumThenShiftKernel:
         if not epilogue and packed is None:
             return self.main
         return _main_primfunc(self.kind, self.spec, self.lane_dtype, self.vector_lanes,
-                              self.block // self.vector_lanes, self.tail, epilogue, packed, self.k_tiles)
+                              self.block // self.vector_lanes, self.tail, epilogue, packed, self.k_tiles,
+                              self.term_multiple)
 
     def can_store_into(self, packed: PackedStore) -> bool:
         """Whether :meth:`main_with` can store this kernel's output into ``packed`` (conv, not depthwise;
@@ -687,7 +697,8 @@ _COMPILED_LOCK = threading.Lock()
 
 
 def _compiled(k: SumThenShiftKernel) -> CompiledSumThenShift:
-    key = (k.kind, k.spec, k.lane_dtype, k.vector_lanes, k.block, k.packed_shape, k.k_tiles, str(k.target))
+    key = (k.kind, k.spec, k.lane_dtype, k.vector_lanes, k.block, k.packed_shape, k.k_tiles, k.term_multiple,
+           str(k.target))
     with _COMPILED_LOCK:
         hit = _COMPILED.get(key)
     if hit is None:
@@ -766,7 +777,7 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
         nv, vb = _block(n_pix, vw)
         tail = _round_up(n_pix, vb)              # zero weights read a whole image of zeros
         derive = functools.partial(derive_depthwise_inputs, spec, tail=tail, row_align=vw)
-        kkind, kt = "depthwise", 1
+        kkind, kt, tm = "depthwise", 1, 1
     else:
         lane = lane_dtype_for(x_absmax)
         full = _lanes(tgt, lane)
@@ -776,21 +787,24 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
         if block_vectors is not None and not 1 <= int(block_vectors) <= 8:
             raise ValueError(f"block_vectors={block_vectors} must be 1..8")
         nv, vb = _block(_pixels(kind, spec, vw), vw, BLOCK_VECTORS if block_vectors is None else block_vectors)
-        tail = vb
+        tm = TERM_MULTIPLE if nv == 1 else 1
+        # padding terms read the zero tail at every pixel block's position: a whole image of zeros
+        tail = _round_up(_pixels(kind, spec, vw), vb) if tm > 1 else vb
         kt = (default_k_tiles(spec, _layout(kind, spec, vw, tail), vb, lane, tgt) if k_tiles is None
               else int(k_tiles))
         kt = max(1, min(kt, spec.in_features if kind == "dense" else spec.group_in))
         if kind == "dense":
-            derive = functools.partial(derive_dense_inputs, spec, x_absmax=x_absmax, tail=vb, k_tiles=kt)
+            derive = functools.partial(derive_dense_inputs, spec, x_absmax=x_absmax, tail=tail, k_tiles=kt,
+                                       term_multiple=tm)
         else:
-            derive = functools.partial(derive_conv2d_inputs, spec, x_absmax=x_absmax, tail=vb, row_align=vw,
-                                       k_tiles=kt)
+            derive = functools.partial(derive_conv2d_inputs, spec, x_absmax=x_absmax, tail=tail, row_align=vw,
+                                       k_tiles=kt, term_multiple=tm)
         kkind = kind
-    layout, pack, main = _primfuncs(kkind, spec, lane, vw, nv, tail, vector_bits(tgt), kt)
+    layout, pack, main = _primfuncs(kkind, spec, lane, vw, nv, tail, vector_bits(tgt), kt, tm)
     return SumThenShiftKernel(kind=kkind, spec=spec, pack=pack, main=main, weight_inputs=tuple(derive(codes)),
                               derive=derive, lane_dtype=lane, packed_shape=(layout.length,), layout=layout,
                               vector_lanes=vw, block=nv * vw, target=tgt, act_bits=(int(act_bits[0]), int(act_bits[1])),
-                              tail=tail, k_tiles=kt)
+                              tail=tail, k_tiles=kt, term_multiple=tm)
 
 
 def default_k_tiles(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout, block: int, lane: str,
@@ -814,12 +828,12 @@ def default_k_tiles(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout
 
 
 @functools.lru_cache(maxsize=256)
-def _primfuncs(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int, vbits: int, kt: int = 1
-               ) -> Tuple[ActivationLayout, tirx.PrimFunc, tirx.PrimFunc]:
+def _primfuncs(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int, vbits: int, kt: int = 1,
+               tm: int = 1) -> Tuple[ActivationLayout, tirx.PrimFunc, tirx.PrimFunc]:
     """``(layout, pack, main)`` of one kernel instance (they depend on the shapes only, not on the weights)."""
     layout = _layout(kind, spec, vw, tail)
     pack = _pack_primfunc(layout, tuple(int(d) for d in spec.x_shape), lane, vbits)
-    return layout, pack, _main_primfunc(kind, spec, lane, vw, nv, tail, Epilogue(), None, kt)
+    return layout, pack, _main_primfunc(kind, spec, lane, vw, nv, tail, Epilogue(), None, kt, tm)
 
 
 def _layout(kind: str, spec: Any, vw: int, tail: int) -> ActivationLayout:
@@ -828,13 +842,13 @@ def _layout(kind: str, spec: Any, vw: int, tail: int) -> ActivationLayout:
 
 @functools.lru_cache(maxsize=256)
 def _main_primfunc(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int, epilogue: Epilogue,
-                   packed: Optional[PackedStore] = None, kt: int = 1) -> tirx.PrimFunc:
+                   packed: Optional[PackedStore] = None, kt: int = 1, tm: int = 1) -> tirx.PrimFunc:
     layout = _layout(kind, spec, vw, tail)
     if kind == "depthwise":
         if packed is not None:
             raise ValueError("the depthwise kernel stores float32 only")
         return _dw_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv, epilogue)
-    return _stst_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv, epilogue, packed, kt)
+    return _stst_primfunc(spec, layout, lane, spec.acc_dtype, vw, nv, epilogue, packed, kt, tm)
 
 
 def _check_bound(spec: Any, codes: np.ndarray, x_absmax: int) -> None:

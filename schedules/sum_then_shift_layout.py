@@ -201,7 +201,7 @@ def tile_code_rows(codes: np.ndarray, n_in: int, k_tiles: int) -> np.ndarray:
 
 
 def derive_conv2d_inputs(spec: Conv2dSpec, codes: np.ndarray, x_absmax: int, tail: int,
-                         row_align: int = 1, k_tiles: int = 1) -> List[np.ndarray]:
+                         row_align: int = 1, k_tiles: int = 1, term_multiple: int = 1) -> List[np.ndarray]:
     """Weight inputs of the conv / dense-batch kernel from the codes: ``[seg_ptr, seg_level, seg_npos, seg_tptr,
     term_offset]`` (int32). ``spec`` may be a :class:`DenseSpec` (batch > 1).
 
@@ -223,7 +223,30 @@ def derive_conv2d_inputs(spec: Conv2dSpec, codes: np.ndarray, x_absmax: int, tai
         term_row = np.repeat(seg_row, plan.segment_sizes())
         off = offs[term_row, plan.term_index]
     i32 = lambda a: np.ascontiguousarray(np.asarray(a, np.int32))  # noqa: E731
+    if int(term_multiple) > 1:
+        npos, tptr, off = _pad_runs(plan.seg_npos, plan.seg_tptr, off, int(term_multiple), layout.zero_offset)
+        return [plan.seg_ptr, plan.seg_level, i32(npos), i32(tptr), i32(off)]
     return [plan.seg_ptr, plan.seg_level, plan.seg_npos, plan.seg_tptr, i32(off)]
+
+
+def _pad_runs(npos: np.ndarray, tptr: np.ndarray, off: np.ndarray, m: int, zero: int
+              ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every segment's positive and negative runs padded to a multiple of ``m`` terms with ``zero`` (the offset
+    of the zero tail): ``(npos, tptr, offsets)`` of the padded plan."""
+    npos = np.asarray(npos, np.int64)
+    sizes = np.diff(np.asarray(tptr, np.int64))
+    nneg = sizes - npos
+    ppos, pneg = -(-npos // m) * m, -(-nneg // m) * m
+    new_sizes = ppos + pneg
+    new_tptr = np.zeros(sizes.size + 1, np.int64)
+    np.cumsum(new_sizes, out=new_tptr[1:])
+    out = np.full(int(new_tptr[-1]), zero, np.int64)
+    seg = np.repeat(np.arange(sizes.size), sizes)
+    rank = np.arange(sizes.size and int(sizes.sum())) - np.repeat(np.asarray(tptr[:-1], np.int64), sizes)
+    neg = rank >= npos[seg]
+    dest = new_tptr[seg] + np.where(neg, ppos[seg] + rank - npos[seg], rank)
+    out[dest] = off
+    return ppos, new_tptr, out
 
 
 def derive_depthwise_inputs(spec: Conv2dSpec, codes: np.ndarray, tail: int, row_align: int = 1
@@ -240,10 +263,10 @@ def derive_depthwise_inputs(spec: Conv2dSpec, codes: np.ndarray, tail: int, row_
     return [i32(off), i32(level), i32(neg)]
 
 
-def derive_dense_inputs(spec: DenseSpec, codes: np.ndarray, x_absmax: int, tail: int, k_tiles: int = 1
-                        ) -> List[np.ndarray]:
+def derive_dense_inputs(spec: DenseSpec, codes: np.ndarray, x_absmax: int, tail: int, k_tiles: int = 1,
+                        term_multiple: int = 1) -> List[np.ndarray]:
     """Weight inputs of the dense kernel at batch > 1 (the conv kernel over a 1 x M image)."""
-    return derive_conv2d_inputs(spec, codes, x_absmax, tail, k_tiles=k_tiles)
+    return derive_conv2d_inputs(spec, codes, x_absmax, tail, k_tiles=k_tiles, term_multiple=term_multiple)
 
 
 # ------------------------------------------------------------------------------------------------ CUDA

@@ -163,6 +163,41 @@ def test_plan_inputs_rebuilt_from_codes(convs, layer: str) -> None:
         assert np.array_equal(plan_input(codes, **w.derive.params), w.array)
 
 
+class SmallImage(nn.Module):
+    """4x4 images: one vector per pixel block, so the plans pad their runs (``TERM_MULTIPLE``); the first
+    conv hands its BatchNorm + ReLU output to the second as packed integers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = Conv2dShift(16, 24, 3, padding=1, bias=False, config=CFG)
+        self.bn = nn.BatchNorm2d(24)
+        self.conv2 = Conv2dShift(24, 24, 3, padding=1, config=CFG)
+        self.down = Conv2dShift(24, 32, 1, stride=2, config=CFG)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.conv1(x)))
+        return self.down(torch.relu(self.conv2(y)))
+
+
+@pytest.mark.bitexact
+def test_one_vector_blocks_pad_their_runs() -> None:
+    torch.manual_seed(1)
+    model = SmallImage().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(1, 16, 4, 4)
+    cm = compile(model, x)
+    for name in ("conv1", "conv2", "down"):
+        keywords = cm.layers[name].weights[0].derive.params["keywords"]
+        assert keywords.get("term_multiple") == 4, (name, keywords)
+        npos, tptr = cm.layers[name].weights[2].array, cm.layers[name].weights[3].array
+        assert not (npos % 4).any() and not (np.diff(tptr) % 4).any()
+    for seed in range(3):
+        xi = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)) * 2
+        assert torch.equal(cm(xi), _exact(model, xi))
+
+
 @pytest.mark.bitexact
 def test_export_load_fresh_process(convs, tmp_path) -> None:
     model, x, cm = convs

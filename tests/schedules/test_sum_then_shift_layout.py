@@ -10,7 +10,8 @@ from hypothesis_support import examples
 
 from schedules.compute import Conv2dSpec, DenseSpec
 from schedules.segments import plan_segments
-from schedules.sum_then_shift_layout import derive_conv2d_inputs, derive_dense_inputs, input_tiles, tile_code_rows
+from schedules.sum_then_shift_layout import (conv_layout, derive_conv2d_inputs, derive_dense_inputs, input_tiles,
+                                             tile_code_rows)
 
 
 @settings(max_examples=examples(100), deadline=None)
@@ -53,3 +54,27 @@ def test_tiled_derivation_has_one_plan_row_per_output_and_tile():
     dense = DenseSpec(4, 50, 3, frac_bits=5, s0=-4)
     d2 = derive_dense_inputs(dense, rng.integers(-5, 6, size=(3, 50)).astype(np.int8), 128, tail=16, k_tiles=2)
     assert d2[0].shape == (2 * 3 + 1,)
+
+
+def test_padded_runs_encode_the_same_weights():
+    """``term_multiple``: every positive and negative run padded with zero-tail offsets to a multiple of it;
+    without it (artifacts written before) the plan is the exact one."""
+    rng = np.random.default_rng(3)
+    spec = Conv2dSpec(1, 6, 4, 4, 5, 3, 3, 1, 1, 1, 1, 5, -4, "int32", False)
+    codes = rng.integers(-6, 7, size=(5, 6, 3, 3)).astype(np.int8)
+    codes[2] = 0
+    exact = derive_conv2d_inputs(spec, codes, 128, tail=16, row_align=16)
+    padded = derive_conv2d_inputs(spec, codes, 128, tail=16, row_align=16, term_multiple=4)
+    assert [a.tolist() for a in derive_conv2d_inputs(spec, codes, 128, 16, 16, 1, 1)] == [a.tolist() for a in exact]
+    seg_ptr, level, npos, tptr, off = padded
+    assert np.array_equal(seg_ptr, exact[0]) and np.array_equal(level, exact[1])
+    nneg = np.diff(tptr) - npos
+    assert not (npos % 4).any() and not (nneg % 4).any()
+    zero = conv_layout(spec, 16, 16).zero_offset
+    for s in range(level.size):
+        for sign, (a, b), (ea, eb) in ((1, (tptr[s], tptr[s] + npos[s]), (exact[3][s], exact[3][s] + exact[2][s])),
+                                       (-1, (tptr[s] + npos[s], tptr[s + 1]),
+                                        (exact[3][s] + exact[2][s], exact[3][s + 1]))):
+            real = off[a:b][off[a:b] != zero]
+            assert real.tolist() == exact[4][ea:eb].tolist(), (s, sign)
+            assert b - a - real.size < 4
