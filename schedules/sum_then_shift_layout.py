@@ -208,7 +208,11 @@ def derive_conv2d_inputs(spec: Conv2dSpec, codes: np.ndarray, x_absmax: int, tai
     ``k_tiles > 1`` splits every output's terms by input channel into that many tiles (:func:`input_tiles` of
     the group's input channels): the plan then has ``k_tiles * O`` rows, row ``t * O + o`` holding output
     ``o``'s terms of tile ``t``; the kernel sums all outputs of a chunk over one tile before the next tile, so
-    the activations it reads stay in L1."""
+    the activations it reads stay in L1.
+
+    ``term_multiple > 1`` pads every segment's positive and negative runs to a multiple of it with the offset
+    of the zero tail (the layout's ``tail`` must then hold a whole image of zeros); ``seg_npos`` and
+    ``seg_tptr`` count the padding. Artifacts written before it existed rebuild exact runs (the default)."""
     dense = isinstance(spec, DenseSpec)
     n_out = spec.out_features if dense else spec.out_channels
     n_in = spec.in_features if dense else spec.group_in
@@ -242,7 +246,7 @@ def _pad_runs(npos: np.ndarray, tptr: np.ndarray, off: np.ndarray, m: int, zero:
     np.cumsum(new_sizes, out=new_tptr[1:])
     out = np.full(int(new_tptr[-1]), zero, np.int64)
     seg = np.repeat(np.arange(sizes.size), sizes)
-    rank = np.arange(sizes.size and int(sizes.sum())) - np.repeat(np.asarray(tptr[:-1], np.int64), sizes)
+    rank = np.arange(int(sizes.sum())) - np.repeat(np.asarray(tptr[:-1], np.int64), sizes)
     neg = rank >= npos[seg]
     dest = new_tptr[seg] + np.where(neg, ppos[seg] + rank - npos[seg], rank)
     out[dest] = off

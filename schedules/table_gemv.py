@@ -78,8 +78,8 @@ from typing import Any
 import numpy as np
 import tvm
 from tvm import tirx
-from tvm.target import codegen
 from tvm.script import tirx as T
+from tvm.target import codegen
 
 from .compute import DenseSpec, _epilogue, needs_exact_scale
 from .segments import LANE_BITS
