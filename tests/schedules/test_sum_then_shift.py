@@ -101,17 +101,21 @@ def _weights(codes: np.ndarray, base: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(kind: str, spec, act_bits: tuple, k_tiles=None):
+def _compiled(kind: str, spec, act_bits: tuple, k_tiles=None, block_vectors=None):
     """Compiled pack + kernel per spec (the module does not depend on the weights)."""
     dummy = np.ones(((spec.out_channels, spec.group_in, spec.kernel_h, spec.kernel_w) if kind == "conv2d"
                      else (spec.out_features, spec.in_features)), np.int8)
-    return sts.build(kind, spec, dummy, HOST, act_bits, k_tiles=k_tiles).compile()
+    return sts.build(kind, spec, dummy, HOST, act_bits, k_tiles=k_tiles, block_vectors=block_vectors).compile()
 
 
-def _check(kind: str, spec, codes: np.ndarray, x: np.ndarray, bias, act_bits, ref, k_tiles=None) -> None:
-    k = sts.build(kind, spec, codes, HOST, act_bits, k_tiles=k_tiles)
-    y = _compiled(kind, spec, act_bits, k_tiles)(x, k.weight_inputs, None if bias is None else bias.numpy())
-    assert torch.equal(torch.from_numpy(y), ref.out), (kind, spec, k_tiles)
+def _check(kind: str, spec, codes: np.ndarray, x: np.ndarray, bias, act_bits, ref, k_tiles=None,
+           block_vectors=None) -> None:
+    k = sts.build(kind, spec, codes, HOST, act_bits, k_tiles=k_tiles, block_vectors=block_vectors)
+    if k.block == k.vector_lanes and k.kind != "depthwise":     # one vector per block: padded runs
+        assert k.term_multiple == sts.TERM_MULTIPLE and not (k.weight_inputs[2] % sts.TERM_MULTIPLE).any()
+    y = _compiled(kind, spec, act_bits, k_tiles, block_vectors)(x, k.weight_inputs,
+                                                               None if bias is None else bias.numpy())
+    assert torch.equal(torch.from_numpy(y), ref.out), (kind, spec, k_tiles, block_vectors)
 
 
 @pytest.mark.bitexact
@@ -134,7 +138,16 @@ def test_conv2d_with_input_channel_tiles_equals_reference(case, k_tiles, code_mo
     _check_conv_case(case, code_mode, act_mode, seed, k_tiles)
 
 
-def _check_conv_case(case, code_mode: str, act_mode: str, seed: int, k_tiles=None) -> None:
+@pytest.mark.bitexact
+@settings(max_examples=examples(150), deadline=None)
+@given(st.sampled_from(CONVS), st.sampled_from(CODE_MODES), st.sampled_from(ACT_MODES), st.integers(0, 2**32 - 1))
+def test_one_vector_blocks_with_padded_runs_equal_reference(case, code_mode, act_mode, seed):
+    """Forced one-vector blocks: runs padded to TERM_MULTIPLE terms that read the zero tail (a whole image
+    of zeros when the image spans several blocks)."""
+    _check_conv_case(case, code_mode, act_mode, seed, block_vectors=1)
+
+
+def _check_conv_case(case, code_mode: str, act_mode: str, seed: int, k_tiles=None, block_vectors=None) -> None:
     (C, O, H, W, KH, KW, stride, padding, dilation, groups, has_bias), act_bits = case
     rng = np.random.default_rng(seed)
     max_level = 6 if act_bits == (3, 5) else 14      # 16-bit activations at level 14: int64 accumulators
@@ -148,7 +161,7 @@ def _check_conv_case(case, code_mode: str, act_mode: str, seed: int, k_tiles=Non
     x = _acts(rng, spec.x_shape, act_mode, act_bits)
     bias = torch.from_numpy(rng.normal(size=O).astype(np.float32)) if has_bias else None
     ref = shift_conv2d(torch.from_numpy(x), shift, sign, act_bits[1], bias, stride, padding, dilation, groups)
-    _check("conv2d", spec, codes, x, bias, act_bits, ref, k_tiles)
+    _check("conv2d", spec, codes, x, bias, act_bits, ref, k_tiles, block_vectors)
 
 
 @pytest.mark.bitexact
