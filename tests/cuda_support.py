@@ -179,9 +179,10 @@ def _launches(prim) -> list:
     return [(d["blockIdx.x"], d["threadIdx.x"]) for d in launches]
 
 
-def emulate_cuda(src: str, prim, buffers: dict) -> dict:
+def emulate_cuda(src: str, prim, buffers: dict, prelude: str = "") -> dict:
     """Run the kernels of ``src`` on the CPU over their launch grids; ``buffers``: TVM buffer name -> array
-    (parameters; intermediates are allocated from the PrimFunc). Returns all buffers after the run."""
+    (parameters; intermediates are allocated from the PrimFunc); ``prelude``: C++ shims of CUDA intrinsics the
+    source calls (after the thread shims). Returns all buffers after the run."""
     bufs = {k: np.ascontiguousarray(v) for k, v in buffers.items()}
     for b in prim.body.block.alloc_buffers:                  # global intermediates (acc, pad)
         bufs.setdefault(str(b.name), np.zeros([int(d) for d in b.shape], str(b.dtype)))
@@ -206,7 +207,7 @@ def emulate_cuda(src: str, prim, buffers: dict) -> dict:
     with tempfile.TemporaryDirectory() as d:
         cpp, exe = os.path.join(d, "k.cpp"), os.path.join(d, "k")
         with open(cpp, "w") as f:
-            f.write(_PRELUDE + body + "\n" + "\n".join(main))
+            f.write(_PRELUDE + prelude + body + "\n" + "\n".join(main))
         r = subprocess.run(["g++", "-std=c++20", "-O1", "-w", "-fsanitize=undefined",
                             "-fno-sanitize-recover=all", cpp, "-o", exe], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-3000:]

@@ -199,12 +199,12 @@ static inline unsigned int __vsadu4(unsigned int a, unsigned int b) {
 
 @pytest.mark.skipif(not __import__("shutil").which("g++"), reason="g++ not on PATH")
 @pytest.mark.parametrize("variant", ["vsadu4", "plain"])
-def test_cuda_adder_source_runs_correctly_on_cpu(monkeypatch, variant):
+def test_cuda_adder_source_runs_correctly_on_cpu(variant):
     """The generated CUDA C (``__vsadu4`` and plain) run on the CPU over its launch grid equals the reference."""
-    import test_cuda as tcc
+    from cuda_support import emulate_cuda
+
     from schedules.adder import adder_conv2d_vsadu4, vsadu4_weights
 
-    monkeypatch.setattr(tcc, "_PRELUDE", tcc._PRELUDE + _VSADU4_SHIM)
     spec = AdderSpec(2, 6, 5, 6, 4, 3, 2, (1, 2), (1, 0, 2, 1), (1, 1), 2, frac_bits=4, x_bits=8, w_bits=7,
                      w_dtype="int8")
     case = dict(spec=spec, bias=True, seed=3)
@@ -214,8 +214,8 @@ def test_cuda_adder_source_runs_correctly_on_cpu(monkeypatch, variant):
     src = ex.mod.imports[0].inspect_source()
     assert ("__vsadu4" in src) == (variant == "vsadu4")
     wk = vsadu4_weights(w.numpy()) if variant == "vsadu4" else w.numpy().astype("int8")
-    out = tcc.emulate_cuda(src, prim, {"X_q": x.numpy().astype("int32"), "W": wk, "bias": b.numpy(),
-                                       "out": np.zeros(spec.out_shape, "float32")})["out"]
+    out = emulate_cuda(src, prim, {"X_q": x.numpy().astype("int32"), "W": wk, "bias": b.numpy(),
+                                   "out": np.zeros(spec.out_shape, "float32")}, prelude=_VSADU4_SHIM)["out"]
     r = ref_conv(x, w, spec.frac_bits, b, spec.stride, spec.padding, spec.dilation, spec.groups)
     assert torch.equal(torch.from_numpy(out), r.out)
 
