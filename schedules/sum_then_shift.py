@@ -120,10 +120,12 @@ CANONICALIZE_LOOP_WORKAROUND = True
 
 #: pixel vectors per block (unrolled): enough independent loads per term, accumulators within the registers
 BLOCK_VECTORS = 4
-#: with one vector per pixel block, every segment's positive and negative runs are padded to a multiple of this
-#: many terms (reading zeros): the term loop then has no remainder loop, whose exit the branch predictor
-#: misses once per run. Wider blocks keep exact runs (their padding would cost more adds than the exits).
+#: with at most PAD_MAX_VECTORS vectors per pixel block, every segment's positive and negative runs are padded
+#: to a multiple of TERM_MULTIPLE terms (reading zeros): the term loop then has no remainder loop, whose exit
+#: the branch predictor misses once per run. Wider blocks keep exact runs (their padding would cost more adds
+#: than the exits).
 TERM_MULTIPLE = 4
+PAD_MAX_VECTORS = 2
 
 #: share of the L1 data cache (:func:`schedules.target.l1d_bytes`) that the activations of one input-channel
 #: tile of a pixel block may span: every output of a task's chunk reads the whole tile, so it stays in L1
@@ -787,7 +789,7 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
         if block_vectors is not None and not 1 <= int(block_vectors) <= 8:
             raise ValueError(f"block_vectors={block_vectors} must be 1..8")
         nv, vb = _block(_pixels(kind, spec, vw), vw, BLOCK_VECTORS if block_vectors is None else block_vectors)
-        tm = TERM_MULTIPLE if nv == 1 else 1
+        tm = TERM_MULTIPLE if nv <= PAD_MAX_VECTORS else 1
         # padding terms read the zero tail at every pixel block's position: a whole image of zeros
         tail = _round_up(_pixels(kind, spec, vw), vb) if tm > 1 else vb
         kt = (default_k_tiles(spec, _layout(kind, spec, vw, tail), vb, lane, tgt) if k_tiles is None

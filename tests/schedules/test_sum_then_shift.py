@@ -111,8 +111,10 @@ def _compiled(kind: str, spec, act_bits: tuple, k_tiles=None, block_vectors=None
 def _check(kind: str, spec, codes: np.ndarray, x: np.ndarray, bias, act_bits, ref, k_tiles=None,
            block_vectors=None) -> None:
     k = sts.build(kind, spec, codes, HOST, act_bits, k_tiles=k_tiles, block_vectors=block_vectors)
-    if k.block == k.vector_lanes and k.kind != "depthwise":     # one vector per block: padded runs
-        assert k.term_multiple == sts.TERM_MULTIPLE and not (k.weight_inputs[2] % sts.TERM_MULTIPLE).any()
+    if k.kind != "depthwise":             # narrow blocks: runs padded to TERM_MULTIPLE terms
+        narrow = k.block <= sts.PAD_MAX_VECTORS * k.vector_lanes
+        assert k.term_multiple == (sts.TERM_MULTIPLE if narrow else 1)
+        assert not (k.weight_inputs[2] % k.term_multiple).any()
     y = _compiled(kind, spec, act_bits, k_tiles, block_vectors)(x, k.weight_inputs,
                                                                None if bias is None else bias.numpy())
     assert torch.equal(torch.from_numpy(y), ref.out), (kind, spec, k_tiles, block_vectors)
