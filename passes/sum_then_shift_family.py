@@ -76,12 +76,7 @@ def sum_then_shift_kernel(req: KernelRequest, choices: ShapeChoices | None = Non
     except ValueError as e:   # e.g. a bound only the per-term int64 kernel meets
         log.info("layer %s: no sum-then-shift kernel (%s); using the per-term kernel", req.info.layer, e)
         return default_kernel(req)
-    derive = k.derive
-    fn = derive.func.__name__
-    params = {"derive": fn, "spec": spec_to_json(req.spec),
-              "keywords": {kw: int(v) for kw, v in derive.keywords.items()}}
-    weights = tuple(WeightInput(name, arr, Derivation(PLAN_INPUT, {**params, "index": i}))
-                    for i, (name, arr) in enumerate(zip(PLAN_INPUT_NAMES[fn], k.weight_inputs)))
+    weights = _plan_weights(req, k)
     info = req.info
     return KernelBuild(main=_with_root_block(k.main), weights=weights, prologue=_with_root_block(k.pack),
                        prologue_out=(tuple(k.packed_shape), k.lane_dtype),
@@ -104,13 +99,19 @@ def _cuda_kernel(req: KernelRequest) -> KernelBuild:
     except ValueError as e:   # a bound only the per-term int64 kernel meets, a kernel too large for a term
         log.info("layer %s: no CUDA sum-then-shift kernel (%s); using the per-term kernel", req.info.layer, e)
         return default_kernel(req)
-    fn = k.derive.func.__name__
-    params = {"derive": fn, "spec": spec_to_json(req.spec),
-              "keywords": {kw: int(v) for kw, v in k.derive.keywords.items()}}
-    weights = tuple(WeightInput(name, arr, Derivation(PLAN_INPUT, {**params, "index": i}))
-                    for i, (name, arr) in enumerate(zip(PLAN_INPUT_NAMES[fn], k.weight_inputs)))
-    return KernelBuild(main=_with_root_block(k.main), weights=weights,
+    return KernelBuild(main=_with_root_block(k.main), weights=_plan_weights(req, k),
                        task_name=f"sum_then_shift_cuda_{k.kind}_{_shape_name(req.spec)}_{k.lane_dtype}")
+
+
+def _plan_weights(req: KernelRequest, k: Any) -> tuple[WeightInput, ...]:
+    """A kernel's plan arrays (``k.weight_inputs``) as weight inputs, each rebuilt at load time by ``k.derive``
+    (a ``functools.partial`` of a ``schedules.sum_then_shift_layout.derive_*`` function) from the codes."""
+    derive = k.derive
+    fn = derive.func.__name__
+    params = {"derive": fn, "spec": spec_to_json(req.spec),
+              "keywords": {kw: int(v) for kw, v in derive.keywords.items()}}
+    return tuple(WeightInput(name, arr, Derivation(PLAN_INPUT, {**params, "index": i}))
+                 for i, (name, arr) in enumerate(zip(PLAN_INPUT_NAMES[fn], k.weight_inputs)))
 
 
 def _with_root_block(prim: tirx.PrimFunc) -> tirx.PrimFunc:

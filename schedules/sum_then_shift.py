@@ -95,7 +95,6 @@ from tvm import tirx
 from tvm.script import tirx as T
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as Tb
-from tvm.target import codegen
 
 from .compute import Conv2dSpec, DenseSpec, _epilogue, cast_lanes, needs_exact_scale, quantize_value
 from .epilogue import Epilogue
@@ -104,7 +103,7 @@ from .segments import LANE_BITS, lane_dtype_for
 from .sum_then_shift_layout import (ActivationLayout, conv_layout, conv_rows, dense_layout, derive_conv2d_inputs,
                                     derive_depthwise_inputs, derive_dense_inputs, is_depthwise, pack_numpy)
 from .sum_then_shift_layout import round_up as _round_up
-from .target import l1d_bytes, resolve_target
+from .target import has_feature, l1d_bytes, resolve_target
 
 __all__ = ["build", "SumThenShiftKernel", "ActivationLayout", "conv_layout", "dense_layout", "is_depthwise",
            "vector_bits", "conv_rows", "derive_conv2d_inputs", "derive_depthwise_inputs", "derive_dense_inputs",
@@ -139,15 +138,10 @@ TILE_MIN_OVERFLOW = 1.5
 
 def vector_bits(target: tvm.target.Target) -> int:
     """SIMD register width the kernels vectorise for: 512 (AVX-512BW), 256 (AVX2), else 128 (SSE/NEON/...)."""
-    if target.kind.name != "llvm":
-        return 128
-    try:
-        if codegen.target_has_features("avx512bw", target):
-            return 512
-        if codegen.target_has_features("avx2", target):
-            return 256
-    except Exception:  # noqa: BLE001 - non-x86 LLVM targets
-        pass
+    if has_feature(target, "avx512bw"):
+        return 512
+    if has_feature(target, "avx2"):
+        return 256
     return 128
 
 

@@ -79,7 +79,6 @@ import numpy as np
 import tvm
 from tvm import tirx
 from tvm.script import tirx as T
-from tvm.target import codegen
 
 from .compute import DenseSpec, _epilogue, needs_exact_scale
 from .segments import LANE_BITS
@@ -88,7 +87,7 @@ from .table_gemv_layout import (MAX_CHUNK, MAX_CODE, NIBBLE_LEVELS, NIBBLE_MAX_T
                                 derive_gather_tail_inputs, derive_inputs, derive_nibble_inputs, encode_codes,
                                 gather_lanes, gather_table_numpy, nibble_chunks, nibble_window, signed_table_numpy,
                                 table_numpy)
-from .target import resolve_target
+from .target import has_feature, resolve_target
 
 __all__ = [
     "MAX_CHUNK",
@@ -554,20 +553,12 @@ def build(spec: DenseSpec, codes: np.ndarray, target: str | dict | tvm.target.Ta
         nch, c = byte_chunks(spec.in_features)
         derive = functools.partial(derive_inputs, spec, lanes=lanes)
     kp = nch * c
-    vbmi = lanes == 64 and variant in NIBBLE_VARIANTS and _has_vbmi(tgt)
+    vbmi = lanes == 64 and variant in NIBBLE_VARIANTS and has_feature(tgt, "avx512vbmi")
     table, main = _primfuncs(variant, spec, kp, npl, lanes, c, vbmi)
     shape = {"nibble": (kp * 18,), "nibble_gather": (kp * 20 + 4,)}.get(variant, (kp * npl * 16,))
     return TableGemvKernel(spec=spec, table=table, main=main, weight_inputs=tuple(derive(codes)), derive=derive,
                            table_shape=shape, table_dtype="int16" if variant in NIBBLE_VARIANTS else "uint8",
                            lanes=lanes, planes=npl, chunk=c, target=tgt, variant=variant)
-
-
-def _has_vbmi(target: tvm.target.Target) -> bool:
-    """Whether the target has AVX-512 VBMI (``vpermb``)."""
-    try:
-        return bool(codegen.target_has_features("avx512vbmi", target))
-    except Exception:  # noqa: BLE001 - non-x86 LLVM targets
-        return False
 
 
 def _tail_bound(codes: np.ndarray, x_absmax: int) -> int:

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Union
 import tvm
 from tvm.target import Target
 
-__all__ = ["resolve_target", "target_key", "host_cpu", "llvm_host_target", "l1d_bytes", "TargetLike"]
+__all__ = ["resolve_target", "target_key", "host_cpu", "llvm_host_target", "l1d_bytes", "has_feature", "TargetLike"]
 
 TargetLike = Union[str, Mapping[str, Any], Target]
 
@@ -125,6 +125,19 @@ def resolve_target(target: TargetLike) -> Target:
     if tgt.kind.name == "cuda":
         tgt = _with_gpu_limits(tgt)
     return tgt
+
+
+def has_feature(target: Target, feature: str) -> bool:
+    """Whether an LLVM target's CPU has ``feature`` (LLVM's name: ``"avx2"``, ``"avx512bw"``, ``"avx512vbmi"``);
+    False for other target kinds and for features LLVM does not know on that architecture."""
+    if target.kind.name != "llvm":
+        return False
+    try:
+        from tvm.target import codegen
+
+        return bool(codegen.target_has_features(feature, target))
+    except Exception:  # noqa: BLE001 - non-x86 LLVM targets
+        return False
 
 
 def _with_gpu_limits(tgt: Target) -> Target:

@@ -81,23 +81,15 @@ def _entry_data_multiplies(ptx: str, data_params: tuple[int, ...] | None = None)
         operands = [o.strip() for o in re.split(r",(?![^\[]*\])", rest)] if rest else []
         insts.append((op, operands))
     data_addr = _param_derived(insts, data_params) if data_params is not None else None
-    tainted: set = set()
-    changed = True
-    while changed:
-        changed = False
-        for op, ops in insts:
-            if not ops or op.startswith(("st.", "bra", "ret", "bar", "call")):
-                continue
-            dests = _REG.findall(ops[0])
-            if op.startswith("ld.") and not op.startswith("ld.param"):
-                addr = {r for o in ops[1:] for r in _REG.findall(o)}
-                new = set(dests) if data_addr is None or addr & data_addr else set()
-            else:
-                srcs = {r for o in ops[1:] for r in _REG.findall(re.sub(r"\[.*?\]", "", o))}
-                new = set(dests) if srcs & tainted else set()
-            if new - tainted:
-                tainted |= new
-                changed = True
+
+    def loaded(op: str, ops: list) -> set | None:
+        # a load's value is data (unless only some parameters are: then it must read through one of them)
+        if not op.startswith("ld.") or op.startswith("ld.param"):
+            return None
+        addr = {r for o in ops[1:] for r in _REG.findall(o)}
+        return set(_REG.findall(ops[0])) if data_addr is None or addr & data_addr else set()
+
+    tainted = _forward(insts, loaded, through_addresses=False)
     int_muls, float_muls = [], []
     for op, ops in insts:
         if not re.match(r"(mul|mad|fma)(24)?\.", op):
@@ -112,25 +104,35 @@ def _entry_data_multiplies(ptx: str, data_params: tuple[int, ...] | None = None)
 def _param_derived(insts: list, params: tuple[int, ...]) -> set:
     """Registers computed from the pointers of the kernel parameters ``params`` (``ld.param`` of
     ``*_param_<i>``), through any arithmetic (the addresses of those buffers)."""
-    derived: set = set()
+    def pointer(op: str, ops: list) -> set | None:
+        if op.startswith("ld.param"):
+            m = re.search(r"_param_(\d+)", " ".join(ops[1:]))
+            return set(_REG.findall(ops[0])) if m and int(m.group(1)) in params else set()
+        return set() if op.startswith("ld.") else None
+
+    return _forward(insts, pointer, through_addresses=True)
+
+
+def _forward(insts: list, source, through_addresses: bool) -> set:
+    """Forward data flow over PTX ``(op, operands)`` to a fixed point: ``source(op, operands)`` gives the
+    registers an instruction starts (``None``: not a source, its destinations join when an operand is in the
+    set); ``through_addresses``: registers inside ``[...]`` operands count as operands too."""
+    found: set = set()
     changed = True
     while changed:
         changed = False
         for op, ops in insts:
             if not ops or op.startswith(("st.", "bra", "ret", "bar", "call")):
                 continue
-            dests = set(_REG.findall(ops[0]))
-            if op.startswith("ld.param"):
-                m = re.search(r"_param_(\d+)", " ".join(ops[1:]))
-                new = dests if m and int(m.group(1)) in params else set()
-            elif op.startswith("ld."):
-                new = set()
-            else:
-                new = dests if {r for o in ops[1:] for r in _REG.findall(o)} & derived else set()
-            if new - derived:
-                derived |= new
+            new = source(op, ops)
+            if new is None:
+                srcs = {r for o in ops[1:]
+                        for r in _REG.findall(o if through_addresses else re.sub(r"\[.*?\]", "", o))}
+                new = set(_REG.findall(ops[0])) if srcs & found else set()
+            if new - found:
+                found |= new
                 changed = True
-    return derived
+    return found
 
 
 _PRELUDE = r"""

@@ -136,41 +136,38 @@ def test_avx2_code_equals_reference(variant):
             assert torch.equal(torch.from_numpy(y), ref.out), (spec, mode, variant)
 
 
-@pytest.mark.parametrize("K,planes", [(20, 2), (300, 3), (511, 3)])
-def test_table_matches_its_numpy_twin(K, planes):
+def _pre_kernel_output(K: int, planes: int, variant: str) -> tuple:
+    """``(kernel, x, tables)``: the variant's pre-kernel run on K activations (the first two saturated) into
+    a buffer filled with 77 (so that an unwritten element shows)."""
     spec = DenseSpec(1, K, 3, frac_bits=5, s0=BASE_SHIFT)
-    k = tg.build(spec, np.full((3, K), 15 if planes == 3 else 1, np.int8), HOST, (3, 5), variant="byte")
+    k = tg.build(spec, np.full((3, K), 15 if planes == 3 else 1, np.int8), HOST, (3, 5), variant=variant)
     x = np.random.default_rng(K).integers(-128, 128, size=(1, K))
     x[0, :2] = (-128, 127)
-    tbl = tvm.runtime.tensor(np.full(k.table_shape, 77, np.uint8))
-    _compiled(spec, planes, "byte").module["table"](tvm.runtime.tensor(x.astype(np.int32)), tbl)
+    tbl = tvm.runtime.tensor(np.full(k.table_shape, 77, k.table_dtype))
+    _compiled(spec, planes, variant).module["table"](tvm.runtime.tensor(x.astype(np.int32)), tbl)
+    return k, x, tbl.numpy()
+
+
+@pytest.mark.parametrize("K,planes", [(20, 2), (300, 3), (511, 3)])
+def test_table_matches_its_numpy_twin(K, planes):
+    k, x, tbl = _pre_kernel_output(K, planes, "byte")
     kp = k.table_shape[0] // (16 * planes)
     assert kp % k.chunk == 0 and kp >= K
-    assert np.array_equal(tbl.numpy(), tg.table_numpy(x, kp, planes).reshape(-1))
+    assert np.array_equal(tbl, tg.table_numpy(x, kp, planes).reshape(-1))
 
 
 @pytest.mark.parametrize("K", [20, 511])
 def test_nibble_table_matches_its_numpy_twin(K):
-    spec = DenseSpec(1, K, 3, frac_bits=5, s0=BASE_SHIFT)
-    k = tg.build(spec, np.ones((3, K), np.int8), HOST, (3, 5), variant="nibble")
-    x = np.random.default_rng(K).integers(-128, 128, size=(1, K))
-    x[0, :2] = (-128, 127)
-    tbl = tvm.runtime.tensor(np.full(k.table_shape, 77, np.int16))
-    _compiled(spec, 2, "nibble").module["table"](tvm.runtime.tensor(x.astype(np.int32)), tbl)
-    assert np.array_equal(tbl.numpy(), tg.signed_table_numpy(x, k.table_shape[0] // 18))
+    k, x, tbl = _pre_kernel_output(K, 2, "nibble")
+    assert np.array_equal(tbl, tg.signed_table_numpy(x, k.table_shape[0] // 18))
 
 
 @pytest.mark.parametrize("K", [20, 511])
 def test_gather_table_matches_its_numpy_twin(K):
-    spec = DenseSpec(1, K, 3, frac_bits=5, s0=BASE_SHIFT)
-    k = tg.build(spec, np.ones((3, K), np.int8), HOST, (3, 5), variant="nibble_gather")
-    x = np.random.default_rng(K).integers(-128, 128, size=(1, K))
-    x[0, :2] = (-128, 127)
-    tbl = tvm.runtime.tensor(np.full(k.table_shape, 77, np.int16))
-    _compiled(spec, 2, "nibble_gather").module["table"](tvm.runtime.tensor(x.astype(np.int32)), tbl)
+    k, x, tbl = _pre_kernel_output(K, 2, "nibble_gather")
     kp = (k.table_shape[0] - 4) // 20
-    assert np.array_equal(tbl.numpy(), tg.gather_table_numpy(x, kp))
-    pm = tbl.numpy()[kp * 16:].view(np.int32)                               # +-x as int32, then the zero
+    assert np.array_equal(tbl, tg.gather_table_numpy(x, kp))
+    pm = tbl[kp * 16:].view(np.int32)                                        # +-x as int32, then the zero
     assert pm[:2 * K:2].tolist() == x[0].tolist() and pm[1:2 * K:2].tolist() == (-x[0]).tolist()
     assert not pm[2 * K:].any()
 
