@@ -120,9 +120,12 @@ class ModelRunner:
                     raise SignatureError(f"input {i}: expected shape {list(shape)} dtype {dtype}, got shape "
                                          f"{list(t.shape)} dtype {got_dtype} (the model was compiled for "
                                          f"static shapes; compile again for other shapes)")
-                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                a = np.ascontiguousarray(t.cpu().numpy())
+                # checked in numpy: a torch op would start torch's OpenMP workers, which then spin on the
+                # cores that the TVM thread pool is about to use
+                if t.is_floating_point() and not np.isfinite(a).all():
                     raise ValueError(f"input {i} contains NaN or inf; the compiled model needs finite inputs")
-                arrays.append(np.ascontiguousarray(t.cpu().numpy()))
+                arrays.append(a)
             elif isinstance(x, np.ndarray):
                 if tuple(x.shape) != tuple(shape) or str(x.dtype) != dtype:
                     raise SignatureError(f"input {i}: expected shape {list(shape)} dtype {dtype}, got shape "
