@@ -23,9 +23,10 @@ vector axis ``p = oh * RL + ow`` (``RL`` = row length, :func:`conv_rows`), so ev
 contiguous run of activations at a fixed offset from ``p``. The pack writes, per image, *copies* of the zero-padded
 input, ``copy (cs, a)[c, r, j] = x_pad[c, r * sh + a, j * sw + cs]`` for ``r < OH + ((KH-1)*dh)//sh``,
 ``j < RL``, planes rounded up to a cache line, then a zero tail (tail blocks read past the last plane;
-depthwise zero weights point there). Two forms:
+depthwise zero weights point there). Two forms (:func:`conv_rows`; the conv kernel with vectors of a cache
+line takes tap copies first, :func:`aligned_taps`, so that no term's load splits a line):
 
-* *halo* (preferred): ``RL = OW + ((KW-1)*dw)//sw`` rounded up to the vector lanes, one copy per stride phase
+* *halo* (else preferred): ``RL = OW + ((KW-1)*dw)//sw`` rounded up to the vector lanes, one copy per stride phase
   (``cs = (kw*dw) % sw``, ``a = (kh*dh) % sh``): tap ``(c, kh, kw)`` is at ``base(cs, a) + c * plane +
   ((kh*dh)//sh) * RL + (kw*dw)//sw``. About 1x the input; the input rows of a pixel block fit L1. Used when
   the garbage columns ``OW .. RL-1`` cost <= 1/6 more work (OW = 14, 28, 56, 112, ...);
@@ -108,7 +109,7 @@ from .target import has_feature, l1d_bytes, resolve_target
 __all__ = ["build", "SumThenShiftKernel", "ActivationLayout", "conv_layout", "dense_layout", "is_depthwise",
            "vector_bits", "conv_rows", "derive_conv2d_inputs", "derive_depthwise_inputs", "derive_dense_inputs",
            "pack_numpy", "CANONICALIZE_LOOP_WORKAROUND", "KINDS", "default_k_tiles", "segment_lane_dtype",
-           "TILE_L1_SHARE", "MIN_TILE_CHANNELS", "TILE_MIN_OVERFLOW"]
+           "TILE_L1_SHARE", "MIN_TILE_CHANNELS", "TILE_MIN_OVERFLOW", "aligned_taps", "CACHE_LINE_BITS"]
 
 KINDS = ("conv2d", "dense")
 
@@ -129,11 +130,16 @@ PAD_MAX_VECTORS = 2
 #: share of the L1 data cache (:func:`schedules.target.l1d_bytes`) that the activations of one input-channel
 #: tile of a pixel block may span: every output of a task's chunk reads the whole tile, so it stays in L1
 TILE_L1_SHARE = 5 / 6
-#: fewer input channels per tile than this cost more in extra segments than the L1 hits gain
-MIN_TILE_CHANNELS = 32
+#: fewer input channels per tile than this, per row phase of the stride, cost more in extra segments than the
+#: L1 hits gain (``--k-tiles`` in ``experiments/bench_sum_then_shift.py``: conv 64->64@56 is fastest with 3
+#: tiles of 21 channels; the stride-2 convs with 2 phases best keep >= 32 channels, e.g. 128->256/2@28 4 tiles,
+#: 4 % ahead of 6)
+MIN_TILE_CHANNELS = 16
 #: tile only when the activations overflow that share of L1 by this factor: near the L1 size the hits gained
 #: do not pay for the extra segments, least of all with few outputs per task to reuse a tile
 TILE_MIN_OVERFLOW = 1.5
+#: a cache line: vectors this wide read aligned tap copies (:func:`aligned_taps`)
+CACHE_LINE_BITS = 512
 
 
 def vector_bits(target: tvm.target.Target) -> int:
@@ -298,22 +304,35 @@ def _lanes(target: tvm.target.Target, dtype: str) -> int:
     return max(1, vector_bits(target) // LANE_BITS[dtype])
 
 
-def _pixels(kind: str, spec: Union[Conv2dSpec, DenseSpec], vw: int) -> int:
+def aligned_taps(kind: str, vw: int, lane: str, taps: Optional[bool] = None) -> bool:
+    """Whether the conv kernel reads the tap-copy layout first (``conv_rows(taps=True)``; ``taps`` forces the
+    answer for a conv, as :func:`build`'s argument does; never for depthwise or dense). With vectors of a
+    whole cache line, a load at a column tap that is not a multiple of the lanes splits a line *every* time,
+    so each tap gets its own row-aligned copy (and input-channel tiles keep the ``KW`` x larger block in
+    L1). Narrower vectors split only some of those loads, and the halo layout's smaller footprint wins
+    there (``experiments/bench_sum_then_shift.py``, AVX2 code: conv 64->64@56 equal or slower with taps)."""
+    if kind != "conv2d":
+        return False
+    return vw * LANE_BITS[lane] >= CACHE_LINE_BITS if taps is None else bool(taps)
+
+
+def _pixels(kind: str, spec: Union[Conv2dSpec, DenseSpec], vw: int, lane: str, taps: Optional[bool] = None) -> int:
     """Output pixels per image the conv / dense kernel computes with ``vw``-lane vectors (garbage columns of
     padded rows included)."""
-    return spec.batch if kind == "dense" else spec.out_hw[0] * conv_rows(spec, vw)[0]
+    return spec.batch if kind == "dense" else spec.out_hw[0] * conv_rows(spec, vw, aligned_taps(kind, vw, lane, taps))[0]
 
 
-def _pixel_lanes(kind: str, spec: Union[Conv2dSpec, DenseSpec], full: int) -> int:
+def _pixel_lanes(kind: str, spec: Union[Conv2dSpec, DenseSpec], full: int, lane: str,
+                 taps: Optional[bool] = None) -> int:
     """Lanes per vector: the target's ``full`` width, halved (down to 8 lanes) while that cuts the padded
     pixels of an image by at least a quarter -- e.g. a 4x4 output is one 16-lane vector on AVX-512, not a
     half-empty 32-lane one; a narrower vector costs more instructions per lane, so smaller savings keep
     the full width."""
     best = full
-    padded = _round_up(_pixels(kind, spec, full), full)
+    padded = _round_up(_pixels(kind, spec, full, lane, taps), full)
     w = full // 2
     while w >= 8:
-        p = _round_up(_pixels(kind, spec, w), w)
+        p = _round_up(_pixels(kind, spec, w, lane, taps), w)
         if 4 * p <= 3 * padded:
             best, padded = w, p
         w //= 2
@@ -612,6 +631,7 @@ class SumThenShiftKernel:
     tail: int = 0
     k_tiles: int = 1
     term_multiple: int = 1
+    taps: bool = False
 
     def main_with(self, epilogue: Epilogue, packed: Optional[PackedStore] = None) -> tirx.PrimFunc:
         """:attr:`main` with a fused :class:`~schedules.epilogue.Epilogue`: parameters ``(packed,
@@ -622,7 +642,7 @@ class SumThenShiftKernel:
             return self.main
         return _main_primfunc(self.kind, self.spec, self.lane_dtype, self.vector_lanes,
                               self.block // self.vector_lanes, self.tail, epilogue, packed, self.k_tiles,
-                              self.term_multiple)
+                              self.term_multiple, self.taps)
 
     def can_store_into(self, packed: PackedStore) -> bool:
         """Whether :meth:`main_with` can store this kernel's output into ``packed`` (conv, not depthwise;
@@ -693,7 +713,7 @@ _COMPILED_LOCK = threading.Lock()
 
 
 def _compiled(k: SumThenShiftKernel) -> CompiledSumThenShift:
-    key = (k.kind, k.spec, k.lane_dtype, k.vector_lanes, k.block, k.packed_shape, k.k_tiles, k.term_multiple,
+    key = (k.kind, k.spec, k.lane_dtype, k.vector_lanes, k.block, k.packed_shape, k.k_tiles, k.term_multiple, k.taps,
            str(k.target))
     with _COMPILED_LOCK:
         hit = _COMPILED.get(key)
@@ -719,7 +739,7 @@ def _x_absmax(act_bits: Tuple[int, int]) -> int:
 def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
           target: Union[str, dict, tvm.target.Target], act_bits: Tuple[int, int],
           k_tiles: Optional[int] = None, lanes: Optional[int] = None,
-          block_vectors: Optional[int] = None) -> SumThenShiftKernel:
+          block_vectors: Optional[int] = None, taps: Optional[bool] = None) -> SumThenShiftKernel:
     """Build the sum-then-shift kernel of one layer (see the module doc for layouts and numerics).
 
     Args:
@@ -737,6 +757,8 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
         block_vectors: at most this many vectors per pixel block, 1 to 8 (:data:`BLOCK_VECTORS` when None).
             ``k_tiles``, ``lanes`` and ``block_vectors`` are what ``shiftcomp.tune`` chooses per layer
             (:mod:`schedules.shape_choices`); every choice computes the same bits.
+        taps: the conv kernel's layout: aligned tap copies first (True) or the halo layout first (False);
+            :func:`aligned_taps` when None (ignored by depthwise and dense). Either computes the same bits.
 
     Returns:
         The :class:`SumThenShiftKernel`.
@@ -773,20 +795,22 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
         nv, vb = _block(n_pix, vw)
         tail = _round_up(n_pix, vb)              # zero weights read a whole image of zeros
         derive = functools.partial(derive_depthwise_inputs, spec, tail=tail, row_align=vw)
-        kkind, kt, tm = "depthwise", 1, 1
+        kkind, kt, tm, use_taps = "depthwise", 1, 1, False
     else:
         lane = lane_dtype_for(x_absmax)
         full = _lanes(tgt, lane)
-        vw = _pixel_lanes(kind, spec, full) if lanes is None else int(lanes)
+        vw = _pixel_lanes(kind, spec, full, lane, taps) if lanes is None else int(lanes)
         if not min(8, full) <= vw <= full or vw & (vw - 1):
             raise ValueError(f"lanes={lanes} must be a power of two from {min(8, full)} to {full} (this target)")
         if block_vectors is not None and not 1 <= int(block_vectors) <= 8:
             raise ValueError(f"block_vectors={block_vectors} must be 1..8")
-        nv, vb = _block(_pixels(kind, spec, vw), vw, BLOCK_VECTORS if block_vectors is None else block_vectors)
+        use_taps = aligned_taps(kind, vw, lane, taps)
+        nv, vb = _block(_pixels(kind, spec, vw, lane, use_taps), vw,
+                        BLOCK_VECTORS if block_vectors is None else block_vectors)
         tm = TERM_MULTIPLE if nv <= PAD_MAX_VECTORS else 1
         # padding terms read the zero tail at every pixel block's position: a whole image of zeros
-        tail = _round_up(_pixels(kind, spec, vw), vb) if tm > 1 else vb
-        kt = (default_k_tiles(spec, _layout(kind, spec, vw, tail), vb, lane, tgt) if k_tiles is None
+        tail = _round_up(_pixels(kind, spec, vw, lane, use_taps), vb) if tm > 1 else vb
+        kt = (default_k_tiles(spec, _layout(kind, spec, vw, tail, use_taps), vb, lane, tgt) if k_tiles is None
               else int(k_tiles))
         kt = max(1, min(kt, spec.in_features if kind == "dense" else spec.group_in))
         if kind == "dense":
@@ -794,22 +818,22 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
                                        term_multiple=tm)
         else:
             derive = functools.partial(derive_conv2d_inputs, spec, x_absmax=x_absmax, tail=tail, row_align=vw,
-                                       k_tiles=kt, term_multiple=tm)
+                                       k_tiles=kt, term_multiple=tm, taps=int(use_taps))
         kkind = kind
-    layout, pack, main = _primfuncs(kkind, spec, lane, vw, nv, tail, vector_bits(tgt), kt, tm)
+    layout, pack, main = _primfuncs(kkind, spec, lane, vw, nv, tail, vector_bits(tgt), kt, tm, use_taps)
     return SumThenShiftKernel(kind=kkind, spec=spec, pack=pack, main=main, weight_inputs=tuple(derive(codes)),
                               derive=derive, lane_dtype=lane, packed_shape=(layout.length,), layout=layout,
                               vector_lanes=vw, block=nv * vw, target=tgt, act_bits=(int(act_bits[0]), int(act_bits[1])),
-                              tail=tail, k_tiles=kt, term_multiple=tm)
+                              tail=tail, k_tiles=kt, term_multiple=tm, taps=use_taps)
 
 
 def default_k_tiles(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout, block: int, lane: str,
                     target: tvm.target.Target) -> int:
     """Input-channel tiles of a conv with a spatial kernel whose activations for a pixel block overflow
     :data:`TILE_L1_SHARE` of the target's L1d by :data:`TILE_MIN_OVERFLOW`: as few as keep one tile within
-    that share, at least :data:`MIN_TILE_CHANNELS` channels each. 1 (no tiling) for 1x1 convs and dense: with
-    one term per input channel the extra segments cost more than the L1 hits gain
-    (``experiments/bench_sum_then_shift.py --k-tiles``)."""
+    that share, at least :data:`MIN_TILE_CHANNELS` channels each per row phase of the stride. 1 (no tiling)
+    for 1x1 convs and dense: with one term per input channel the extra segments cost more than the L1 hits
+    gain (``experiments/bench_sum_then_shift.py --k-tiles``)."""
     if isinstance(spec, DenseSpec) or spec.kernel_h * spec.kernel_w == 1:
         return 1
     n_in = spec.group_in
@@ -820,26 +844,27 @@ def default_k_tiles(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout
     budget = int(l1d_bytes(target) * TILE_L1_SHARE)
     if n_in * per_channel <= TILE_MIN_OVERFLOW * budget:
         return 1
-    return max(1, min(-(-n_in * per_channel // budget), n_in // MIN_TILE_CHANNELS))
+    return max(1, min(-(-n_in * per_channel // budget), n_in // (MIN_TILE_CHANNELS * spec.stride[0])))
 
 
 @functools.lru_cache(maxsize=256)
 def _primfuncs(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int, vbits: int, kt: int = 1,
-               tm: int = 1) -> Tuple[ActivationLayout, tirx.PrimFunc, tirx.PrimFunc]:
+               tm: int = 1, taps: bool = False) -> Tuple[ActivationLayout, tirx.PrimFunc, tirx.PrimFunc]:
     """``(layout, pack, main)`` of one kernel instance (they depend on the shapes only, not on the weights)."""
-    layout = _layout(kind, spec, vw, tail)
+    layout = _layout(kind, spec, vw, tail, taps)
     pack = _pack_primfunc(layout, tuple(int(d) for d in spec.x_shape), lane, vbits)
-    return layout, pack, _main_primfunc(kind, spec, lane, vw, nv, tail, Epilogue(), None, kt, tm)
+    return layout, pack, _main_primfunc(kind, spec, lane, vw, nv, tail, Epilogue(), None, kt, tm, taps)
 
 
-def _layout(kind: str, spec: Any, vw: int, tail: int) -> ActivationLayout:
-    return dense_layout(spec, tail) if kind == "dense" else conv_layout(spec, tail, vw)
+def _layout(kind: str, spec: Any, vw: int, tail: int, taps: bool = False) -> ActivationLayout:
+    return dense_layout(spec, tail) if kind == "dense" else conv_layout(spec, tail, vw, taps)
 
 
 @functools.lru_cache(maxsize=256)
 def _main_primfunc(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int, epilogue: Epilogue,
-                   packed: Optional[PackedStore] = None, kt: int = 1, tm: int = 1) -> tirx.PrimFunc:
-    layout = _layout(kind, spec, vw, tail)
+                   packed: Optional[PackedStore] = None, kt: int = 1, tm: int = 1, taps: bool = False
+                   ) -> tirx.PrimFunc:
+    layout = _layout(kind, spec, vw, tail, taps)
     if kind == "depthwise":
         if packed is not None:
             raise ValueError("the depthwise kernel stores float32 only")

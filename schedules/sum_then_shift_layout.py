@@ -102,17 +102,25 @@ class ActivationLayout:
 ROW_PAD_MAX_WASTE = 6
 
 
-def conv_rows(spec: Conv2dSpec, row_align: int) -> Tuple[int, bool]:
+def conv_rows(spec: Conv2dSpec, row_align: int, taps: bool = False) -> Tuple[int, bool]:
     """``(row_len, halo)`` of the packed planes of a conv (output pixels per row, garbage columns included).
 
     Rows a multiple of ``row_align`` (vector lanes) keep every vector load inside one cache line (split loads
-    are slow) and every vector inside one output row. Preferred: the
-    *halo* layout, rows of ``OW + ((KW-1)*dw)//sw`` rounded up -- one copy per stride phase, so the input
-    block of a pixel block fits L1 -- when its garbage columns cost <= 1/6 more work; then the tap-copy layout
-    with rows of ``OW`` rounded up under the same rule; else rows of exactly ``OW`` (no garbage columns)."""
+    are slow) and every vector inside one output row. With ``taps`` (the conv kernel), the tap-copy layout
+    with rows of ``OW`` rounded up comes first when its garbage columns cost <= 1/6 more work: a term at
+    column tap ``kw`` then reads its own copy at a row start, so *every* term's vector load is aligned (in
+    the halo layout, taps ``kw`` not a multiple of the lanes split cache lines), and input-channel tiles
+    (:func:`schedules.sum_then_shift.default_k_tiles`) keep the ``KW`` x larger input block in L1.
+    Otherwise (and first without ``taps``) the *halo* layout, rows of ``OW + ((KW-1)*dw)//sw`` rounded up --
+    one copy per stride phase, so the input block of a pixel block fits L1 -- under the same 1/6 rule; then
+    the tap-copy layout with rows of ``OW`` rounded up under that rule; else rows of exactly ``OW`` (no
+    garbage columns)."""
     oh, ow = spec.out_hw
     ra = max(1, int(row_align))
     if ra > 1:
+        rl = round_up(ow, ra)
+        if taps and (rl - ow) * ROW_PAD_MAX_WASTE <= ow:
+            return rl, False
         rl = round_up(ow + ((spec.kernel_w - 1) * spec.dilation[1]) // spec.stride[1], ra)
         if (rl - ow) * ROW_PAD_MAX_WASTE <= ow:
             return rl, True
@@ -120,11 +128,11 @@ def conv_rows(spec: Conv2dSpec, row_align: int) -> Tuple[int, bool]:
     return (rl if (rl - ow) * ROW_PAD_MAX_WASTE <= ow else ow), False
 
 
-def conv_layout(spec: Conv2dSpec, tail: int, row_align: int = 1) -> ActivationLayout:
+def conv_layout(spec: Conv2dSpec, tail: int, row_align: int = 1, taps: bool = False) -> ActivationLayout:
     """The packed-activation layout of a conv spec (rows per :func:`conv_rows`)."""
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     oh, ow0 = spec.out_hw
-    ow, halo = conv_rows(spec, row_align)
+    ow, halo = conv_rows(spec, row_align, taps)
     phases = sorted({(kh * dh) % sh for kh in range(spec.kernel_h)})
     shifts = sorted({(kw * dw) % sw for kw in range(spec.kernel_w)}) if halo else \
         [kw * dw for kw in range(spec.kernel_w)]
@@ -201,7 +209,8 @@ def tile_code_rows(codes: np.ndarray, n_in: int, k_tiles: int) -> np.ndarray:
 
 
 def derive_conv2d_inputs(spec: Conv2dSpec, codes: np.ndarray, x_absmax: int, tail: int,
-                         row_align: int = 1, k_tiles: int = 1, term_multiple: int = 1) -> List[np.ndarray]:
+                         row_align: int = 1, k_tiles: int = 1, term_multiple: int = 1, taps: int = 0
+                         ) -> List[np.ndarray]:
     """Weight inputs of the conv / dense-batch kernel from the codes: ``[seg_ptr, seg_level, seg_npos, seg_tptr,
     term_offset]`` (int32). ``spec`` may be a :class:`DenseSpec` (batch > 1).
 
@@ -212,7 +221,10 @@ def derive_conv2d_inputs(spec: Conv2dSpec, codes: np.ndarray, x_absmax: int, tai
 
     ``term_multiple > 1`` pads every segment's positive and negative runs to a multiple of it with the offset
     of the zero tail (the layout's ``tail`` must then hold a whole image of zeros); ``seg_npos`` and
-    ``seg_tptr`` count the padding. Artifacts written before it existed rebuild exact runs (the default)."""
+    ``seg_tptr`` count the padding. Artifacts written before it existed rebuild exact runs (the default).
+
+    ``taps=1``: offsets into the layout :func:`conv_rows` gives with ``taps=True`` (aligned tap copies);
+    artifacts written before it existed rebuild their halo-first offsets (the default)."""
     dense = isinstance(spec, DenseSpec)
     n_out = spec.out_features if dense else spec.out_channels
     n_in = spec.in_features if dense else spec.group_in
@@ -221,7 +233,7 @@ def derive_conv2d_inputs(spec: Conv2dSpec, codes: np.ndarray, x_absmax: int, tai
         layout = dense_layout(spec, tail)
         off = plan.term_index.astype(np.int64) * layout.plane
     else:
-        layout = conv_layout(spec, tail, row_align)
+        layout = conv_layout(spec, tail, row_align, bool(taps))
         offs = _conv_offsets(layout, spec)
         seg_row = np.repeat(np.arange(plan.n_out) % n_out, np.diff(plan.seg_ptr))
         term_row = np.repeat(seg_row, plan.segment_sizes())

@@ -101,23 +101,24 @@ def _weights(codes: np.ndarray, base: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(kind: str, spec, act_bits: tuple, k_tiles=None, block_vectors=None):
+def _compiled(kind: str, spec, act_bits: tuple, k_tiles=None, block_vectors=None, taps=None):
     """Compiled pack + kernel per spec (the module does not depend on the weights)."""
     dummy = np.ones(((spec.out_channels, spec.group_in, spec.kernel_h, spec.kernel_w) if kind == "conv2d"
                      else (spec.out_features, spec.in_features)), np.int8)
-    return sts.build(kind, spec, dummy, HOST, act_bits, k_tiles=k_tiles, block_vectors=block_vectors).compile()
+    return sts.build(kind, spec, dummy, HOST, act_bits, k_tiles=k_tiles, block_vectors=block_vectors,
+                     taps=taps).compile()
 
 
 def _check(kind: str, spec, codes: np.ndarray, x: np.ndarray, bias, act_bits, ref, k_tiles=None,
-           block_vectors=None) -> None:
-    k = sts.build(kind, spec, codes, HOST, act_bits, k_tiles=k_tiles, block_vectors=block_vectors)
+           block_vectors=None, taps=None) -> None:
+    k = sts.build(kind, spec, codes, HOST, act_bits, k_tiles=k_tiles, block_vectors=block_vectors, taps=taps)
     if k.kind != "depthwise":             # narrow blocks: runs padded to TERM_MULTIPLE terms
         narrow = k.block <= sts.PAD_MAX_VECTORS * k.vector_lanes
         assert k.term_multiple == (sts.TERM_MULTIPLE if narrow else 1)
         assert not (k.weight_inputs[2] % k.term_multiple).any()
-    y = _compiled(kind, spec, act_bits, k_tiles, block_vectors)(x, k.weight_inputs,
-                                                               None if bias is None else bias.numpy())
-    assert torch.equal(torch.from_numpy(y), ref.out), (kind, spec, k_tiles, block_vectors)
+    y = _compiled(kind, spec, act_bits, k_tiles, block_vectors, taps)(x, k.weight_inputs,
+                                                                     None if bias is None else bias.numpy())
+    assert torch.equal(torch.from_numpy(y), ref.out), (kind, spec, k_tiles, block_vectors, taps)
 
 
 @pytest.mark.bitexact
@@ -149,7 +150,22 @@ def test_one_vector_blocks_with_padded_runs_equal_reference(case, code_mode, act
     _check_conv_case(case, code_mode, act_mode, seed, block_vectors=1)
 
 
-def _check_conv_case(case, code_mode: str, act_mode: str, seed: int, k_tiles=None, block_vectors=None) -> None:
+#: conv cases whose rows can carry the halo (padded rows of at most 1/6 garbage): both layouts apply
+HALO_ELIGIBLE = [c for c in CONVS if c[0][3] in (28, 57) and c[0][9] == 1]
+
+
+@pytest.mark.bitexact
+@settings(max_examples=examples(120), deadline=None)
+@given(st.sampled_from(HALO_ELIGIBLE), st.booleans(), st.sampled_from([None, 2]), st.sampled_from(CODE_MODES),
+       st.sampled_from(ACT_MODES), st.integers(0, 2**32 - 1))
+def test_both_conv_layouts_equal_reference(case, taps, k_tiles, code_mode, act_mode, seed):
+    """Aligned tap copies (the default for 512-bit vectors) and the halo layout (narrower vectors) give the
+    reference's bits on any host, tiled or not."""
+    _check_conv_case(case, code_mode, act_mode, seed, k_tiles, taps=taps)
+
+
+def _check_conv_case(case, code_mode: str, act_mode: str, seed: int, k_tiles=None, block_vectors=None,
+                     taps=None) -> None:
     (C, O, H, W, KH, KW, stride, padding, dilation, groups, has_bias), act_bits = case
     rng = np.random.default_rng(seed)
     max_level = 6 if act_bits == (3, 5) else 14      # 16-bit activations at level 14: int64 accumulators
@@ -163,7 +179,7 @@ def _check_conv_case(case, code_mode: str, act_mode: str, seed: int, k_tiles=Non
     x = _acts(rng, spec.x_shape, act_mode, act_bits)
     bias = torch.from_numpy(rng.normal(size=O).astype(np.float32)) if has_bias else None
     ref = shift_conv2d(torch.from_numpy(x), shift, sign, act_bits[1], bias, stride, padding, dilation, groups)
-    _check("conv2d", spec, codes, x, bias, act_bits, ref, k_tiles, block_vectors)
+    _check("conv2d", spec, codes, x, bias, act_bits, ref, k_tiles, block_vectors, taps)
 
 
 @pytest.mark.bitexact
@@ -293,6 +309,30 @@ def test_small_outputs_get_narrower_vectors():
     assert lanes(4, 4, {"kind": "llvm", "mcpu": "znver3"}) == 16
 
 
+def test_512_bit_vectors_read_aligned_tap_copies():
+    """With vectors of a cache line, a 3x3 conv on 56-wide rows reads one copy per column tap, every term's
+    load aligned (rows of 64); AVX2 keeps the halo layout (one copy, rows of 58 + garbage = 64); depthwise
+    keeps the halo on both. An old artifact's derivation (no ``taps`` keyword) rebuilds the halo offsets."""
+    spec = Conv2dSpec(1, 8, 56, 56, 4, 3, 3, padding=1, frac_bits=5, s0=-4)
+    codes = _codes(np.random.default_rng(2), (4, 8, 3, 3), "mixed", 6)
+    build = lambda cpu, **kw: sts.build("conv2d", spec, codes, {"kind": "llvm", "mcpu": cpu}, (3, 5), **kw)  # noqa: E731
+    spr, zen3 = build("sapphirerapids"), build("znver3")
+    assert (spr.taps, spr.layout.halo, len(spr.layout.copies), spr.layout.row_len) == (True, False, 3, 64)
+    assert (zen3.taps, zen3.layout.halo, len(zen3.layout.copies), zen3.layout.row_len) == (False, True, 1, 64)
+    assert spr.derive.keywords["taps"] == 1 and zen3.derive.keywords["taps"] == 0
+    offsets = spr.weight_inputs[4]
+    assert not (offsets % 32).any()                       # every term at a cache line (32 int16)
+    assert (zen3.weight_inputs[4] % 32).any()
+    halo = build("sapphirerapids", taps=False)
+    assert halo.layout.halo and not halo.taps
+    old = dict(halo.derive.keywords)
+    del old["taps"]
+    assert all(np.array_equal(a, b) for a, b in zip(sts.derive_conv2d_inputs(spec, codes, **old), halo.weight_inputs))
+    dw = Conv2dSpec(1, 8, 56, 56, 8, 3, 3, padding=1, groups=8, frac_bits=5, s0=-4)
+    k = sts.build("conv2d", dw, np.ones((8, 1, 3, 3), np.int8), {"kind": "llvm", "mcpu": "sapphirerapids"}, (3, 5))
+    assert k.kind == "depthwise" and k.layout.halo and not k.taps
+
+
 def test_default_input_channel_tiles_follow_the_l1_cache():
     """Wide 3x3 convs on small images get tiles sized to the target's L1d; 1x1 convs, narrow layers and dense
     get none; forced tiles are clamped to the input channels."""
@@ -303,6 +343,13 @@ def test_default_input_channel_tiles_follow_the_l1_cache():
     # 64-pixel blocks on both; 3 tap copies x 80 int16 per channel = 480 B: 123 KB of activations per block,
     # in tiles of <= 5/6 of 32 KiB (Zen 3) or 48 KiB (Sapphire Rapids)
     assert tiles == {"znver3": 5, "sapphirerapids": 3}
+    # aligned tap copies of 56-wide rows: 3 copies x 256 int16 = 1.5 KB per channel, 98 KB for 64 channels:
+    # 3 tiles of >= MIN_TILE_CHANNELS; a stride-2 conv keeps twice as many channels per tile
+    spr = {"kind": "llvm", "mcpu": "sapphirerapids"}
+    c56 = Conv2dSpec(1, 64, 56, 56, 8, 3, 3, padding=1, frac_bits=5, s0=-4)
+    assert sts.build("conv2d", c56, np.ones((8, 64, 3, 3), np.int8), spr, (3, 5)).k_tiles == 3
+    s28 = Conv2dSpec(1, 128, 28, 28, 8, 3, 3, stride=2, padding=1, frac_bits=5, s0=-4)
+    assert sts.build("conv2d", s28, np.ones((8, 128, 3, 3), np.int8), spr, (3, 5)).k_tiles == 128 // 32
     k = sts.build("conv2d", wide, codes, HOST, (3, 5))
     assert k.weight_inputs[0].shape == (k.k_tiles * 64 + 1,)
     narrow = Conv2dSpec(1, 16, 32, 32, 16, 3, 3, padding=1, frac_bits=5, s0=-4)
