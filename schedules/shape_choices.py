@@ -7,14 +7,18 @@ the same bits -- and their best values depend on the CPU (vector width, L1d size
 
 * ``lanes``: lanes per vector (the target's width, or narrower for small images);
 * ``block_vectors``: at most this many vectors per pixel block (registers vs loads in flight);
-* ``k_tiles``: input-channel tiles (the activations of one tile for a pixel block must stay in L1).
+* ``k_tiles``: input-channel tiles (the activations of one tile for a pixel block must stay in L1);
+* ``taps``: the conv's packed layout, aligned tap copies first or the halo layout first (split cache-line
+  loads vs a 3x larger footprint). Entries written before it existed have no ``taps`` and were measured
+  with the halo layout first, so they read as ``taps: false``.
 
 ``shiftcomp.tune`` measures a few candidates per distinct layer shape and writes the winners next to the
 MetaSchedule database, ``schedules/<target_key>/`` + :data:`CHOICES_FILE`::
 
     {"version": 1, "target": "llvm-rocketlake",
      "choices": {"conv2d n1 c256 h8 w8 o256 k3x3 s1x1 p1x1 d1x1 g1 int32 int16":
-                 {"lanes": 32, "block_vectors": 4, "k_tiles": 3, "ms": 0.61, "default_ms": 0.66}, ...}}
+                 {"lanes": 32, "block_vectors": 4, "k_tiles": 3, "taps": true, "ms": 0.61,
+                  "default_ms": 0.66}, ...}}
 
 ``shiftcomp.compile`` reads them (:func:`resolve_choices`, the same folder rules as the database) and
 :mod:`passes.sum_then_shift_family` builds each kernel with its shape's choice.
@@ -44,9 +48,11 @@ class ShapeChoice:
     lanes: int
     block_vectors: int
     k_tiles: int
+    taps: bool = False
 
-    def build_kwargs(self) -> dict[str, int]:
-        return {"lanes": int(self.lanes), "block_vectors": int(self.block_vectors), "k_tiles": int(self.k_tiles)}
+    def build_kwargs(self) -> dict[str, Any]:
+        return {"lanes": int(self.lanes), "block_vectors": int(self.block_vectors), "k_tiles": int(self.k_tiles),
+                "taps": bool(self.taps)}
 
 
 def choice_key(kind: str, spec: Any, lane_dtype: str) -> str:
@@ -108,9 +114,13 @@ def load_choices(path: str | os.PathLike) -> ShapeChoices:
     out = {}
     for key, v in data["choices"].items():
         try:
-            out[key] = ShapeChoice(int(v["lanes"]), int(v["block_vectors"]), int(v["k_tiles"]))
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{p}: entry {key!r} needs integer lanes, block_vectors and k_tiles") from None
+            taps = v.get("taps", False)
+            if not isinstance(taps, bool):
+                raise TypeError
+            out[key] = ShapeChoice(int(v["lanes"]), int(v["block_vectors"]), int(v["k_tiles"]), taps)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ValueError(f"{p}: entry {key!r} needs integer lanes, block_vectors and k_tiles (and a boolean "
+                             "taps, if any)") from None
     return ShapeChoices(out, str(p))
 
 

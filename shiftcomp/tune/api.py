@@ -45,7 +45,7 @@ def tune(model: Any, example_inputs: Sequence[Any], target: Any = "llvm", trials
             tuning never makes a kernel slower than its manual schedule.
         kernels: the kernel provider ``compile`` will be given (default: the manual schedules).
         shapes: first measure the shapes of the sum-then-shift kernels (:mod:`shiftcomp.tune.shapes`: lanes,
-            block vectors, input-channel tiles per layer shape; LLVM targets, default kernels only) into
+            block vectors, input-channel tiles, conv layout per layer shape; LLVM targets, default kernels only) into
             ``work_dir/sum_then_shift.json``.
     """
     tgt = resolve_target(target)

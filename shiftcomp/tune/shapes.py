@@ -1,7 +1,8 @@
 """Tune the shapes of a model's sum-then-shift kernels (:mod:`schedules.shape_choices`).
 
 For every distinct layer shape (:func:`~schedules.shape_choices.choice_key`) the real layer's kernel is built
-with a few candidate shapes -- lanes per vector, vectors per pixel block, input-channel tiles -- and timed on
+with a few candidate shapes -- lanes per vector, vectors per pixel block, input-channel tiles, and for convs
+whose rows can carry the halo both packed layouts (aligned tap copies or halo first) -- and timed on
 this machine with TVM's time evaluator (the thread pool ``compile``'d models use). The fastest is kept when it
 beats the default shape by :data:`MIN_GAIN`; the result goes into ``<work_dir>/sum_then_shift.json``, which
 ``shiftcomp.compile(tuned=...)`` applies. Every shape computes the same bits, so tuning changes speed only.
@@ -69,12 +70,20 @@ def shape_requests(model: Any, example_inputs: Sequence[Any], target: tvm.target
 
 
 def _shape_of(k: stst.SumThenShiftKernel) -> ShapeChoice:
-    return ShapeChoice(k.vector_lanes, k.block // k.vector_lanes, k.k_tiles)
+    return ShapeChoice(k.vector_lanes, k.block // k.vector_lanes, k.k_tiles, bool(k.taps))
 
 
-def candidates(default: ShapeChoice, n_in: int) -> list[ShapeChoice]:
+def _layouts_differ(low: LoweredLayer, lanes: int) -> bool:
+    """Whether the conv's two layout orders give different layouts at ``lanes`` (rows that can carry the
+    halo); otherwise trying the other order would time the same kernel again."""
+    return low.info.kind == "conv2d" and stst.conv_rows(low.spec, lanes, True) != stst.conv_rows(low.spec, lanes, False)
+
+
+def candidates(default: ShapeChoice, n_in: int, other_layout: bool = False) -> list[ShapeChoice]:
     """The shapes tried for a layer: the default first, then half the lanes, 2 or 4 block vectors, and
-    1, 2, 4 or the default's input-channel tiles (at most one tile per 16 input channels)."""
+    1, 2, 4 or the default's input-channel tiles (at most one tile per 16 input channels); with
+    ``other_layout``, also the default's lanes and block vectors with the other layout order at each of
+    those tiles."""
     lanes = dict.fromkeys([default.lanes] + ([default.lanes // 2] if default.lanes >= 16 else []))
     vectors = dict.fromkeys([default.block_vectors, stst.BLOCK_VECTORS, 2])
     tiles = dict.fromkeys(t for t in (default.k_tiles, 1, 2, 4) if t == default.k_tiles or t <= max(1, n_in // 16))
@@ -82,9 +91,14 @@ def candidates(default: ShapeChoice, n_in: int) -> list[ShapeChoice]:
     for ln in lanes:
         for nv in vectors:
             for kt in tiles:
-                c = ShapeChoice(ln, nv, kt)
+                c = ShapeChoice(ln, nv, kt, default.taps)
                 if c not in out:
                     out.append(c)
+    if other_layout:
+        for kt in tiles:
+            c = ShapeChoice(default.lanes, default.block_vectors, kt, not default.taps)
+            if c not in out:
+                out.append(c)
     return out
 
 
@@ -123,7 +137,7 @@ def tune_shapes(model: Any, example_inputs: Sequence[Any], target: tvm.target.Ta
         default = _shape_of(base)
         n_in = low.spec.in_features if low.info.kind == "dense" else low.spec.group_in
         times = {default: _time_ms(base, rng, repeat)}
-        for cand in candidates(default, n_in)[1:]:
+        for cand in candidates(default, n_in, _layouts_differ(low, default.lanes))[1:]:
             try:
                 k = build(**cand.build_kwargs())
             except ValueError as e:          # e.g. a lane count this target does not have

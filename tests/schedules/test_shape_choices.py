@@ -28,13 +28,21 @@ def test_key_is_the_shape_without_weights_s0_or_bias():
 
 def test_save_merges_and_load_round_trips(tmp_path):
     save_choices(tmp_path, TGT, {"a": (ShapeChoice(16, 4, 1), {"ms": 1.0, "default_ms": 1.0})})
-    save_choices(tmp_path, TGT, {"b": (ShapeChoice(8, 2, 3), {"ms": 0.5, "default_ms": 0.7})})
+    save_choices(tmp_path, TGT, {"b": (ShapeChoice(8, 2, 3, taps=True), {"ms": 0.5, "default_ms": 0.7})})
     data = json.loads((tmp_path / CHOICES_FILE).read_text())
     assert data["target"] == target_key(resolve_target(TGT)) and set(data["choices"]) == {"a", "b"}
     got = load_choices(tmp_path)
     assert len(got) == 2 and "b" in got
-    assert got.get("b") == ShapeChoice(8, 2, 3) and got.get("zzz") is None and got.hits == ["b"]
-    assert got.get("b").build_kwargs() == {"lanes": 8, "block_vectors": 2, "k_tiles": 3}
+    assert got.get("b") == ShapeChoice(8, 2, 3, True) and got.get("zzz") is None and got.hits == ["b"]
+    assert got.get("b").build_kwargs() == {"lanes": 8, "block_vectors": 2, "k_tiles": 3, "taps": True}
+
+
+def test_entries_without_taps_keep_the_halo_layout_they_were_measured_with(tmp_path):
+    """A file written before ``taps`` existed was measured with the halo layout first: it reads as taps=False,
+    so compile rebuilds the kernel that was timed."""
+    (tmp_path / CHOICES_FILE).write_text(json.dumps(
+        {"version": 1, "choices": {"k": {"lanes": 32, "block_vectors": 4, "k_tiles": 1, "ms": 1.0}}}))
+    assert load_choices(tmp_path).get("k") == ShapeChoice(32, 4, 1, taps=False)
 
 
 def test_bad_files_are_refused(tmp_path):
@@ -43,6 +51,10 @@ def test_bad_files_are_refused(tmp_path):
         load_choices(tmp_path)
     (tmp_path / CHOICES_FILE).write_text(json.dumps({"version": 1, "choices": {"k": {"lanes": "x"}}}))
     with pytest.raises(ValueError, match="integer lanes"):
+        load_choices(tmp_path)
+    (tmp_path / CHOICES_FILE).write_text(json.dumps(
+        {"version": 1, "choices": {"k": {"lanes": 8, "block_vectors": 2, "k_tiles": 1, "taps": "yes"}}}))
+    with pytest.raises(ValueError, match="boolean taps"):
         load_choices(tmp_path)
 
 

@@ -29,6 +29,26 @@ def test_candidates_start_with_the_default_and_bound_the_tiles():
     assert {c.k_tiles for c in cands} == {3, 1, 2, 4}
     assert {c.k_tiles for c in candidates(ShapeChoice(8, 4, 1), n_in=20)} == {1}
     assert {c.lanes for c in candidates(ShapeChoice(8, 4, 1), n_in=20)} == {8}
+    assert {c.taps for c in cands} == {False}
+    both = candidates(ShapeChoice(32, 4, 3, taps=True), n_in=64, other_layout=True)
+    assert len(both) == len(set(both)) and both[0] == ShapeChoice(32, 4, 3, True)
+    assert {(c.lanes, c.block_vectors, c.k_tiles) for c in both if not c.taps} == {(32, 4, t) for t in (3, 1, 2, 4)}
+
+
+def test_only_convs_with_halo_rows_try_the_other_layout():
+    """A 56-wide 3x3 conv has rows that can carry the halo: the tuner tries both layouts there. A 32-wide one
+    (rows of 32 lanes leave no room) and a dense layer have one layout."""
+    from types import SimpleNamespace
+
+    from schedules.specs import Conv2dSpec, DenseSpec
+    from shiftcomp.tune.shapes import _layouts_differ
+
+    def layer(kind, spec):
+        return SimpleNamespace(info=SimpleNamespace(kind=kind), spec=spec)
+    conv = lambda w: Conv2dSpec(1, 8, w, w, 8, 3, 3, padding=1, frac_bits=5, s0=-4)  # noqa: E731
+    assert _layouts_differ(layer("conv2d", conv(56)), 32)
+    assert not _layouts_differ(layer("conv2d", conv(32)), 32)
+    assert not _layouts_differ(layer("dense", DenseSpec(4, 8, 2, frac_bits=5, s0=0)), 32)
 
 
 def test_tuned_shapes_are_what_compile_builds_and_the_bits_do_not_change(tmp_path):
