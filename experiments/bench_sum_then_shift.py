@@ -4,6 +4,7 @@
     python experiments/bench_sum_then_shift.py [--threads 1] [--rounds 15] [--out runs/bench_sum_then_shift]
     python experiments/bench_sum_then_shift.py --cases conv64@56 gemv4096
     python experiments/bench_sum_then_shift.py --k-tiles 1 2 4 8      # also: forced input-channel tiles
+    python experiments/bench_sum_then_shift.py --other-layout         # also: the other conv layout order
 
 For every shape, the candidates are timed *interleaved* (one call of each per round, rounds repeated; the
 median of the rounds is reported), so the load of the shared machine hits all of them alike:
@@ -101,7 +102,8 @@ def _interleaved(fns: dict, rounds: int) -> tuple[dict, dict]:
     return med(cpu), med(wall)
 
 
-def run_case(name: str, spec_t: tuple, rounds: int, target, k_tiles: tuple = ()) -> dict:
+def run_case(name: str, spec_t: tuple, rounds: int, target, k_tiles: tuple = (), other_layout: bool = False
+             ) -> dict:
     import torch
     import torch.nn.functional as Fn
     import tvm
@@ -180,10 +182,23 @@ def run_case(name: str, spec_t: tuple, rounds: int, target, k_tiles: tuple = ())
         kk = sts.build(k.kind, spec, codes_new, target, ACT_BITS, k_tiles=kt)
         f_kt, w_kt = kk.compile().module["main"], [tens(w) for w in kk.weight_inputs]
         fns[f"new_kt{kk.k_tiles}"] = (lambda f, w: lambda: f(packed, *w, b_t, out_new))(f_kt, w_kt)
+    layouts_differ = k.kind == "conv2d" and sts.conv_rows(spec, k.vector_lanes, True) != sts.conv_rows(
+        spec, k.vector_lanes, False)
+    out_other = None
+    if other_layout and layouts_differ:   # the kernel with the other layout order (its own packed input)
+        ko = sts.build("conv2d", spec, codes_new, target, ACT_BITS, taps=not k.taps)
+        co = ko.compile().module
+        packed_o = tens(np.zeros(ko.packed_shape, ko.lane_dtype))
+        co["pack"](x_t, packed_o)
+        w_o, out_other = [tens(w) for w in ko.weight_inputs], tens(np.zeros(spec.out_shape, np.float32))
+        fns["new_other_layout"] = lambda: co["main"](packed_o, *w_o, b_t, out_other)
     with torch.no_grad():
         med, wall = _interleaved(fns, rounds)
     exact = bool(np.array_equal(out_new.numpy().view(np.int32), out_today.numpy().view(np.int32)))
+    if out_other is not None:
+        exact = exact and bool(np.array_equal(out_other.numpy().view(np.int32), out_today.numpy().view(np.int32)))
     row = {"case": name, "kernel": k.kind, "lanes": k.vector_lanes, "block": k.block, "k_tiles": k.k_tiles,
+           "layout": ("taps" if k.taps else "halo") if layouts_differ else "one",
            "terms": n_terms,
            "segments": int(k.weight_inputs[1].shape[0]) if k.kind != "depthwise" else 0}
     row.update({f"{n}_ms": round(v, 4) for n, v in med.items()})
@@ -217,6 +232,9 @@ def main(argv=None) -> int:
                         "code on an AVX-512 machine)")
     p.add_argument("--k-tiles", type=int, nargs="*", default=[],
                    help="also time the kernel with these numbers of input-channel tiles (columns new_ktN_ms)")
+    p.add_argument("--other-layout", action="store_true",
+                   help="also time convs whose rows can carry the halo with the other layout order (column "
+                        "new_other_layout_ms; column layout names the default's)")
     args = p.parse_args(argv)
     from shiftcomp.bench import machine_info, set_threads
 
@@ -246,7 +264,7 @@ def main(argv=None) -> int:
     except ImportError:  # pragma: no cover
         it = names
     for n in it:
-        rows.append(run_case(n, CASES[n], args.rounds, target, tuple(args.k_tiles)))
+        rows.append(run_case(n, CASES[n], args.rounds, target, tuple(args.k_tiles), args.other_layout))
         r = rows[-1]
         print(f"{n}: new {r['new_ms']} ms, new+pack {r['new+pack_ms']} ms, q+pack+new {r['q+pack+new_ms']} ms, "
               f"qpack+new {r['qpack+new_ms']} ms, today {r['today_ms']} ms, torch {r['torch_ms']} ms -> "
@@ -258,7 +276,8 @@ def main(argv=None) -> int:
         w.writeheader()
         w.writerows(rows)
     kt_cols = list(dict.fromkeys(k for r in rows for k in r if k.startswith("new_kt") and not k.endswith("wall_ms")))
-    cols = ["case", "kernel", "terms", "k_tiles", "new_ms", *kt_cols, "new+pack_ms", "q+pack+new_ms", "qpack+new_ms",
+    other = ["new_other_layout_ms"] if any("new_other_layout_ms" in r for r in rows) else []
+    cols = ["case", "kernel", "terms", "layout", "k_tiles", "new_ms", *kt_cols, *other, "new+pack_ms", "q+pack+new_ms", "qpack+new_ms",
             "today_ms", "torch_ms", "newpack_vs_torch", "qpack_vs_torch", "today_vs_torch", "gterms_per_s", "goal", "holds"]
     lines = [f"CPU: {info.get('cpu_model')} ({isa}); threads {args.threads}; {args.rounds} interleaved rounds, "
              f"median thread-CPU ms; load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} CPUs",
