@@ -277,8 +277,9 @@ def main(argv=None) -> int:
         w.writerows(rows)
     kt_cols = list(dict.fromkeys(k for r in rows for k in r if k.startswith("new_kt") and not k.endswith("wall_ms")))
     other = ["new_other_layout_ms"] if any("new_other_layout_ms" in r for r in rows) else []
-    cols = ["case", "kernel", "terms", "layout", "k_tiles", "new_ms", *kt_cols, *other, "new+pack_ms", "q+pack+new_ms", "qpack+new_ms",
-            "today_ms", "torch_ms", "newpack_vs_torch", "qpack_vs_torch", "today_vs_torch", "gterms_per_s", "goal", "holds"]
+    cols = ["case", "kernel", "terms", "layout", "k_tiles", "new_ms", *kt_cols, *other, "new+pack_ms",
+            "q+pack+new_ms", "qpack+new_ms", "today_ms", "torch_ms", "newpack_vs_torch", "qpack_vs_torch",
+            "today_vs_torch", "gterms_per_s", "goal", "holds"]
     lines = [f"CPU: {info.get('cpu_model')} ({isa}); threads {args.threads}; {args.rounds} interleaved rounds, "
              f"median thread-CPU ms; load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} CPUs",
              "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -319,7 +319,9 @@ def aligned_taps(kind: str, vw: int, lane: str, taps: Optional[bool] = None) -> 
 def _pixels(kind: str, spec: Union[Conv2dSpec, DenseSpec], vw: int, lane: str, taps: Optional[bool] = None) -> int:
     """Output pixels per image the conv / dense kernel computes with ``vw``-lane vectors (garbage columns of
     padded rows included)."""
-    return spec.batch if kind == "dense" else spec.out_hw[0] * conv_rows(spec, vw, aligned_taps(kind, vw, lane, taps))[0]
+    if kind == "dense":
+        return spec.batch
+    return spec.out_hw[0] * conv_rows(spec, vw, aligned_taps(kind, vw, lane, taps))[0]
 
 
 def _pixel_lanes(kind: str, spec: Union[Conv2dSpec, DenseSpec], full: int, lane: str,
@@ -713,8 +715,8 @@ _COMPILED_LOCK = threading.Lock()
 
 
 def _compiled(k: SumThenShiftKernel) -> CompiledSumThenShift:
-    key = (k.kind, k.spec, k.lane_dtype, k.vector_lanes, k.block, k.packed_shape, k.k_tiles, k.term_multiple, k.taps,
-           str(k.target))
+    key = (k.kind, k.spec, k.lane_dtype, k.vector_lanes, k.block, k.packed_shape, k.k_tiles, k.term_multiple,
+           k.taps, str(k.target))
     with _COMPILED_LOCK:
         hit = _COMPILED.get(key)
     if hit is None:

@@ -315,7 +315,8 @@ def test_512_bit_vectors_read_aligned_tap_copies():
     keeps the halo on both. An old artifact's derivation (no ``taps`` keyword) rebuilds the halo offsets."""
     spec = Conv2dSpec(1, 8, 56, 56, 4, 3, 3, padding=1, frac_bits=5, s0=-4)
     codes = _codes(np.random.default_rng(2), (4, 8, 3, 3), "mixed", 6)
-    build = lambda cpu, **kw: sts.build("conv2d", spec, codes, {"kind": "llvm", "mcpu": cpu}, (3, 5), **kw)  # noqa: E731
+    def build(cpu, **kw):
+        return sts.build("conv2d", spec, codes, {"kind": "llvm", "mcpu": cpu}, (3, 5), **kw)
     spr, zen3 = build("sapphirerapids"), build("znver3")
     assert (spr.taps, spr.layout.halo, len(spr.layout.copies), spr.layout.row_len) == (True, False, 3, 64)
     assert (zen3.taps, zen3.layout.halo, len(zen3.layout.copies), zen3.layout.row_len) == (False, True, 1, 64)
