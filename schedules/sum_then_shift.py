@@ -131,9 +131,8 @@ PAD_MAX_VECTORS = 2
 #: tile of a pixel block may span: every output of a task's chunk reads the whole tile, so it stays in L1
 TILE_L1_SHARE = 5 / 6
 #: fewer input channels per tile than this, per row phase of the stride, cost more in extra segments than the
-#: L1 hits gain (``--k-tiles`` in ``experiments/bench_sum_then_shift.py``: conv 64->64@56 is fastest with 3
-#: tiles of 21 channels; the stride-2 convs with 2 phases best keep >= 32 channels, e.g. 128->256/2@28 4 tiles,
-#: 4 % ahead of 6)
+#: L1 hits gain (``--k-tiles`` in ``experiments/bench_sum_then_shift.py``; stride-2 convs measured best with
+#: twice as many channels a tile, BENCHMARKS.md)
 MIN_TILE_CHANNELS = 16
 #: tile only when the activations overflow that share of L1 by this factor: near the L1 size the hits gained
 #: do not pay for the extra segments, least of all with few outputs per task to reuse a tile
