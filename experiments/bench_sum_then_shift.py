@@ -182,8 +182,7 @@ def run_case(name: str, spec_t: tuple, rounds: int, target, k_tiles: tuple = (),
         kk = sts.build(k.kind, spec, codes_new, target, ACT_BITS, k_tiles=kt)
         f_kt, w_kt = kk.compile().module["main"], [tens(w) for w in kk.weight_inputs]
         fns[f"new_kt{kk.k_tiles}"] = (lambda f, w: lambda: f(packed, *w, b_t, out_new))(f_kt, w_kt)
-    layouts_differ = k.kind == "conv2d" and sts.conv_rows(spec, k.vector_lanes, True) != sts.conv_rows(
-        spec, k.vector_lanes, False)
+    layouts_differ = k.kind == "conv2d" and sts.layout_orders_differ(spec, k.vector_lanes)
     out_other = None
     if other_layout and layouts_differ:   # the kernel with the other layout order (its own packed input)
         ko = sts.build("conv2d", spec, codes_new, target, ACT_BITS, taps=not k.taps)

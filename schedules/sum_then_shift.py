@@ -102,12 +102,13 @@ from .epilogue import Epilogue
 from .packed_store import PackedStore, copy_offsets
 from .segments import LANE_BITS, lane_dtype_for
 from .sum_then_shift_layout import (ActivationLayout, conv_layout, conv_rows, dense_layout, derive_conv2d_inputs,
-                                    derive_depthwise_inputs, derive_dense_inputs, is_depthwise, pack_numpy)
+                                    derive_depthwise_inputs, derive_dense_inputs, is_depthwise,
+                                    layout_orders_differ, pack_numpy)
 from .sum_then_shift_layout import round_up as _round_up
 from .target import has_feature, l1d_bytes, resolve_target
 
 __all__ = ["build", "SumThenShiftKernel", "ActivationLayout", "conv_layout", "dense_layout", "is_depthwise",
-           "vector_bits", "conv_rows", "derive_conv2d_inputs", "derive_depthwise_inputs", "derive_dense_inputs",
+           "vector_bits", "conv_rows", "layout_orders_differ", "derive_conv2d_inputs", "derive_depthwise_inputs", "derive_dense_inputs",
            "pack_numpy", "CANONICALIZE_LOOP_WORKAROUND", "KINDS", "default_k_tiles", "segment_lane_dtype",
            "TILE_L1_SHARE", "MIN_TILE_CHANNELS", "TILE_MIN_OVERFLOW", "aligned_taps", "CACHE_LINE_BITS"]
 

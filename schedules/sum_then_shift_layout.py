@@ -16,8 +16,8 @@ import numpy as np
 from .segments import plan_segments, segment_capacity
 from .specs import Conv2dSpec, DenseSpec
 
-__all__ = ["ActivationLayout", "conv_layout", "dense_layout", "conv_rows", "is_depthwise", "pack_numpy",
-           "derive_conv2d_inputs", "derive_depthwise_inputs", "derive_dense_inputs", "PLANE_ALIGN",
+__all__ = ["ActivationLayout", "conv_layout", "dense_layout", "conv_rows", "layout_orders_differ", "is_depthwise",
+           "pack_numpy", "derive_conv2d_inputs", "derive_depthwise_inputs", "derive_dense_inputs", "PLANE_ALIGN",
            "ROW_PAD_MAX_WASTE", "round_up", "input_tiles", "tile_code_rows", "cuda_lane_dtype",
            "derive_cuda_conv2d_inputs", "CUDA_TERM_C_SHIFT", "CUDA_TERM_KH_SHIFT"]
 
@@ -117,15 +117,24 @@ def conv_rows(spec: Conv2dSpec, row_align: int, taps: bool = False) -> Tuple[int
     garbage columns)."""
     oh, ow = spec.out_hw
     ra = max(1, int(row_align))
+    tap_rl = round_up(ow, ra)
+
+    def cheap(rl: int) -> bool:
+        return (rl - ow) * ROW_PAD_MAX_WASTE <= ow
+
     if ra > 1:
-        rl = round_up(ow, ra)
-        if taps and (rl - ow) * ROW_PAD_MAX_WASTE <= ow:
-            return rl, False
-        rl = round_up(ow + ((spec.kernel_w - 1) * spec.dilation[1]) // spec.stride[1], ra)
-        if (rl - ow) * ROW_PAD_MAX_WASTE <= ow:
-            return rl, True
-    rl = round_up(ow, ra)
-    return (rl if (rl - ow) * ROW_PAD_MAX_WASTE <= ow else ow), False
+        if taps and cheap(tap_rl):
+            return tap_rl, False
+        halo_rl = round_up(ow + ((spec.kernel_w - 1) * spec.dilation[1]) // spec.stride[1], ra)
+        if cheap(halo_rl):
+            return halo_rl, True
+    return (tap_rl if cheap(tap_rl) else ow), False
+
+
+def layout_orders_differ(spec: Conv2dSpec, row_align: int) -> bool:
+    """Whether :func:`conv_rows` gives a different layout with and without ``taps`` (rows that can carry the
+    halo): only then is there a choice to make or to time."""
+    return conv_rows(spec, row_align, True) != conv_rows(spec, row_align, False)
 
 
 def conv_layout(spec: Conv2dSpec, tail: int, row_align: int = 1, taps: bool = False) -> ActivationLayout:

@@ -76,7 +76,7 @@ def _shape_of(k: stst.SumThenShiftKernel) -> ShapeChoice:
 def _layouts_differ(low: LoweredLayer, lanes: int) -> bool:
     """Whether the conv's two layout orders give different layouts at ``lanes`` (rows that can carry the
     halo); otherwise trying the other order would time the same kernel again."""
-    return low.info.kind == "conv2d" and stst.conv_rows(low.spec, lanes, True) != stst.conv_rows(low.spec, lanes, False)
+    return low.info.kind == "conv2d" and stst.layout_orders_differ(low.spec, lanes)
 
 
 def candidates(default: ShapeChoice, n_in: int, other_layout: bool = False) -> list[ShapeChoice]:
