@@ -108,7 +108,8 @@ from .sum_then_shift_layout import round_up as _round_up
 from .target import has_feature, l1d_bytes, resolve_target
 
 __all__ = ["build", "SumThenShiftKernel", "ActivationLayout", "conv_layout", "dense_layout", "is_depthwise",
-           "vector_bits", "conv_rows", "layout_orders_differ", "derive_conv2d_inputs", "derive_depthwise_inputs", "derive_dense_inputs",
+           "vector_bits", "conv_rows", "layout_orders_differ", "derive_conv2d_inputs", "derive_depthwise_inputs",
+           "derive_dense_inputs",
            "pack_numpy", "CANONICALIZE_LOOP_WORKAROUND", "KINDS", "default_k_tiles", "segment_lane_dtype",
            "TILE_L1_SHARE", "MIN_TILE_CHANNELS", "TILE_MIN_OVERFLOW", "aligned_taps", "CACHE_LINE_BITS"]
 
