@@ -6,8 +6,9 @@
     python experiments/bench_sum_then_shift.py --k-tiles 1 2 4 8      # also: forced input-channel tiles
     python experiments/bench_sum_then_shift.py --other-layout         # also: the other conv layout order
 
-For every shape, the candidates are timed *interleaved* (one call of each per round, rounds repeated; the
-median of the rounds is reported), so the load of the shared machine hits all of them alike:
+For every shape, the candidates are timed *interleaved* (one call of each per round, in an order that rotates
+every round, rounds repeated; the median of the rounds is reported), so the load of the shared machine and
+the caches left by the previous call hit all of them alike:
 
 * ``new``: ``schedules.sum_then_shift.build(...)`` kernel alone (activations already packed),
   ``new+pack``: the int32 pack pre-kernel (int32 NCHW -> int16 layout) plus the kernel,
@@ -92,8 +93,11 @@ def _interleaved(fns: dict, rounds: int) -> tuple[dict, dict]:
         fn()
     cpu = {k: [] for k in fns}
     wall = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
+    names = list(fns)
+    for r in range(rounds):
+        # the order rotates: a candidate that always ran right after torch's conv measured up to 2x slower
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            fn = fns[k]
             c0, t0 = time.thread_time(), time.perf_counter()
             fn()
             wall[k].append(time.perf_counter() - t0)

@@ -22,7 +22,9 @@ numpy-only :mod:`schedules.sum_then_shift_layout` (re-exported here). Output pix
 vector axis ``p = oh * RL + ow`` (``RL`` = row length, :func:`conv_rows`), so every term of the sum reads a
 contiguous run of activations at a fixed offset from ``p``. The pack writes, per image, *copies* of the zero-padded
 input, ``copy (cs, a)[c, r, j] = x_pad[c, r * sh + a, j * sw + cs]`` for ``r < OH + ((KH-1)*dh)//sh``,
-``j < RL``, planes rounded up to a cache line, then a zero tail (tail blocks read past the last plane;
+``j < RL``, planes rounded up to a cache line (the conv kernel's to an odd number of lines,
+:func:`~schedules.sum_then_shift_layout.odd_line_plane`, so the rows a pixel block reads from every plane
+spread over all L1 sets), then a zero tail (tail blocks read past the last plane;
 depthwise zero weights point there). Two forms (:func:`conv_rows`; the conv kernel with vectors of a cache
 line takes tap copies first, :func:`aligned_taps`, so that no term's load splits a line):
 
@@ -99,7 +101,7 @@ from tvm.script.ir_builder import tirx as Tb
 
 from .compute import Conv2dSpec, DenseSpec, _epilogue, cast_lanes, needs_exact_scale, quantize_value
 from .epilogue import Epilogue
-from .packed_store import PackedStore, copy_offsets
+from .packed_store import PackedStore, column_shifts, copy_offsets, zero_runs
 from .segments import LANE_BITS, lane_dtype_for
 from .sum_then_shift_layout import (ActivationLayout, conv_layout, conv_rows, dense_layout, derive_conv2d_inputs,
                                     derive_depthwise_inputs, derive_dense_inputs, is_depthwise,
@@ -136,10 +138,11 @@ TILE_L1_SHARE = 5 / 6
 #: L1 hits gain (``--k-tiles`` in ``experiments/bench_sum_then_shift.py``; stride-2 convs measured best with
 #: twice as many channels a tile, BENCHMARKS.md)
 MIN_TILE_CHANNELS = 16
-#: tile only when the activations overflow that share of L1 by this factor: near the L1 size the hits gained
-#: do not pay for the extra segments, least of all with few outputs per task to reuse a tile
-TILE_MIN_OVERFLOW = 1.5
-#: a cache line: vectors this wide read aligned tap copies (:func:`aligned_taps`)
+#: tile (at least in two) once the activations exceed this fraction of that share: a pixel block's span just
+#: under the share still loses lines to the term lists streaming through L1, more so on a 32 KiB L1d
+TILE_MIN_OVERFLOW = 0.8
+#: a cache line: vectors this wide read aligned tap copies (:func:`aligned_taps`); conv planes span an odd
+#: number of lines
 CACHE_LINE_BITS = 512
 
 
@@ -216,11 +219,10 @@ def _zeros(P, start, count: int, vl: int, lane: str) -> None:
             Tb.buffer_store(P, tirx.const(0, lane), [start + count - scalar + k])
 
 
-def _pack_conv_body(layout: ActivationLayout, X, P, vl: int, value, zeros, data: bool = True) -> None:
+def _pack_conv_body(layout: ActivationLayout, X, P, vl: int, value, zeros) -> None:
     """Conv pack loops (module doc, "The pack loops"): per (image, channel) task and packed row, every copy
     (static list, unrolled here) as zero columns / copied run / zero columns or a zero row, then the plane
-    gaps and (first channel) the image's zero tail. ``data=False``: the zero regions only, in a serial loop
-    (the zero pass of a kernel that stores its output into this layout itself, :mod:`schedules.packed_store`). A copied run loads whole vectors of ``x`` (stride ``sw``:
+    gaps and (first channel) the image's zero tail. A copied run loads whole vectors of ``x`` (stride ``sw``:
     ``sw * lanes`` contiguous elements, de-interleaved by a shuffle), so no per-element index arithmetic or
     condition is left."""
     N, IL, C, PL, R, RL = layout.images, layout.image_len, layout.channels, layout.plane, layout.rows, layout.row_len
@@ -280,8 +282,7 @@ def _pack_conv_body(layout: ActivationLayout, X, P, vl: int, value, zeros, data:
     # the same or neighbouring input rows), which the prefetchers follow; row ranges in which every copy
     # is either copied or zero are separate loops, so no condition is left per row
     cuts = sorted({0, R} | {g[2] for g in geo} | {g[3] for g in geo})
-    # the zero pass alone is a few rows and columns per plane: serial, no second fork-join in the kernel
-    with (Tb.parallel(0, N * C) if data else Tb.serial(0, N * C)) as t:
+    with Tb.parallel(0, N * C) as t:
         n_, c_ = t // C, t % C
         for r0, r1 in itertools.pairwise(cuts):
             with Tb.serial(0, r1 - r0) as rr:
@@ -289,8 +290,7 @@ def _pack_conv_body(layout: ActivationLayout, X, P, vl: int, value, zeros, data:
                     rbase = n_ * IL + (i * C + c_) * PL + (rr + r0) * RL
                     if r_lo <= r0 and r1 <= r_hi:
                         zeros(P, rbase, lo)
-                        if data:
-                            run(rbase, (rr + r0) * sh + a - pt, lo, hi, cs, n_, c_)
+                        run(rbase, (rr + r0) * sh + a - pt, lo, hi, cs, n_, c_)
                         zeros(P, rbase + hi, RL - hi)
                     else:
                         zeros(P, rbase, RL)
@@ -381,6 +381,7 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
         if offsets is None:
             raise ValueError(f"cannot store {spec} into the packed layout {packed.layout}")
     PACKED = offsets is not None
+    shifts = column_shifts(offsets, packed.layout) if PACKED else ()
     OUT_SHAPE, OUT_DTYPE = ((packed.length,), packed.lane) if PACKED else (out_shape, "float32")
     QV = VB if PACKED else 1
     # tasks: (image, pixel block); with too few of them, output-channel chunks as well (parallel balance)
@@ -404,16 +405,32 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
         T.buffer_store(qv, cast_lanes(quantize_value(v, *packed.act_bits, packed.rounding, packed.qmax),
                                       packed.lane), [qi])
         lay = packed.layout
-        for i, d in enumerate(offsets):
-            T.buffer_store(out, qv[qi], [n * lay.image_len + (i * O + co) * lay.plane + d + p])
+        for i, (d, sh) in enumerate(zip(offsets, shifts)):
+            q = qv[qi]
+            if sh > 0:      # the last columns land in the next row's left zero columns
+                q = T.if_then_else(p % OW < OW - sh, q, T.Cast(packed.lane, 0))
+            elif sh < 0:    # the first columns land in the previous row's right zero columns
+                q = T.if_then_else(p % OW >= -sh, q, T.Cast(packed.lane, 0))
+            T.buffer_store(out, q, [n * lay.image_len + (i * O + co) * lay.plane + d + p])
         return None
 
-    def zero_pass(out):
-        """The zero regions of the next kernel's layout, after every data store (:mod:`schedules.packed_store`)."""
-        if PACKED:
-            vl = max(4, vw * LANE_BITS[lane] // LANE_BITS[packed.lane])
-            _pack_conv_body(packed.layout, None, out, vl, None,
-                            functools.partial(_zeros, vl=vl, lane=packed.lane), data=False)
+    def edge_zeros(out, n, co, blk):
+        """What no store of the next kernel's layout writes (:func:`~schedules.packed_store.zero_runs`): the
+        rows before a plane's stored run, by the task of the image's first pixel block, and after it (and the
+        image's tail), by the task of its last, right after their own stores to the same lines."""
+        lay = packed.layout
+        zeros = functools.partial(_zeros, vl=max(4, vw * LANE_BITS[lane] // LANE_BITS[packed.lane]),
+                                  lane=packed.lane)
+        runs = zero_runs(offsets, lay, NP)
+        for edge, side in ((0, 0), (NB - 1, 1)):
+            with Tb.If(blk == edge), Tb.Then():
+                for i, both in enumerate(runs):
+                    a, cnt = both[side]
+                    if cnt:
+                        zeros(out, n * lay.image_len + (i * O + co) * lay.plane + a, cnt)
+                if side == 1:
+                    with Tb.If(co == 0), Tb.Then():
+                        zeros(out, n * lay.image_len + lay.zero_offset, lay.tail)
 
     def bias_at(b, i):
         return b[i] if has_bias else None
@@ -503,7 +520,8 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
                                 if ((task // OC) % NB) * VB + v < NP:
                                     store(out, task // (NB * OC), (task % OC) * CS + cj, ((task // OC) % NB) * VB + v,
                                           epi(acc_v[v], bias_at(bias, (task % OC) * CS + cj)), ep_c, ep_r, qv, v)
-        zero_pass(out)
+                        if PACKED:
+                            edge_zeros(out, task // (NB * OC), (task % OC) * CS + cj, (task // OC) % NB)
 
     return _drop_unused(stst, has_bias, epilogue)
 
@@ -616,6 +634,7 @@ class SumThenShiftKernel:
         vector_lanes, block: lanes per vector and pixels per block the kernel was generated with.
         act_bits: the activation format ``(I, F)`` it was built for (:meth:`pack_float` quantises to it).
         tail: zero elements after the last packed image (the layout's tail; :meth:`main_with` rebuilds with it).
+        odd_lines: elements per cache line when the planes span an odd number of lines (the conv kernel), else 0.
     """
 
     kind: str
@@ -635,6 +654,7 @@ class SumThenShiftKernel:
     k_tiles: int = 1
     term_multiple: int = 1
     taps: bool = False
+    odd_lines: int = 0
 
     def main_with(self, epilogue: Epilogue, packed: Optional[PackedStore] = None) -> tirx.PrimFunc:
         """:attr:`main` with a fused :class:`~schedules.epilogue.Epilogue`: parameters ``(packed,
@@ -645,7 +665,7 @@ class SumThenShiftKernel:
             return self.main
         return _main_primfunc(self.kind, self.spec, self.lane_dtype, self.vector_lanes,
                               self.block // self.vector_lanes, self.tail, epilogue, packed, self.k_tiles,
-                              self.term_multiple, self.taps)
+                              self.term_multiple, self.taps, self.odd_lines)
 
     def can_store_into(self, packed: PackedStore) -> bool:
         """Whether :meth:`main_with` can store this kernel's output into ``packed`` (conv, not depthwise;
@@ -717,7 +737,7 @@ _COMPILED_LOCK = threading.Lock()
 
 def _compiled(k: SumThenShiftKernel) -> CompiledSumThenShift:
     key = (k.kind, k.spec, k.lane_dtype, k.vector_lanes, k.block, k.packed_shape, k.k_tiles, k.term_multiple,
-           k.taps, str(k.target))
+           k.taps, k.odd_lines, str(k.target))
     with _COMPILED_LOCK:
         hit = _COMPILED.get(key)
     if hit is None:
@@ -798,7 +818,7 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
         nv, vb = _block(n_pix, vw)
         tail = _round_up(n_pix, vb)              # zero weights read a whole image of zeros
         derive = functools.partial(derive_depthwise_inputs, spec, tail=tail, row_align=vw)
-        kkind, kt, tm, use_taps = "depthwise", 1, 1, False
+        kkind, kt, tm, use_taps, odd = "depthwise", 1, 1, False, 0
     else:
         lane = lane_dtype_for(x_absmax)
         full = _lanes(tgt, lane)
@@ -808,12 +828,13 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
         if block_vectors is not None and not 1 <= int(block_vectors) <= 8:
             raise ValueError(f"block_vectors={block_vectors} must be 1..8")
         use_taps = aligned_taps(kind, vw, lane, taps)
+        odd = CACHE_LINE_BITS // LANE_BITS[lane] if kind == "conv2d" else 0
         nv, vb = _block(_pixels(kind, spec, vw, lane, use_taps), vw,
                         BLOCK_VECTORS if block_vectors is None else block_vectors)
         tm = TERM_MULTIPLE if nv <= PAD_MAX_VECTORS else 1
         # padding terms read the zero tail at every pixel block's position: a whole image of zeros
         tail = _round_up(_pixels(kind, spec, vw, lane, use_taps), vb) if tm > 1 else vb
-        kt = (default_k_tiles(spec, _layout(kind, spec, vw, tail, use_taps), vb, lane, tgt) if k_tiles is None
+        kt = (default_k_tiles(spec, _layout(kind, spec, vw, tail, use_taps, odd), vb, lane, tgt) if k_tiles is None
               else int(k_tiles))
         kt = max(1, min(kt, spec.in_features if kind == "dense" else spec.group_in))
         if kind == "dense":
@@ -821,20 +842,21 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
                                        term_multiple=tm)
         else:
             derive = functools.partial(derive_conv2d_inputs, spec, x_absmax=x_absmax, tail=tail, row_align=vw,
-                                       k_tiles=kt, term_multiple=tm, taps=int(use_taps))
+                                       k_tiles=kt, term_multiple=tm, taps=int(use_taps), odd_lines=odd)
         kkind = kind
-    layout, pack, main = _primfuncs(kkind, spec, lane, vw, nv, tail, vector_bits(tgt), kt, tm, use_taps)
+    layout, pack, main = _primfuncs(kkind, spec, lane, vw, nv, tail, vector_bits(tgt), kt, tm, use_taps, odd)
     return SumThenShiftKernel(kind=kkind, spec=spec, pack=pack, main=main, weight_inputs=tuple(derive(codes)),
                               derive=derive, lane_dtype=lane, packed_shape=(layout.length,), layout=layout,
                               vector_lanes=vw, block=nv * vw, target=tgt, act_bits=(int(act_bits[0]), int(act_bits[1])),
-                              tail=tail, k_tiles=kt, term_multiple=tm, taps=use_taps)
+                              tail=tail, k_tiles=kt, term_multiple=tm, taps=use_taps, odd_lines=odd)
 
 
 def default_k_tiles(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout, block: int, lane: str,
                     target: tvm.target.Target) -> int:
-    """Input-channel tiles of a conv with a spatial kernel whose activations for a pixel block overflow
-    :data:`TILE_L1_SHARE` of the target's L1d by :data:`TILE_MIN_OVERFLOW`: as few as keep one tile within
-    that share, at least :data:`MIN_TILE_CHANNELS` channels each per row phase of the stride. 1 (no tiling)
+    """Input-channel tiles of a conv with a spatial kernel whose activations for a pixel block exceed
+    :data:`TILE_MIN_OVERFLOW` of :data:`TILE_L1_SHARE` of the target's L1d: as few as keep one tile within
+    that share, but at least two, and at least :data:`MIN_TILE_CHANNELS` channels each per row phase of the
+    stride. 1 (no tiling)
     for 1x1 convs and dense: with one term per input channel the extra segments cost more than the L1 hits
     gain (``experiments/bench_sum_then_shift.py --k-tiles``)."""
     if isinstance(spec, DenseSpec) or spec.kernel_h * spec.kernel_w == 1:
@@ -847,27 +869,28 @@ def default_k_tiles(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout
     budget = int(l1d_bytes(target) * TILE_L1_SHARE)
     if n_in * per_channel <= TILE_MIN_OVERFLOW * budget:
         return 1
-    return max(1, min(-(-n_in * per_channel // budget), n_in // (MIN_TILE_CHANNELS * spec.stride[0])))
+    return max(1, min(max(2, -(-n_in * per_channel // budget)), n_in // (MIN_TILE_CHANNELS * spec.stride[0])))
 
 
 @functools.lru_cache(maxsize=256)
 def _primfuncs(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int, vbits: int, kt: int = 1,
-               tm: int = 1, taps: bool = False) -> Tuple[ActivationLayout, tirx.PrimFunc, tirx.PrimFunc]:
+               tm: int = 1, taps: bool = False, odd: int = 0
+               ) -> Tuple[ActivationLayout, tirx.PrimFunc, tirx.PrimFunc]:
     """``(layout, pack, main)`` of one kernel instance (they depend on the shapes only, not on the weights)."""
-    layout = _layout(kind, spec, vw, tail, taps)
+    layout = _layout(kind, spec, vw, tail, taps, odd)
     pack = _pack_primfunc(layout, tuple(int(d) for d in spec.x_shape), lane, vbits)
-    return layout, pack, _main_primfunc(kind, spec, lane, vw, nv, tail, Epilogue(), None, kt, tm, taps)
+    return layout, pack, _main_primfunc(kind, spec, lane, vw, nv, tail, Epilogue(), None, kt, tm, taps, odd)
 
 
-def _layout(kind: str, spec: Any, vw: int, tail: int, taps: bool = False) -> ActivationLayout:
-    return dense_layout(spec, tail) if kind == "dense" else conv_layout(spec, tail, vw, taps)
+def _layout(kind: str, spec: Any, vw: int, tail: int, taps: bool = False, odd: int = 0) -> ActivationLayout:
+    return dense_layout(spec, tail) if kind == "dense" else conv_layout(spec, tail, vw, taps, odd)
 
 
 @functools.lru_cache(maxsize=256)
 def _main_primfunc(kind: str, spec: Any, lane: str, vw: int, nv: int, tail: int, epilogue: Epilogue,
-                   packed: Optional[PackedStore] = None, kt: int = 1, tm: int = 1, taps: bool = False
-                   ) -> tirx.PrimFunc:
-    layout = _layout(kind, spec, vw, tail, taps)
+                   packed: Optional[PackedStore] = None, kt: int = 1, tm: int = 1, taps: bool = False,
+                   odd: int = 0) -> tirx.PrimFunc:
+    layout = _layout(kind, spec, vw, tail, taps, odd)
     if kind == "depthwise":
         if packed is not None:
             raise ValueError("the depthwise kernel stores float32 only")

@@ -18,7 +18,7 @@ from .specs import Conv2dSpec, DenseSpec
 
 __all__ = ["ActivationLayout", "conv_layout", "dense_layout", "conv_rows", "layout_orders_differ", "is_depthwise",
            "pack_numpy", "derive_conv2d_inputs", "derive_depthwise_inputs", "derive_dense_inputs", "PLANE_ALIGN",
-           "ROW_PAD_MAX_WASTE", "round_up", "input_tiles", "tile_code_rows", "cuda_lane_dtype",
+           "ROW_PAD_MAX_WASTE", "round_up", "odd_line_plane", "input_tiles", "tile_code_rows", "cuda_lane_dtype",
            "derive_cuda_conv2d_inputs", "CUDA_TERM_C_SHIFT", "CUDA_TERM_KH_SHIFT"]
 
 #: plane alignment in elements (cache-line-aligned planes for int16: 32 x 2 bytes)
@@ -47,7 +47,8 @@ class ActivationLayout:
         halo: rows carry the kernel's column halo (one copy per stride phase, taps ``kw`` at column offsets
             ``(kw * dw) // sw``) instead of one copy per column tap.
         rows, row_len: rows per plane and their length (``OW``; ``M`` for dense).
-        plane: elements per (copy, channel) plane (``rows * row_len`` rounded up to :data:`PLANE_ALIGN`).
+        plane: elements per (copy, channel) plane (``rows * row_len`` rounded up to :data:`PLANE_ALIGN`, for
+            the conv kernel then to an odd number of cache lines, :func:`odd_line_plane`).
         tail: zero elements at the end of every image (>= the widest pixel block).
         stride, dilation, pad_tl, in_hw: conv geometry (dense: unit stride, no padding, ``(1, M)``).
     """
@@ -137,8 +138,24 @@ def layout_orders_differ(spec: Conv2dSpec, row_align: int) -> bool:
     return conv_rows(spec, row_align, True) != conv_rows(spec, row_align, False)
 
 
-def conv_layout(spec: Conv2dSpec, tail: int, row_align: int = 1, taps: bool = False) -> ActivationLayout:
-    """The packed-activation layout of a conv spec (rows per :func:`conv_rows`)."""
+def odd_line_plane(elements: int, line: int) -> int:
+    """``elements`` rounded up to :data:`PLANE_ALIGN`, then (``line`` > 0 elements per cache line) to an odd
+    number of cache lines.
+
+    A pixel block reads the same few rows of every channel plane. With a plane stride of an even number of
+    lines those windows fall on a subset of the L1's sets (64 sets on the x86 CPUs we target: a stride of 8
+    lines maps every channel to 8 of them), and an 8-way set then evicts lines the next output reads
+    again; an odd stride spreads the windows over all sets."""
+    plane = round_up(elements, PLANE_ALIGN)
+    if line > 0 and (plane // line) % 2 == 0:
+        plane += line
+    return plane
+
+
+def conv_layout(spec: Conv2dSpec, tail: int, row_align: int = 1, taps: bool = False, odd_lines: int = 0
+                ) -> ActivationLayout:
+    """The packed-activation layout of a conv spec (rows per :func:`conv_rows`; planes per
+    :func:`odd_line_plane` with ``odd_lines`` elements per cache line, 0 = aligned only)."""
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     oh, ow0 = spec.out_hw
     ow, halo = conv_rows(spec, row_align, taps)
@@ -148,7 +165,7 @@ def conv_layout(spec: Conv2dSpec, tail: int, row_align: int = 1, taps: bool = Fa
     copies = tuple((cs, a) for cs in shifts for a in phases)
     rows = oh + ((spec.kernel_h - 1) * dh) // sh
     return ActivationLayout(images=spec.batch, channels=spec.in_channels, copies=copies, rows=rows, row_len=ow,
-                            plane=round_up(rows * ow, PLANE_ALIGN), tail=round_up(tail, PLANE_ALIGN),
+                            plane=odd_line_plane(rows * ow, odd_lines), tail=round_up(tail, PLANE_ALIGN),
                             stride=spec.stride, dilation=spec.dilation, pad_tl=(spec.padding[0], spec.padding[1]),
                             in_hw=(spec.height, spec.width), out_w=ow0, halo=halo)
 
@@ -218,8 +235,8 @@ def tile_code_rows(codes: np.ndarray, n_in: int, k_tiles: int) -> np.ndarray:
 
 
 def derive_conv2d_inputs(spec: Conv2dSpec, codes: np.ndarray, x_absmax: int, tail: int,
-                         row_align: int = 1, k_tiles: int = 1, term_multiple: int = 1, taps: int = 0
-                         ) -> List[np.ndarray]:
+                         row_align: int = 1, k_tiles: int = 1, term_multiple: int = 1, taps: int = 0,
+                         odd_lines: int = 0) -> List[np.ndarray]:
     """Weight inputs of the conv / dense-batch kernel from the codes: ``[seg_ptr, seg_level, seg_npos, seg_tptr,
     term_offset]`` (int32). ``spec`` may be a :class:`DenseSpec` (batch > 1).
 
@@ -233,7 +250,9 @@ def derive_conv2d_inputs(spec: Conv2dSpec, codes: np.ndarray, x_absmax: int, tai
     ``seg_tptr`` count the padding. Artifacts written before it existed rebuild exact runs (the default).
 
     ``taps=1``: offsets into the layout :func:`conv_rows` gives with ``taps=True`` (aligned tap copies);
-    artifacts written before it existed rebuild their halo-first offsets (the default)."""
+    artifacts written before it existed rebuild their halo-first offsets (the default). ``odd_lines``: planes
+    of an odd number of cache lines of that many elements (:func:`odd_line_plane`); artifacts written before it
+    existed rebuild offsets into aligned planes (the default, 0)."""
     dense = isinstance(spec, DenseSpec)
     n_out = spec.out_features if dense else spec.out_channels
     n_in = spec.in_features if dense else spec.group_in
@@ -242,7 +261,7 @@ def derive_conv2d_inputs(spec: Conv2dSpec, codes: np.ndarray, x_absmax: int, tai
         layout = dense_layout(spec, tail)
         off = plan.term_index.astype(np.int64) * layout.plane
     else:
-        layout = conv_layout(spec, tail, row_align, bool(taps))
+        layout = conv_layout(spec, tail, row_align, bool(taps), int(odd_lines))
         offs = _conv_offsets(layout, spec)
         seg_row = np.repeat(np.arange(plan.n_out) % n_out, np.diff(plan.seg_ptr))
         term_row = np.repeat(seg_row, plan.segment_sizes())

@@ -334,6 +334,28 @@ def test_512_bit_vectors_read_aligned_tap_copies():
     assert k.kind == "depthwise" and k.layout.halo and not k.taps
 
 
+def test_conv_planes_span_an_odd_number_of_cache_lines():
+    """The conv kernel's planes are an odd number of 64-byte lines (int16: 32 lanes, int32: 16), recorded in
+    its derivation; depthwise and dense keep aligned planes. An old artifact's derivation (no
+    ``odd_lines``) rebuilds offsets into aligned planes."""
+    spec = Conv2dSpec(1, 16, 14, 14, 4, 3, 3, padding=1, frac_bits=5, s0=-4)   # 16 x 16 halo rows: 8 lines
+    codes = _codes(np.random.default_rng(5), (4, 16, 3, 3), "mixed", 6)
+    zen3 = {"kind": "llvm", "mcpu": "znver3"}
+    k = sts.build("conv2d", spec, codes, zen3, (3, 5))
+    assert (k.layout.plane, k.odd_lines, k.derive.keywords["odd_lines"]) == (288, 32, 32)
+    wide = Conv2dSpec(1, 16, 14, 14, 4, 3, 3, padding=1, frac_bits=12, s0=-4)
+    k32 = sts.build("conv2d", wide, codes, zen3, (4, 12))
+    assert k32.lane_dtype == "int32" and k32.odd_lines == 16 and (k32.layout.plane // 16) % 2 == 1
+    old = dict(k.derive.keywords)
+    del old["odd_lines"]
+    aligned = sts.derive_conv2d_inputs(spec, codes, **old)
+    assert aligned[4].max() < 16 * 256 and k.weight_inputs[4].max() >= 15 * 288
+    dw = Conv2dSpec(1, 16, 14, 14, 16, 3, 3, padding=1, groups=16, frac_bits=5, s0=-4)
+    assert sts.build("conv2d", dw, np.ones((16, 1, 3, 3), np.int8), zen3, (3, 5)).layout.plane == 256
+    dense = DenseSpec(64, 32, 8, frac_bits=5, s0=-4)
+    assert sts.build("dense", dense, np.ones((8, 32), np.int8), zen3, (3, 5)).layout.plane == 64
+
+
 def test_default_input_channel_tiles_follow_the_l1_cache():
     """Wide 3x3 convs on small images get tiles sized to the target's L1d; 1x1 convs, narrow layers and dense
     get none; forced tiles are clamped to the input channels."""
@@ -360,6 +382,11 @@ def test_default_input_channel_tiles_follow_the_l1_cache():
     dense = DenseSpec(64, 512, 8, frac_bits=5, s0=-4)
     assert sts.build("dense", dense, np.ones((8, 512), np.int8), HOST, (3, 5)).k_tiles == 1
     assert sts.build("conv2d", narrow, np.ones((16, 16, 3, 3), np.int8), HOST, (3, 5), k_tiles=99).k_tiles == 16
+    # just under the share still tiles in two: the halo rows of 64 channels at 56 wide are 25 KB on Zen 3
+    zen3 = {"kind": "llvm", "mcpu": "znver3"}
+    assert sts.build("conv2d", c56, np.ones((8, 64, 3, 3), np.int8), zen3, (3, 5)).k_tiles == 2
+    half = Conv2dSpec(1, 32, 56, 56, 8, 3, 3, padding=1, frac_bits=5, s0=-4)
+    assert sts.build("conv2d", half, np.ones((8, 32, 3, 3), np.int8), zen3, (3, 5)).k_tiles == 1
 
 
 # ------------------------------------------------------------------------------------------------- asm

@@ -10,8 +10,8 @@ from hypothesis_support import examples
 
 from schedules.compute import Conv2dSpec, DenseSpec
 from schedules.segments import plan_segments
-from schedules.sum_then_shift_layout import (conv_layout, derive_conv2d_inputs, derive_dense_inputs, input_tiles,
-                                             tile_code_rows)
+from schedules.sum_then_shift_layout import (PLANE_ALIGN, conv_layout, derive_conv2d_inputs, derive_dense_inputs,
+                                             input_tiles, odd_line_plane, pack_numpy, tile_code_rows)
 
 
 @settings(max_examples=examples(100), deadline=None)
@@ -78,3 +78,31 @@ def test_padded_runs_encode_the_same_weights():
             real = off[a:b][off[a:b] != zero]
             assert real.tolist() == exact[4][ea:eb].tolist(), (s, sign)
             assert b - a - real.size < 4
+
+
+def test_odd_line_planes():
+    """Planes round up to the alignment, then to an odd number of cache lines (``line`` elements each)."""
+    assert odd_line_plane(256, 32) == 288 and odd_line_plane(257, 32) == 288 and odd_line_plane(288, 32) == 288
+    assert odd_line_plane(256, 0) == 256 and odd_line_plane(10, 0) == PLANE_ALIGN
+    assert odd_line_plane(256, 16) == 272                   # int32 lanes: 16 per 64-byte line, 17 lines
+    assert all((odd_line_plane(n, 32) // 32) % 2 == 1 for n in range(1, 2000, 7))
+
+
+@pytest.mark.parametrize("taps", [0, 1])
+def test_odd_line_offsets_read_what_aligned_ones_read(taps):
+    """The plan with odd-line planes and the plan of an artifact written before them (no ``odd_lines``) read
+    the same activation at every term, each from the packed buffer of its own layout."""
+    rng = np.random.default_rng(4)
+    spec = Conv2dSpec(2, 6, 14, 14, 5, 3, 3, 1, 1, 1, 1, 5, -4, "int32", False)
+    codes = rng.integers(-6, 7, size=(5, 6, 3, 3)).astype(np.int8)
+    x = rng.integers(-128, 128, size=spec.x_shape)
+    old = derive_conv2d_inputs(spec, codes, 128, tail=64, row_align=16, taps=taps)
+    new = derive_conv2d_inputs(spec, codes, 128, tail=64, row_align=16, taps=taps, odd_lines=32)
+    lay_old, lay_new = conv_layout(spec, 64, 16, bool(taps)), conv_layout(spec, 64, 16, bool(taps), 32)
+    assert lay_old.plane % 64 == 0 and (lay_new.plane // 32) % 2 == 1
+    assert all(np.array_equal(a, b) for a, b in zip(old[:4], new[:4])) and not np.array_equal(old[4], new[4])
+    for n in range(spec.batch):
+        p_old = pack_numpy(lay_old, x, "int16").reshape(spec.batch, -1)[n]
+        p_new = pack_numpy(lay_new, x, "int16").reshape(spec.batch, -1)[n]
+        for p in (0, 17, 100):                               # any output pixel: a fixed shift of every offset
+            assert np.array_equal(p_old[old[4] + p], p_new[new[4] + p])
