@@ -9,8 +9,8 @@ Without it, a conv followed by another shift conv runs::
 With it, ``conv_A``'s store computes the same ``clamp(round(y * 2**F))`` (the quantising pack's expression,
 :func:`schedules.compute.quantize_value`) and writes it into every copy of ``B``'s layout
 (:mod:`schedules.sum_then_shift_layout`); the rest of that layout (padding rows, plane gaps, the image's zero
-tail: :func:`zero_runs`) is zeroed by the same kernel, by the tasks of an image's first and last pixel block. No float tensor, no pack kernel:
-``B`` reads exactly the buffer the pack would have written.
+tail: :func:`zero_runs`) is zeroed by the same kernel, by the tasks of an image's first and last pixel block.
+No float tensor, no pack kernel: ``B`` reads exactly the buffer the pack would have written.
 
 Supported geometry (:func:`copy_offsets`): ``B`` has stride 1 and dilation 1 and packed rows of ``OW``
 (``B``'s output width equals ``A``'s, "same" padding; the tap-copy layout, or the halo layout of a 1 x 1

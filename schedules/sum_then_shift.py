@@ -382,6 +382,7 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
             raise ValueError(f"cannot store {spec} into the packed layout {packed.layout}")
     PACKED = offsets is not None
     shifts = column_shifts(offsets, packed.layout) if PACKED else ()
+    edge_runs = zero_runs(offsets, packed.layout, NP) if PACKED else ()
     OUT_SHAPE, OUT_DTYPE = ((packed.length,), packed.lane) if PACKED else (out_shape, "float32")
     QV = VB if PACKED else 1
     # tasks: (image, pixel block); with too few of them, output-channel chunks as well (parallel balance)
@@ -421,10 +422,9 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
         lay = packed.layout
         zeros = functools.partial(_zeros, vl=max(4, vw * LANE_BITS[lane] // LANE_BITS[packed.lane]),
                                   lane=packed.lane)
-        runs = zero_runs(offsets, lay, NP)
         for edge, side in ((0, 0), (NB - 1, 1)):
             with Tb.If(blk == edge), Tb.Then():
-                for i, both in enumerate(runs):
+                for i, both in enumerate(edge_runs):
                     a, cnt = both[side]
                     if cnt:
                         zeros(out, n * lay.image_len + (i * O + co) * lay.plane + a, cnt)

@@ -101,8 +101,8 @@ def test_odd_line_offsets_read_what_aligned_ones_read(taps):
     lay_old, lay_new = conv_layout(spec, 64, 16, bool(taps)), conv_layout(spec, 64, 16, bool(taps), 32)
     assert lay_old.plane % 64 == 0 and (lay_new.plane // 32) % 2 == 1
     assert all(np.array_equal(a, b) for a, b in zip(old[:4], new[:4])) and not np.array_equal(old[4], new[4])
-    for n in range(spec.batch):
-        p_old = pack_numpy(lay_old, x, "int16").reshape(spec.batch, -1)[n]
-        p_new = pack_numpy(lay_new, x, "int16").reshape(spec.batch, -1)[n]
+    packed_old = pack_numpy(lay_old, x, "int16").reshape(spec.batch, -1)
+    packed_new = pack_numpy(lay_new, x, "int16").reshape(spec.batch, -1)
+    for p_old, p_new in zip(packed_old, packed_new):
         for p in (0, 17, 100):                               # any output pixel: a fixed shift of every offset
             assert np.array_equal(p_old[old[4] + p], p_new[new[4] + p])
