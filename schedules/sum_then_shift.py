@@ -407,11 +407,13 @@ def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout,
                                       packed.lane), [qi])
         lay = packed.layout
         for i, (d, sh) in enumerate(zip(offsets, shifts)):
+            # Select, not if_then_else: TVM scalarises an if_then_else whose condition varies across lanes,
+            # and LLVM re-vectorises the scalar stores in 16/8/4/2/1-lane pieces
             q = qv[qi]
             if sh > 0:      # the last columns land in the next row's left zero columns
-                q = T.if_then_else(p % OW < OW - sh, q, T.Cast(packed.lane, 0))
+                q = T.Select(p % OW < OW - sh, q, T.Cast(packed.lane, 0))
             elif sh < 0:    # the first columns land in the previous row's right zero columns
-                q = T.if_then_else(p % OW >= -sh, q, T.Cast(packed.lane, 0))
+                q = T.Select(p % OW >= -sh, q, T.Cast(packed.lane, 0))
             T.buffer_store(out, q, [n * lay.image_len + (i * O + co) * lay.plane + d + p])
         return None
 

@@ -115,3 +115,23 @@ def test_the_audit_counts_the_quantising_store_as_epilogue():
     x = tvm.tirx.Var("x", "float32")
     assert _reads_float(tvm.tirx.nearbyint(x * 32.0).astype("int16"))
     assert not _reads_float(tvm.tirx.Var("i", "int32") + 1)
+
+
+@pytest.mark.parametrize("mcpu", ["znver3", "sapphirerapids"])
+def test_masked_copy_stores_stay_whole_vectors(mcpu):
+    """The copies whose first or last column is zeroed are stored as whole vectors (an ``and`` with a lane
+    mask), not in 16/8/4/2/1-lane pieces: pieces are what LLVM makes of the scalar stores that TVM's
+    vectoriser leaves when the zeroing is an ``if_then_else`` with a condition that varies across lanes."""
+    target = {"kind": "llvm", "mcpu": mcpu}
+    spec = Conv2dSpec(1, 16, 32, 32, 16, 3, 3, padding=1, frac_bits=5, s0=-6, acc_dtype="int32", has_bias=True)
+    codes = np.random.default_rng(0).integers(-7, 8, size=(16, 16, 3, 3)).astype(np.int8)
+    k = sts.build("conv2d", spec, codes, target, (3, 5))
+    store = k.packed_input("nearest")
+    assert k.can_store_into(store) and len(store.layout.copies) == 3      # two of the copies are masked
+    prim = k.main_with(RELU, store).with_attr("global_symbol", "f")
+    asm = tvm.tirx.build(prim, target=k.target).inspect_source("asm")
+    lines = [l.strip() for l in asm.splitlines()]
+    pieces = [l for l in lines if l.startswith(("vpextrw", "vpextrd", "vpextrb")) and "(" in l]   # lane -> memory
+    assert not pieces, pieces
+    quantised = [l for l in lines if l.startswith("vcvttps2dq")]
+    assert quantised and not any("%xmm" in l for l in quantised)         # no 4-lane leftovers of the quantise
