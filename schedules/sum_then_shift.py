@@ -124,6 +124,10 @@ CANONICALIZE_LOOP_WORKAROUND = True
 
 #: pixel vectors per block (unrolled): enough independent loads per term, accumulators within the registers
 BLOCK_VECTORS = 4
+#: with 32 vector registers (AVX-512), an image of more than BLOCK_VECTORS but at most this many vectors, not a
+#: multiple of BLOCK_VECTORS, is one block: 14 x 14 outputs in rows of 16 are 7 vectors of 32 lanes, which
+#: blocks of 4 would compute as 8; the 7 int16 sums and 14 int32 accumulators still fit the registers
+WHOLE_IMAGE_VECTORS = 7
 #: with at most PAD_MAX_VECTORS vectors per pixel block, every segment's positive and negative runs are padded
 #: to a multiple of TERM_MULTIPLE terms (reading zeros): the term loop then has no remainder loop, whose exit
 #: the branch predictor misses once per run. Wider blocks keep exact runs (their padding would cost more adds
@@ -342,10 +346,18 @@ def _pixel_lanes(kind: str, spec: Union[Conv2dSpec, DenseSpec], full: int, lane:
     return best
 
 
-def _block(n_pixels: int, vw: int, max_vectors: int = BLOCK_VECTORS) -> Tuple[int, int]:
-    """``(NV, VB)``: vectors per pixel block and block width for ``n_pixels`` outputs of ``vw`` lanes."""
-    nv = max(1, min(int(max_vectors), -(-n_pixels // vw)))
+def _block(n_pixels: int, vw: int, max_vectors: int = BLOCK_VECTORS, whole: int = 0) -> Tuple[int, int]:
+    """``(NV, VB)``: vectors per pixel block and block width for ``n_pixels`` outputs of ``vw`` lanes; an image
+    of up to ``whole`` vectors that blocks of ``max_vectors`` would pad is one block (:data:`WHOLE_IMAGE_VECTORS`)."""
+    total = -(-n_pixels // vw)
+    nv = total if max_vectors < total <= whole and total % max_vectors else max(1, min(int(max_vectors), total))
     return nv, nv * vw
+
+
+def _whole_image_vectors(tgt: tvm.target.Target, lane: str, acc: str) -> int:
+    """The ``whole`` of :func:`_block` for the conv / dense kernel: :data:`WHOLE_IMAGE_VECTORS` where each
+    vector of sums needs at most three registers (its lanes, and an accumulator twice as wide) out of 32."""
+    return WHOLE_IMAGE_VECTORS if vector_bits(tgt) == 512 and LANE_BITS[acc] <= 2 * LANE_BITS[lane] else 0
 
 
 def _stst_primfunc(spec: Union[Conv2dSpec, DenseSpec], layout: ActivationLayout, lane: str, acc: str,
@@ -779,7 +791,8 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
             by depthwise).
         lanes: lanes per vector of the conv / dense kernel, a power of two from 8 to the target's width
             (``_pixel_lanes`` when None; ignored by depthwise).
-        block_vectors: at most this many vectors per pixel block, 1 to 8 (:data:`BLOCK_VECTORS` when None).
+        block_vectors: at most this many vectors per pixel block, 1 to 8 (when None: :data:`BLOCK_VECTORS`, or
+            the whole image where :data:`WHOLE_IMAGE_VECTORS` allows).
             ``k_tiles``, ``lanes`` and ``block_vectors`` are what ``shiftcomp.tune`` chooses per layer
             (:mod:`schedules.shape_choices`); every choice computes the same bits.
         taps: the conv kernel's layout: aligned tap copies first (True) or the halo layout first (False);
@@ -831,8 +844,9 @@ def build(kind: str, spec: Union[Conv2dSpec, DenseSpec], codes: np.ndarray,
             raise ValueError(f"block_vectors={block_vectors} must be 1..8")
         use_taps = aligned_taps(kind, vw, lane, taps)
         odd = CACHE_LINE_BITS // LANE_BITS[lane] if kind == "conv2d" else 0
-        nv, vb = _block(_pixels(kind, spec, vw, lane, use_taps), vw,
-                        BLOCK_VECTORS if block_vectors is None else block_vectors)
+        nv, vb = (_block(_pixels(kind, spec, vw, lane, use_taps), vw, BLOCK_VECTORS,
+                         _whole_image_vectors(tgt, lane, acc)) if block_vectors is None
+                  else _block(_pixels(kind, spec, vw, lane, use_taps), vw, block_vectors))
         tm = TERM_MULTIPLE if nv <= PAD_MAX_VECTORS else 1
         # padding terms read the zero tail at every pixel block's position: a whole image of zeros
         tail = _round_up(_pixels(kind, spec, vw, lane, use_taps), vb) if tm > 1 else vb

@@ -150,6 +150,30 @@ def test_one_vector_blocks_with_padded_runs_equal_reference(case, code_mode, act
     _check_conv_case(case, code_mode, act_mode, seed, block_vectors=1)
 
 
+@pytest.mark.bitexact
+@settings(max_examples=examples(60), deadline=None)
+@given(st.sampled_from(CONVS), st.sampled_from(CODE_MODES), st.sampled_from(ACT_MODES), st.integers(0, 2**32 - 1))
+def test_seven_vector_blocks_equal_reference(case, code_mode, act_mode, seed):
+    """Blocks of up to seven vectors, what an AVX-512 target gets for a whole image of 5 to 7 vectors
+    (``WHOLE_IMAGE_VECTORS``); on this host too, whatever its vector width."""
+    _check_conv_case(case, code_mode, act_mode, seed, block_vectors=7)
+
+
+def test_whole_image_blocks_on_32_register_targets():
+    """On AVX-512, an image of 5 to 7 vectors is one block (no padded vector); AVX2, images that blocks of
+    BLOCK_VECTORS divide, and int64 accumulators of int16 sums keep blocks of BLOCK_VECTORS."""
+    def block(hw, cpu, acc="int32"):
+        spec = Conv2dSpec(1, 16, hw, hw, 8, 3, 3, padding=1, frac_bits=5, s0=-4, acc_dtype=acc)
+        k = sts.build("conv2d", spec, np.ones((8, 16, 3, 3), np.int8), {"kind": "llvm", "mcpu": cpu}, (3, 5))
+        return k.block // k.vector_lanes, k.vector_lanes
+    assert sts.WHOLE_IMAGE_VECTORS == 7
+    assert block(14, "sapphirerapids") == (7, 32)        # 14 rows of 16: 7 vectors, not 2 blocks of 4
+    assert block(14, "znver4") == (7, 32)
+    assert block(16, "sapphirerapids") == (4, 32)        # 8 vectors: two full blocks
+    assert block(14, "sapphirerapids", "int64") == (4, 32)
+    assert block(14, "znver3") == (4, 16)
+
+
 #: conv cases whose rows can carry the halo (padded rows of at most 1/6 garbage): both layouts apply
 HALO_ELIGIBLE = [c for c in CONVS if c[0][3] in (28, 57) and c[0][9] == 1]
 
