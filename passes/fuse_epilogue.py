@@ -29,7 +29,9 @@ to store the value quantised straight into the packed input, and the pack call i
     xp_B = call_tir(shift_conv2d_A_multiply_add_relu_into_B, (packed_A, *plan_A, table))   # int16, B's layout
 
 No float tensor and no pack kernel between the two layers; ``FusedEpilogue.packed_for`` names ``B``. The
-bits are the same (the store applies the pack's quantise expression to the same float32 value).
+bits are the same (the store applies the pack's quantise expression to the same float32 value). Only while
+``B``'s packed input for the whole batch is at most :data:`HANDOFF_MAX_PACKED_BYTES`: the producer reads one
+packed tensor while it writes the other, where the float path reuses one.
 
 Runs after weight lifting (``compiled.relax_module``, which ``sc.verify`` rebuilds single ops from, keeps
 the plain kernels) and before legalisation, so the audit counts the fused ops as the kernel's epilogue.
@@ -48,7 +50,13 @@ from schedules.epilogue import UNARY_OPS, Epilogue, EpilogueStep
 
 from .lowering import LoweringReport
 
-__all__ = ["EPILOGUE_RULES", "FusedEpilogue", "FuseShiftEpilogues", "fuse_epilogues"]
+__all__ = ["EPILOGUE_RULES", "FusedEpilogue", "FuseShiftEpilogues", "HANDOFF_MAX_PACKED_BYTES", "fuse_epilogues"]
+
+#: the integer handoff keeps the producer's packed input and the packed output it writes alive at once, where
+#: the float path reuses one packed buffer: a larger working set per layer. Above this size of the packed
+#: tensor (the whole batch) that costs more in cache misses than the float store and pack it saves, so the
+#: producer stores float32 and the pack stays.
+HANDOFF_MAX_PACKED_BYTES = 4 << 20
 
 _CALL_TIR = "relax.call_tir"
 
@@ -100,6 +108,14 @@ def _shape(sinfo: Any) -> tuple[int, ...] | None:
         return tuple(int(d) for d in sinfo.shape.values)
     except (AttributeError, TypeError, ValueError):
         return None
+
+
+def _nbytes(sinfo: Any) -> float:
+    """Bytes of a tensor type (infinite when its shape is not static)."""
+    shape = _shape(sinfo)
+    if shape is None:
+        return float("inf")
+    return float(np.prod(shape, dtype=np.int64)) * np.dtype(str(sinfo.dtype)).itemsize
 
 
 def _is_f32_tensor(expr: Any, shape: tuple[int, ...]) -> bool:
@@ -257,6 +273,8 @@ def fuse_epilogues(mod: tvm.IRModule, report: LoweringReport, handoff: bool = Tr
             layer, build = builders[gv.name_hint]
             epilogue = Epilogue(tuple(chain.steps))
             into = _packed_reader(bindings, readers, uses, cur, packs)   # (binding, layer, store)
+            if into is not None and _nbytes(bindings[into[0]].value.ty) > HANDOFF_MAX_PACKED_BYTES:
+                into = None
             prim = None
             if into is not None and build.with_packed_store is not None:
                 prim = build.with_packed_store(epilogue, into[2])

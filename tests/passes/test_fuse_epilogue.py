@@ -13,6 +13,7 @@ from hypothesis_support import examples
 from torch import nn
 from tvm import relax
 
+from passes import fuse_epilogue
 from passes.fuse_epilogue import EPILOGUE_RULES, _constant_operand
 from shiftcomp.compiler import compile
 from shiftcomp.config import ShiftConfig
@@ -88,6 +89,18 @@ def test_conv1_stores_straight_into_conv2s_packed_input(block) -> None:
     # conv2's quantising pack is gone: its x * 2**F is now conv1's epilogue, not a prologue
     assert fused.audit.prologue.mul < float_out.audit.prologue.mul
     assert fused.audit.datapath.mul == 0
+
+
+@pytest.mark.bitexact
+def test_a_packed_input_over_the_size_limit_stays_a_float_store_and_pack(block, monkeypatch) -> None:
+    """Past ``HANDOFF_MAX_PACKED_BYTES`` (the whole batch's packed tensor) conv1 stores float32 and conv2's
+    quantising pack stays; the other fusions and the bits do not change."""
+    model, x, fused, plain = block
+    monkeypatch.setattr(fuse_epilogue, "HANDOFF_MAX_PACKED_BYTES", 0)
+    big = compile(model, x, tuned=None)
+    assert {e.layer: e.packed_for for e in big.epilogues} == {"conv1": None, "conv2": None, "dw": None}
+    assert [e.ops for e in big.epilogues] == [e.ops for e in fused.epilogues]
+    assert torch.equal(big(x), plain(x))
 
 
 def test_fused_block_agrees_with_the_reference_and_keeps_the_audit_multiplication_free(block) -> None:
