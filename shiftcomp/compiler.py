@@ -226,10 +226,10 @@ def compile(model: nn.Module, example_inputs: Any, target: Any = "llvm", *, tune
             sum-then-shift conv of a supported geometry, store it quantised straight into that kernel's packed
             input (no float tensor, no pack kernel between: ``schedules.packed_store``; ``packed_for`` in
             ``compiled.epilogues``) while that input, for the whole batch, is at most
-            ``passes.fuse_epilogue.HANDOFF_MAX_PACKED_BYTES`` (4 MiB); the rest by FuseOps/FuseTIR. ``"epilogue"``: the same without that
-            integer handoff; ``"glue"``: FuseOps/FuseTIR only. All three give the same bits. ``False``:
-            every op its own kernel (float glue may then round differently: LLVM forms FMAs only inside
-            one kernel).
+            ``passes.fuse_epilogue.HANDOFF_MAX_PACKED_BYTES`` (4 MiB); the rest by FuseOps/FuseTIR.
+            ``"epilogue"``: the same without that integer handoff; ``"glue"``: FuseOps/FuseTIR only. All
+            three give the same bits. ``False``: every op its own kernel (float glue may then round
+            differently: LLVM forms FMAs only inside one kernel).
         lower: ``False`` builds the float multiply baseline (shift layers run their float fallback).
         probes: also output every shift layer's input and output (names in ``compiled.imported.probes``;
             used by :func:`shiftcomp.verification.verify` to locate differences).
