@@ -54,8 +54,8 @@ __all__ = ["EPILOGUE_RULES", "FusedEpilogue", "FuseShiftEpilogues", "HANDOFF_MAX
 
 #: the integer handoff keeps the producer's packed input and the packed output it writes alive at once, where
 #: the float path reuses one packed buffer: a larger working set per layer. Above this size of the packed
-#: tensor (the whole batch) that costs more in cache misses than the float store and pack it saves, so the
-#: producer stores float32 and the pack stays.
+#: tensor (the whole batch) that measured slower than the float store and pack it saves, so the producer
+#: stores float32 and the pack stays.
 HANDOFF_MAX_PACKED_BYTES = 4 << 20
 
 _CALL_TIR = "relax.call_tir"
@@ -202,7 +202,8 @@ def _var_uses(func: relax.Function) -> dict[Any, int]:
 def _packed_reader(bindings: list[Any], readers: dict[Any, list[int]], uses: dict[Any, int], var: relax.Var,
                    packs: dict[str, tuple[str, Any]]) -> tuple[int, str, Any] | None:
     """``(binding index, layer, PackedStore)`` when the only reader of ``var`` is the quantising pack of a
-    layer in ``packs`` called on ``var`` itself, else None."""
+    layer in ``packs`` called on ``var`` itself and that pack's output is at most
+    :data:`HANDOFF_MAX_PACKED_BYTES`, else None."""
     if uses.get(var, 0) != 1 or len(readers.get(var, [])) != 1:
         return None
     j = readers[var][0]
@@ -211,7 +212,7 @@ def _packed_reader(bindings: list[Any], readers: dict[Any, list[int]], uses: dic
         return None
     gv, fields = call.args[0], list(call.args[1].fields)
     if not isinstance(gv, tvm.ir.GlobalVar) or gv.name_hint not in packs or len(fields) != 1 \
-            or not fields[0].same_as(var):
+            or not fields[0].same_as(var) or _nbytes(call.ty) > HANDOFF_MAX_PACKED_BYTES:
         return None
     layer, store = packs[gv.name_hint]
     return j, layer, store
@@ -273,8 +274,6 @@ def fuse_epilogues(mod: tvm.IRModule, report: LoweringReport, handoff: bool = Tr
             layer, build = builders[gv.name_hint]
             epilogue = Epilogue(tuple(chain.steps))
             into = _packed_reader(bindings, readers, uses, cur, packs)   # (binding, layer, store)
-            if into is not None and _nbytes(bindings[into[0]].value.ty) > HANDOFF_MAX_PACKED_BYTES:
-                into = None
             prim = None
             if into is not None and build.with_packed_store is not None:
                 prim = build.with_packed_store(epilogue, into[2])
