@@ -18,7 +18,6 @@ Each row names how many layers hand over. Medians of ``--rounds`` interleaved sa
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 
@@ -42,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench_end_to_end import cpu_summary, set_threads, shift_model, time_interleaved
     from passes import fuse_epilogue
+    from shiftcomp.bench.report import write_experiment_table
     from shiftcomp.compiler import compile as sc_compile
     from shiftcomp.models import INPUT_SHAPES
 
@@ -71,20 +71,9 @@ def main(argv: list[str] | None = None) -> int:
                              "ms": round(ms, 3), "vs_none": round(ms / med["none"], 3)})
                 print(rows[-1], flush=True)
 
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, "handoff_limit")
-    with open(stem + ".csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    md = [f"CPU: {env['cpu']}; ISA: {env['isa']}; {env['cores']} cores; load {env['load']}; ResNet-20 Q 5-bit, "
-          f"Q(3,5); shipped limit {shipped / 2 ** 20:g} MiB; {args.rounds} interleaved rounds, median ms", "",
-          "| batch | threads | build | handoffs | ms | vs none |", "|---|---|---|---|---|---|"]
-    md += [f"| {r['batch']} | {r['threads']} | {r['build']} | {r['handoffs']} | {r['ms']} | {r['vs_none']} |"
-           for r in rows]
-    with open(stem + ".md", "w") as f:
-        f.write("\n".join(md) + "\n")
-    print("\n".join(md))
+    header = (f"CPU: {env['cpu']}; ISA: {env['isa']}; {env['cores']} cores; load {env['load']}; ResNet-20 Q 5-bit, "
+              f"Q(3,5); shipped limit {shipped / 2 ** 20:g} MiB; {args.rounds} interleaved rounds, median ms")
+    print(write_experiment_table(rows, os.path.join(args.out, "handoff_limit"), header))
     return 0
 
 
